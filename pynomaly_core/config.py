@@ -1,0 +1,140 @@
+"""The pipeline configuration: one pydantic model, read from `configs/<name>.yaml`.
+
+The same YAML file is the DVC params file and the default of the Prefect flow parameter,
+so every parameter is defined once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+LABEL_METRICS = {"roc_auc", "pr_auc", "precision_at_n", "f1"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ColumnSpec(Strict):
+    type: Literal["float", "int", "str", "bool"] = "float"
+    min: float | None = None
+    max: float | None = None
+    nullable: bool = False
+    allowed: list[str | int | float] | None = None
+
+
+class DataConfig(Strict):
+    source: str = Field(description="CSV or Parquet path, or a SQLAlchemy URL when `query` is set")
+    query: str | None = None
+    id_column: str | None = None
+    label_column: str | None = Field(None, description="1 = anomaly; feeds evaluation, and selection only with train.use_labels")
+    columns: dict[str, ColumnSpec] = Field(min_length=1, description="the feature columns and their rules")
+    max_rejected_share: float = Field(0.1, ge=0, le=1)
+
+
+class PreprocessConfig(Strict):
+    test_size: float = Field(0.3, gt=0, lt=1)
+    numeric_impute: Literal["median", "mean"] = "median"
+    scaler: Literal["standard", "robust", "minmax"] = "robust"
+
+
+class TrainConfig(Strict):
+    detectors: list[str] | Literal["all"] = "all"
+    n_trials: int = Field(30, ge=1)
+    timeout: float | None = Field(None, gt=0, description="seconds for the whole study")
+    cv_folds: int = Field(3, ge=2)
+    pruning: bool = True
+    use_labels: bool = False
+    metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
+    contamination: float = Field(0.1, gt=0, le=0.5)
+    storage: str = Field("sqlite:///mlflow/optuna.db", description="Optuna RDB storage, any SQLAlchemy URL")
+    progress_bar: bool = True
+
+
+class ExplainConfig(Strict):
+    top_k: int = Field(10, ge=1)
+    background: int = Field(50, ge=5)
+
+
+class RegistryConfig(Strict):
+    model_name: str
+    gate_metric: str = "roc_auc"
+    min_improvement: float = 0.0
+
+
+class TrackingConfig(Strict):
+    uri: str = Field("sqlite:///mlflow/mlflow.db", description="MLFLOW_TRACKING_URI overrides it")
+    artifact_root: str = "mlflow/artifacts"
+    experiment: str = "pynomaly"
+
+
+class PathsConfig(Strict):
+    validated: str
+    quarantine: str
+    validation_report: str
+    train: str
+    test: str
+    preprocessor: str
+    model: str
+    training: str
+    metrics: str
+    plots: str
+    figures: str
+    explanation: str
+    registration: str
+
+
+class PipelineConfig(Strict):
+    name: str
+    seed: int = 42
+    data: DataConfig
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig()
+    explain: ExplainConfig = ExplainConfig()
+    registry: RegistryConfig
+    tracking: TrackingConfig = TrackingConfig()
+    paths: PathsConfig
+
+    @model_validator(mode="after")
+    def _labels_where_needed(self) -> PipelineConfig:
+        if self.data.label_column is None:
+            if self.train.use_labels:
+                raise ValueError("train.use_labels is true but data.label_column is not set")
+            if self.registry.gate_metric in LABEL_METRICS:
+                raise ValueError(
+                    f"registry.gate_metric '{self.registry.gate_metric}' needs data.label_column; "
+                    "use 'selection_score' for unlabelled data"
+                )
+        elif self.data.label_column in self.data.columns:
+            raise ValueError(f"data.label_column '{self.data.label_column}' must not also be a feature column")
+        return self
+
+    def digest(self, *sections: str) -> str:
+        """A short stable hash of the named sections (all of them when none are named)."""
+        dumped = self.model_dump(include=set(sections) or None)
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,1 @@
+"""Detector backends behind one contract (`base.BaseDetector`) and the registry of specs."""

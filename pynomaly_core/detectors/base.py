@@ -1,0 +1,58 @@
+"""The detector contract, after scikit-learn's estimator rules and PyOD's BaseDetector.
+
+- `__init__` stores hyper-parameters only; `get_params`/`set_params` come from BaseEstimator.
+- `fit` sets `decision_scores_`, `threshold_`, `labels_`, `n_features_in_` and returns self.
+- `decision_function`: higher means more anomalous, in every backend.
+- `threshold_` is set once, here, from `contamination`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils.validation import check_array, check_is_fitted
+
+
+class BaseDetector(OutlierMixin, BaseEstimator):
+    # Capability tags, read by the registry and `pynomaly detectors`.
+    backend: ClassVar[str] = ""
+    input: ClassVar[str] = "tabular"
+    python_dependencies: ClassVar[tuple[str, ...]] = ()
+    gpu: ClassVar[bool] = False
+    proba: ClassVar[bool] = True
+
+    contamination: float
+
+    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+        """Fit the wrapped model; return the training rows' outlier scores (higher = more anomalous)."""
+        raise NotImplementedError
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, X, y=None):
+        X = check_array(X, dtype=np.float64)
+        self.n_features_in_ = X.shape[1]
+        self.decision_scores_ = np.asarray(self._fit(X, y), dtype=np.float64)
+        self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.contamination))
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+        self._sorted_training_scores = np.sort(self.decision_scores_)
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        check_is_fitted(self, "threshold_")
+        X = check_array(X, dtype=np.float64)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but the detector was fitted with {self.n_features_in_}")
+        return np.asarray(self._score(X), dtype=np.float64)
+
+    def predict(self, X) -> np.ndarray:
+        return (self.decision_function(X) > self.threshold_).astype(int)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Calibrated on the training scores: P(anomaly) is the share of training rows scoring lower."""
+        ranks = np.searchsorted(self._sorted_training_scores, self.decision_function(X), side="right")
+        anomalous = ranks / len(self._sorted_training_scores)
+        return np.column_stack([1.0 - anomalous, anomalous])

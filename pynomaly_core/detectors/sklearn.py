@@ -1,0 +1,62 @@
+"""scikit-learn outlier detectors. Their `score_samples` is "higher = more normal": negated once, here."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from .base import BaseDetector
+from .spec import DetectorSpec
+
+SKLEARN_MODELS = {
+    "sk_iforest": ("sklearn.ensemble", "IsolationForest"),
+    "sk_lof": ("sklearn.neighbors", "LocalOutlierFactor"),
+    "sk_ocsvm": ("sklearn.svm", "OneClassSVM"),
+    "sk_elliptic": ("sklearn.covariance", "EllipticEnvelope"),
+}
+
+
+class SklearnDetector(BaseDetector):
+    backend = "sklearn"
+    python_dependencies = ("scikit-learn",)
+
+    def __init__(self, model="sk_iforest", params=None, contamination=0.1, random_state=None):
+        self.model = model
+        self.params = params
+        self.contamination = contamination
+        self.random_state = random_state
+
+    def _fit(self, X, y):
+        module, name = SKLEARN_MODELS[self.model]
+        cls = getattr(importlib.import_module(module), name)
+        kwargs = dict(self.params or {})
+        accepted = inspect.signature(cls).parameters
+        if "random_state" in accepted:
+            kwargs["random_state"] = self.random_state
+        if "novelty" in accepted:  # LOF scores new rows only in novelty mode
+            kwargs["novelty"] = True
+        self.estimator_ = cls(**kwargs).fit(X)
+        if hasattr(self.estimator_, "negative_outlier_factor_"):  # LOF's training scores exclude each row itself
+            return -self.estimator_.negative_outlier_factor_
+        return -self.estimator_.score_samples(X)
+
+    def _score(self, X):
+        return -self.estimator_.score_samples(X)
+
+
+def _spec(name, search_space, test_params=None):
+    return DetectorSpec(name, SklearnDetector, name, search_space, test_params or {})
+
+
+SPECS = [
+    _spec("sk_iforest", lambda t: {
+        "n_estimators": t.suggest_int("sk_iforest.n_estimators", 50, 300, step=50),
+        "max_samples": t.suggest_float("sk_iforest.max_samples", 0.1, 1.0),
+    }, {"n_estimators": 20}),
+    _spec("sk_lof", lambda t: {"n_neighbors": t.suggest_int("sk_lof.n_neighbors", 5, 60, log=True)}, {"n_neighbors": 3}),
+    _spec("sk_ocsvm", lambda t: {
+        "nu": t.suggest_float("sk_ocsvm.nu", 0.01, 0.5, log=True),
+        "gamma": t.suggest_float("sk_ocsvm.gamma", 1e-3, 1.0, log=True),
+    }),
+    _spec("sk_elliptic", lambda t: {"support_fraction": t.suggest_float("sk_elliptic.support_fraction", 0.6, 1.0)}),
+]

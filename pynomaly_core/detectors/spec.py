@@ -1,0 +1,31 @@
+"""A registry entry: how to build a detector, its Optuna search space and its test parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .base import BaseDetector
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    name: str
+    estimator: type[BaseDetector]
+    model: str
+    search_space: Callable[[Any], dict]  # optuna.Trial -> hyper-parameters
+    test_params: dict = field(default_factory=dict)
+
+    def build(self, params: dict | None = None, contamination: float = 0.1, random_state: int | None = None) -> BaseDetector:
+        return self.estimator(model=self.model, params=params or {}, contamination=contamination, random_state=random_state)
+
+    @property
+    def tags(self) -> dict:
+        cls = self.estimator
+        return {
+            "backend": cls.backend,
+            "input": cls.input,
+            "gpu": cls.gpu,
+            "proba": cls.proba,
+            "python_dependencies": list(cls.python_dependencies),
+        }

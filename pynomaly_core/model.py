@@ -1,0 +1,27 @@
+"""The MLflow pyfunc model: preprocessor + detector + threshold in one servable artifact."""
+
+from __future__ import annotations
+
+import joblib
+import mlflow.pyfunc
+import pandas as pd
+import yaml
+
+from .config import DataConfig
+from .preprocessing import features
+
+OUTPUT_COLUMNS = ["score", "is_anomaly"]
+
+
+class AnomalyModel(mlflow.pyfunc.PythonModel):
+    """Scores rows with the training pipeline; outputs `score` (higher = more anomalous) and `is_anomaly`."""
+
+    def load_context(self, context):
+        self.pipeline = joblib.load(context.artifacts["pipeline"])
+        with open(context.artifacts["data_config"]) as handle:
+            self.data_config = DataConfig.model_validate(yaml.safe_load(handle))
+
+    def predict(self, context, model_input, params=None):
+        scores = self.pipeline.decision_function(features(pd.DataFrame(model_input), self.data_config))
+        threshold = self.pipeline[-1].threshold_
+        return pd.DataFrame({"score": scores, "is_anomaly": (scores > threshold).astype("int64")})

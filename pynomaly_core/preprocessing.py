@@ -1,0 +1,55 @@
+"""Feature preprocessing: one scikit-learn ColumnTransformer, fitted on training rows only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
+
+from .config import DataConfig, PreprocessConfig
+
+SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
+
+
+def build_preprocessor(data: DataConfig, options: PreprocessConfig) -> ColumnTransformer:
+    numeric = [name for name, spec in data.columns.items() if spec.type in ("float", "int")]
+    categorical = [name for name, spec in data.columns.items() if spec.type in ("str", "bool")]
+    transformer = ColumnTransformer(
+        [
+            ("numeric", make_pipeline(SimpleImputer(strategy=options.numeric_impute), SCALERS[options.scaler]()), numeric),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent"),
+                    OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                ),
+                categorical,
+            ),
+        ],
+        verbose_feature_names_out=False,
+    )
+    return transformer
+
+
+def split(frame: pd.DataFrame, data: DataConfig, options: PreprocessConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train/test split, stratified on the label when there is one."""
+    labels = frame[data.label_column] if data.label_column else None
+    stratify = labels if labels is not None and labels.value_counts().min() >= 2 else None
+    train, test = train_test_split(frame, test_size=options.test_size, random_state=seed, stratify=stratify)
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def features(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+    """The feature columns as scikit-learn wants them: float64 numbers, object categories, NaN for missing."""
+    converted = {}
+    for name, spec in data.columns.items():
+        column = frame[name]
+        if spec.type in ("float", "int"):
+            converted[name] = pd.to_numeric(column, errors="raise").astype("float64")
+        else:
+            converted[name] = column.astype(object).where(column.notna(), np.nan)
+    return pd.DataFrame(converted, index=frame.index)

@@ -1,0 +1,315 @@
+"""One function per pipeline stage: `stage(cfg) -> Result`.
+
+Each reads its inputs from the paths in the config, writes its outputs there and logs to
+MLflow. DVC runs them through `pynomaly stage NAME`; the Prefect tasks wrap the same functions.
+`train` opens the pipeline's MLflow run; the later stages reopen it by the id it records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import joblib
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from pydantic import BaseModel
+from sklearn.pipeline import Pipeline
+
+from . import __version__, evaluation, tracking
+from .config import PipelineConfig
+from .detectors import registry
+from .explain import explain as shap_explain, plot_importance
+from .io import read_table, write_table
+from .model import OUTPUT_COLUMNS, AnomalyModel
+from .preprocessing import build_preprocessor, features, split
+from .tuning import select_detector
+from .validation import ERRORS_COLUMN, ROW_COLUMN, check_rejected_share, expectation_report, validate as validate_frame
+
+
+class ValidateResult(BaseModel):
+    source: str
+    n_rows: int
+    n_valid: int
+    n_rejected: int
+    quarantine: str
+    expectations_success: bool
+
+
+class PreprocessResult(BaseModel):
+    n_train: int
+    n_test: int
+    n_features_out: int
+
+
+class TrainResult(BaseModel):
+    run_id: str
+    detector: str
+    params: dict
+    selection_score: float
+    criterion: str
+    study_name: str
+    n_trials: int
+    n_pruned: int
+    n_failed: int
+    fit_seconds: float
+
+
+class EvaluateResult(BaseModel):
+    metrics: dict[str, float]
+
+
+class ExplainResult(BaseModel):
+    method: str
+    rows: list[dict]
+    global_importance: dict[str, float]
+
+
+class RegisterResult(BaseModel):
+    model_name: str
+    version: str
+    model_uri: str
+    aliases: list[str]
+    promoted: bool
+    gate_metric: str
+    gate_value: float
+    previous_champion: str | None
+    previous_value: float | None
+
+
+def _write_json(model: BaseModel | dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    text = model.model_dump_json(indent=2) if isinstance(model, BaseModel) else json.dumps(model, indent=2)
+    Path(path).write_text(text + "\n")
+
+
+def _training(cfg: PipelineConfig) -> TrainResult:
+    return TrainResult.model_validate_json(Path(cfg.paths.training).read_text())
+
+
+def validate(cfg: PipelineConfig) -> ValidateResult:
+    source = cfg.data.source if cfg.data.query is None else f"query on {cfg.data.source.split('@')[-1]}"
+    frame = read_table(cfg.data.source, cfg.data.query)
+    result = validate_frame(frame, cfg.data, source=source)
+    write_table(result.rejected, cfg.paths.quarantine)
+    expectations = expectation_report(frame, cfg.data)
+    _write_json({"pandera": result.report(), "great_expectations": expectations}, cfg.paths.validation_report)
+    check_rejected_share(result, cfg.data.max_rejected_share, source)
+    write_table(result.valid, cfg.paths.validated)
+    return ValidateResult(
+        source=source,
+        **result.report(include_share=False),
+        quarantine=cfg.paths.quarantine,
+        expectations_success=expectations["success"],
+    )
+
+
+def preprocess(cfg: PipelineConfig) -> PreprocessResult:
+    frame = pd.read_parquet(cfg.paths.validated)
+    train, test = split(frame, cfg.data, cfg.preprocess, cfg.seed)
+    preprocessor = build_preprocessor(cfg.data, cfg.preprocess).fit(features(train, cfg.data))
+    write_table(train, cfg.paths.train)
+    write_table(test, cfg.paths.test)
+    Path(cfg.paths.preprocessor).parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(preprocessor, cfg.paths.preprocessor)
+    return PreprocessResult(n_train=len(train), n_test=len(test), n_features_out=len(preprocessor.get_feature_names_out()))
+
+
+def _trial_logger(experiment_id: str, parent_run_id: str):
+    """An Optuna callback recording each trial as a child run of the training run."""
+    client = MlflowClient()
+
+    def log_trial(study, trial) -> None:
+        run = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={MLFLOW_PARENT_RUN_ID: parent_run_id})
+        now = int(time.time() * 1000)
+        metrics = [Metric("fold_mean", value, now, step) for step, value in trial.intermediate_values.items()]
+        if trial.value is not None:
+            metrics.append(Metric("selection_score", trial.value, now, 0))
+        client.log_batch(
+            run.info.run_id,
+            metrics=metrics,
+            params=[Param(k, str(v)) for k, v in trial.params.items()],
+            tags=[RunTag("trial_state", trial.state.name), RunTag("optuna_study", study.study_name)],
+        )
+        client.set_terminated(run.info.run_id, "FINISHED" if trial.state.name == "COMPLETE" else "KILLED")
+
+    return log_trial
+
+
+def train(cfg: PipelineConfig) -> TrainResult:
+    tracking.setup(cfg.tracking)
+    train_rows = pd.read_parquet(cfg.paths.train)
+    preprocessor = joblib.load(cfg.paths.preprocessor)
+    X = preprocessor.transform(features(train_rows, cfg.data))
+    y = train_rows[cfg.data.label_column].to_numpy(dtype=int) if cfg.train.use_labels else None
+    candidates = list(registry.REGISTRY) if cfg.train.detectors == "all" else [registry.get(n).name for n in cfg.train.detectors]
+    data_md5 = tracking.file_md5(cfg.paths.train)
+    # Same data and search settings -> same study, so an interrupted study resumes where it stopped.
+    search = cfg.train.model_dump(exclude={"n_trials", "timeout", "progress_bar", "storage"})
+    study_name = f"{cfg.name}-{hashlib.sha256(json.dumps([data_md5, search, cfg.seed], sort_keys=True).encode()).hexdigest()[:12]}"
+
+    with mlflow.start_run(run_name=f"{cfg.name}-training") as run:
+        mlflow.set_tags({
+            "git_commit": tracking.git_commit(),
+            "data_md5": tracking.file_md5(cfg.data.source) if Path(cfg.data.source).exists() else data_md5,
+            "config_digest": cfg.digest(),
+            "pynomaly_version": __version__,
+            "optuna_study": study_name,
+        })
+        mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
+        mlflow.log_artifact(cfg.paths.validation_report, "validation")
+        mlflow.log_input(
+            mlflow.data.from_pandas(train_rows, source=cfg.data.source, name=f"{cfg.name}-train", targets=cfg.data.label_column),
+            context="training",
+        )
+        started = time.perf_counter()
+        selection = select_detector(
+            X, y,
+            candidates=candidates,
+            n_trials=cfg.train.n_trials,
+            timeout=cfg.train.timeout,
+            n_folds=cfg.train.cv_folds,
+            contamination=cfg.train.contamination,
+            seed=cfg.seed,
+            metric=cfg.train.metric,
+            pruning=cfg.train.pruning,
+            storage=cfg.train.storage,
+            study_name=study_name,
+            progress_bar=cfg.train.progress_bar,
+            callbacks=[_trial_logger(run.info.experiment_id, run.info.run_id)],
+        )
+        detector = registry.get(selection.detector).build(selection.params, cfg.train.contamination, cfg.seed).fit(X)
+        fit_seconds = time.perf_counter() - started
+        pipeline = Pipeline([("preprocess", preprocessor), ("detector", detector)])
+        Path(cfg.paths.model).parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(pipeline, cfg.paths.model)
+        mlflow.log_params({"detector": selection.detector, **{f"detector.{k}": v for k, v in selection.params.items()}})
+        mlflow.log_metrics({"selection_score": selection.score, "threshold": detector.threshold_, "search_seconds": fit_seconds})
+        result = TrainResult(
+            run_id=run.info.run_id,
+            detector=selection.detector,
+            params=selection.params,
+            selection_score=selection.score,
+            criterion=selection.criterion,
+            study_name=study_name,
+            n_trials=selection.n_trials,
+            n_pruned=selection.n_pruned,
+            n_failed=selection.n_failed,
+            fit_seconds=round(fit_seconds, 3),
+        )
+    _write_json(result, cfg.paths.training)
+    return result
+
+
+def _test_scores(cfg: PipelineConfig):
+    pipeline = joblib.load(cfg.paths.model)
+    test = pd.read_parquet(cfg.paths.test)
+    labels = test[cfg.data.label_column].to_numpy(dtype=int) if cfg.data.label_column else None
+    return pipeline, test, pipeline.decision_function(features(test, cfg.data)), labels
+
+
+def evaluate(cfg: PipelineConfig) -> EvaluateResult:
+    tracking.setup(cfg.tracking)
+    pipeline, test, scores, labels = _test_scores(cfg)
+    threshold = pipeline[-1].threshold_
+    result = EvaluateResult(metrics=evaluation.metrics(scores, threshold, labels))
+    figures, plots = Path(cfg.paths.figures), Path(cfg.paths.plots)
+    evaluation.plot_histogram(scores, threshold, labels, figures / "score_histogram.png")
+    if labels is not None and 0 < labels.sum() < len(labels):
+        for name, table in evaluation.curves(scores, labels).items():
+            write_table(table, plots / f"{name}.csv")
+            x, y = table.columns
+            evaluation.plot_curve(table, x, y, f"{name.upper()} on test rows", figures / f"{name}.png")
+    _write_json(result.metrics, cfg.paths.metrics)
+    with mlflow.start_run(run_id=_training(cfg).run_id):
+        mlflow.log_metrics(result.metrics)
+        mlflow.log_artifacts(str(figures), "evaluation")
+    return result
+
+
+def explain(cfg: PipelineConfig) -> ExplainResult:
+    tracking.setup(cfg.tracking)
+    pipeline, test, scores, _ = _test_scores(cfg)
+    preprocessor, detector = pipeline[0], pipeline[-1]
+    top = np.argsort(-scores, kind="stable")[: cfg.explain.top_k]
+    train_rows = pd.read_parquet(cfg.paths.train)
+    background = train_rows.sample(min(cfg.explain.background, len(train_rows)), random_state=cfg.seed)
+    explanation = shap_explain(
+        detector,
+        preprocessor.transform(features(test.iloc[top], cfg.data)),
+        preprocessor.transform(features(background, cfg.data)),
+        list(preprocessor.get_feature_names_out()),
+    )
+    ids = test[cfg.data.id_column] if cfg.data.id_column else pd.Series(test.index)
+    rows = [
+        {
+            "id": ids.iloc[i].item(),
+            "score": float(scores[i]),
+            "top_features": [{"feature": f, "contribution": round(v, 6)} for f, v in explanation.top_features(k)],
+        }
+        for k, i in enumerate(top)
+    ]
+    result = ExplainResult(method=explanation.method, rows=rows, global_importance=explanation.global_importance())
+    _write_json(result, cfg.paths.explanation)
+    figure = plot_importance(explanation, Path(cfg.paths.figures) / "shap_importance.png")
+    with mlflow.start_run(run_id=_training(cfg).run_id):
+        mlflow.log_artifact(cfg.paths.explanation, "explanation")
+        mlflow.log_artifact(str(figure), "explanation")
+    return result
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "pyod", "scikit-learn", "pandas", "numpy", "pydantic", "pyyaml", "joblib")]
+
+
+def register(cfg: PipelineConfig) -> RegisterResult:
+    tracking.setup(cfg.tracking)
+    training = _training(cfg)
+    test = pd.read_parquet(cfg.paths.test)
+    example = test[list(cfg.data.columns)].head(5)
+    pipeline = joblib.load(cfg.paths.model)
+    scores = pipeline.decision_function(features(example, cfg.data))
+    output = pd.DataFrame({"score": scores, "is_anomaly": (scores > pipeline[-1].threshold_).astype("int64")})[OUTPUT_COLUMNS]
+    gate_value = {**json.loads(Path(cfg.paths.metrics).read_text()), "selection_score": training.selection_score}.get(cfg.registry.gate_metric)
+    if gate_value is None:
+        raise ValueError(f"registry.gate_metric '{cfg.registry.gate_metric}' was not computed; see {cfg.paths.metrics}")
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=training.run_id):
+        data_config = Path(tmp, "data_config.yaml")
+        data_config.write_text(yaml.safe_dump(cfg.data.model_dump(mode="json"), sort_keys=False))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=AnomalyModel(),
+            artifacts={"pipeline": cfg.paths.model, "data_config": str(data_config)},
+            signature=mlflow.models.infer_signature(example, output),
+            input_example=example,
+            registered_model_name=cfg.registry.model_name,
+            pip_requirements=_pip_requirements(),
+        )
+    version = str(info.registered_model_version)
+    decision = tracking.champion_gate(cfg.registry.model_name, version, cfg.registry.gate_metric, gate_value, cfg.registry.min_improvement)
+    result = RegisterResult(
+        model_name=cfg.registry.model_name,
+        version=version,
+        model_uri=f"models:/{cfg.registry.model_name}/{version}",
+        aliases=decision.aliases,
+        promoted=decision.promoted,
+        gate_metric=cfg.registry.gate_metric,
+        gate_value=gate_value,
+        previous_champion=decision.previous_champion,
+        previous_value=decision.previous_value,
+    )
+    _write_json(result, cfg.paths.registration)
+    return result
+
+
+STAGES = {"validate": validate, "preprocess": preprocess, "train": train, "evaluate": evaluate, "explain": explain, "register": register}

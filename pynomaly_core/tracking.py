@@ -1,0 +1,77 @@
+"""MLflow plumbing: where runs go, lineage tags, and the champion/challenger alias gate."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from .config import TrackingConfig
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def setup(tracking: TrackingConfig) -> str:
+    """Point MLflow at MLFLOW_TRACKING_URI, or the embedded default, and select the experiment."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(tracking.experiment) is None:
+        # A local store keeps artifacts beside its database; a server decides for itself.
+        local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+        location = Path(tracking.artifact_root).resolve().as_uri() if local else None
+        mlflow.create_experiment(tracking.experiment, artifact_location=location)
+    mlflow.set_experiment(tracking.experiment)
+    return uri
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def file_md5(path: str | Path) -> str:
+    """The MD5 that DVC records for a file (dvc.lock), so a run can be matched to its data version."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class GateDecision:
+    version: str
+    promoted: bool
+    metric: str
+    value: float
+    previous_champion: str | None
+    previous_value: float | None
+
+    @property
+    def aliases(self) -> list[str]:
+        return [CHAMPION, CHALLENGER] if self.promoted else [CHALLENGER]
+
+
+def champion_gate(model_name: str, version: str, metric: str, value: float, min_improvement: float = 0.0) -> GateDecision:
+    """Alias the new version `challenger`; move `champion` to it only if it beats the current champion."""
+    client = MlflowClient()
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    try:
+        champion = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        champion = None
+    previous = client.get_run(champion.run_id).data.metrics.get(metric) if champion else None
+    promoted = champion is None or previous is None or value > previous + min_improvement
+    if promoted:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    return GateDecision(version, promoted, metric, value, champion.version if champion else None, previous)

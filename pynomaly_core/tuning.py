@@ -1,0 +1,151 @@
+"""Choose the detector and its hyper-parameters with an Optuna study (CASH).
+
+Label-free criterion (the default): *consensus agreement*. On each of `cv_folds` folds a
+fixed, diverse reference pool (IForest, COPOD, HBOS, KNN, PCA with default parameters) is
+fitted on the other folds and its scores on the held-out fold are rank-averaged into a
+consensus. A candidate is fitted the same way and scored by the Spearman correlation of its
+held-out scores with that consensus; the objective is the mean over folds. Ensembles of
+diverse detectors are robust on average (ADBench, Han et al. 2022), and agreement with one is
+the "model centrality" criterion studied by Ma, Zhao & Akoglu (2023) for unsupervised model
+selection. It needs no labels and rewards detectors whose ranking generalises to unseen rows.
+
+With `train.use_labels`, the objective is the cross-validated ROC-AUC (or PR-AUC) of the
+held-out folds instead. Either way each fold is reported to Optuna, so a pruner stops
+hopeless candidates after the first fold.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from scipy.stats import rankdata, spearmanr
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from .detectors import registry
+
+REFERENCE_POOL = ("iforest", "copod", "hbos", "knn", "pca")
+LABEL_METRICS = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score}
+# Failures of one candidate (a degenerate fit, a singular covariance) fail that trial, not the study.
+TRIAL_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
+
+
+@dataclass
+class Selection:
+    detector: str
+    params: dict
+    score: float
+    criterion: str
+    n_trials: int
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    study_name: str
+
+
+def make_folds(X: np.ndarray, y: np.ndarray | None, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    if y is not None:
+        return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(X, y))
+    return list(KFold(n_folds, shuffle=True, random_state=seed).split(X))
+
+
+def consensus_scores(X: np.ndarray, folds, contamination: float, seed: int) -> list[np.ndarray]:
+    """Per fold: the mean rank of the reference pool's scores on the held-out rows."""
+    consensus = []
+    for fit_rows, held_out in folds:
+        ranks = [
+            rankdata(registry.get(name).build({}, contamination, seed).fit(X[fit_rows]).decision_function(X[held_out]))
+            for name in REFERENCE_POOL
+        ]
+        consensus.append(np.mean(ranks, axis=0))
+    return consensus
+
+
+def suggest(trial: optuna.Trial, candidates: list[str]) -> tuple[str, dict]:
+    name = trial.suggest_categorical("detector", candidates)
+    return name, registry.get(name).search_space(trial)
+
+
+def best_configuration(frozen: optuna.trial.FrozenTrial, candidates: list[str]) -> tuple[str, dict]:
+    """Rebuild the detector name and parameters of a finished trial from its recorded choices."""
+    return suggest(optuna.trial.FixedTrial(frozen.params), candidates)
+
+
+def make_objective(X, y, folds, candidates, contamination, seed, metric):
+    consensus = None if y is not None else consensus_scores(X, folds, contamination, seed)
+
+    def objective(trial: optuna.Trial) -> float:
+        name, params = suggest(trial, candidates)
+        fold_values = []
+        started = time.perf_counter()
+        for step, (fit_rows, held_out) in enumerate(folds):
+            detector = registry.get(name).build(params, contamination, seed).fit(X[fit_rows])
+            scores = detector.decision_function(X[held_out])
+            if not np.all(np.isfinite(scores)):
+                raise ValueError(f"{name} gave non-finite scores")
+            if consensus is None:
+                fold_values.append(LABEL_METRICS[metric](y[held_out], scores))
+            else:
+                fold_values.append(spearmanr(scores, consensus[step]).statistic)
+            trial.report(float(np.mean(fold_values)), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 4))
+        return float(np.mean(fold_values))
+
+    return objective
+
+
+def select_detector(
+    X: np.ndarray,
+    y: np.ndarray | None,
+    *,
+    candidates: list[str],
+    n_trials: int,
+    timeout: float | None,
+    n_folds: int,
+    contamination: float,
+    seed: int,
+    metric: str,
+    pruning: bool,
+    storage: str,
+    study_name: str,
+    progress_bar: bool = False,
+    callbacks=(),
+) -> Selection:
+    """Run (or resume) the study; trials already in `storage` under `study_name` count towards `n_trials`."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5) if pruning else optuna.pruners.NopPruner(),
+        load_if_exists=True,
+    )
+    finished = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL
+    remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished))
+    if remaining > 0:
+        folds = make_folds(X, y, n_folds, seed)
+        objective = make_objective(X, y, folds, candidates, contamination, seed, metric)
+        study.optimize(
+            objective, n_trials=remaining, timeout=timeout, catch=TRIAL_ERRORS,
+            callbacks=list(callbacks), show_progress_bar=progress_bar,
+        )
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    if optuna.trial.TrialState.COMPLETE not in states:
+        raise RuntimeError(f"study '{study_name}': no trial completed ({len(states)} tried); see the failed trials in {storage}")
+    name, params = best_configuration(study.best_trial, candidates)
+    return Selection(
+        detector=name,
+        params=params,
+        score=float(study.best_value),
+        criterion=metric if y is not None else "consensus_spearman",
+        n_trials=len(states),
+        n_complete=states.count(optuna.trial.TrialState.COMPLETE),
+        n_pruned=states.count(optuna.trial.TrialState.PRUNED),
+        n_failed=states.count(optuna.trial.TrialState.FAIL),
+        study_name=study_name,
+    )

@@ -1,0 +1,143 @@
+"""Validate a batch against the schema in the config.
+
+pandera is the gate: rows that break a rule are quarantined with their row number, column
+and reason; the batch fails only when it cannot be used at all. Great Expectations runs the
+same rules as an expectation suite and its result is kept as the batch's data-quality report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pandera.pandas as pa
+
+from .config import ColumnSpec, DataConfig
+from .io import DataError
+
+PANDAS_TYPES = {"float": "float64", "int": "Int64", "str": "string", "bool": "boolean"}
+ROW_COLUMN = "_row"  # 1-based position of the record in the input
+ERRORS_COLUMN = "_errors"
+
+
+@dataclass
+class ValidationResult:
+    valid: pd.DataFrame
+    rejected: pd.DataFrame  # the rejected input rows as given, plus _row and _errors
+    n_rows: int
+
+    @property
+    def rejected_share(self) -> float:
+        return len(self.rejected) / self.n_rows
+
+    def report(self, include_share: bool = True) -> dict:
+        counts = {"n_rows": self.n_rows, "n_valid": len(self.valid), "n_rejected": len(self.rejected)}
+        return {**counts, "rejected_share": round(self.rejected_share, 6)} if include_share else counts
+
+
+def _column_checks(spec: ColumnSpec) -> list[pa.Check]:
+    checks = []
+    if spec.min is not None:
+        checks.append(pa.Check.ge(spec.min))
+    if spec.max is not None:
+        checks.append(pa.Check.le(spec.max))
+    if spec.allowed is not None:
+        checks.append(pa.Check.isin(spec.allowed))
+    return checks
+
+
+def build_schema(data: DataConfig, with_label: bool = True) -> pa.DataFrameSchema:
+    columns = {
+        name: pa.Column(PANDAS_TYPES[spec.type], _column_checks(spec), nullable=spec.nullable, coerce=True)
+        for name, spec in data.columns.items()
+    }
+    if with_label and data.label_column:
+        columns[data.label_column] = pa.Column("Int64", pa.Check.isin([0, 1]), nullable=False, coerce=True)
+    return pa.DataFrameSchema(columns)
+
+
+def required_columns(data: DataConfig, with_label: bool = True) -> list[str]:
+    extra = [data.label_column] if with_label and data.label_column else []
+    return [*data.columns, *extra]
+
+
+def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, source: str = "input") -> ValidationResult:
+    """Split `frame` into valid rows (coerced to the schema's types) and rejected rows with reasons.
+
+    Raises DataError when a required column is missing or a feature column holds no value at all.
+    """
+    missing = [c for c in required_columns(data, with_label) if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{source}: missing required column(s) {', '.join(missing)}; found columns: {', '.join(map(str, frame.columns))}"
+        )
+    empty = [c for c in data.columns if frame[c].isna().all()]
+    if empty:
+        raise DataError(f"{source}: column(s) {', '.join(empty)} hold no values (every row is missing)")
+
+    frame = frame.reset_index(drop=True)
+    schema = build_schema(data, with_label)
+    reasons: dict[int, list[str]] = {}
+    remaining = frame
+    # A value that cannot be coerced hides the column's other checks, so failing rows are set
+    # aside and the rest validated again until only valid rows remain.
+    for _ in range(3):
+        try:
+            valid = schema.validate(remaining, lazy=True)
+            break
+        except pa.errors.SchemaErrors as err:
+            failures = err.failure_cases
+        row_level = failures[failures["index"].notna()].drop_duplicates(["index", "column"])
+        if row_level.empty:
+            first = failures.iloc[0]
+            raise DataError(f"{source}: column '{first['column']}' failed {first['check']} for the whole column")
+        for index, column, check, value in row_level[["index", "column", "check", "failure_case"]].itertuples(index=False):
+            reasons.setdefault(int(index), []).append(f"{column}: {check} (got {value!r})")
+        remaining = remaining.drop(index=row_level["index"].astype(int).unique())
+    else:
+        raise DataError(f"{source}: rows still fail validation after three passes: {sorted(reasons)[:10]}")
+
+    bad_rows = sorted(reasons)
+    rejected = frame.loc[bad_rows].copy()
+    rejected.insert(0, ROW_COLUMN, [i + 1 for i in bad_rows])
+    rejected[ERRORS_COLUMN] = ["; ".join(reasons[i]) for i in bad_rows]
+    return ValidationResult(valid.reset_index(drop=True), rejected.reset_index(drop=True), len(frame))
+
+
+def check_rejected_share(result: ValidationResult, limit: float, source: str) -> None:
+    if result.rejected_share > limit:
+        worst = result.rejected[ERRORS_COLUMN].str.split("; ").explode().str.split(" \\(got").str[0].value_counts()
+        raise DataError(
+            f"{source}: {len(result.rejected)} of {result.n_rows} rows rejected ({result.rejected_share:.0%}), "
+            f"more than data.max_rejected_share={limit:.0%}; most frequent reasons: "
+            + "; ".join(f"{reason} x{count}" for reason, count in worst.head(3).items())
+        )
+
+
+def expectation_report(frame: pd.DataFrame, data: DataConfig, with_label: bool = True) -> dict:
+    """Run the schema as a Great Expectations suite on the batch; returns GE's JSON result."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas("pynomaly")
+        .add_dataframe_asset("batch")
+        .add_batch_definition_whole_dataframe("whole batch")
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name="pynomaly-schema"))
+    for name, spec in data.columns.items():
+        suite.add_expectation(gxe.ExpectColumnToExist(column=name))
+        if not spec.nullable:
+            suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=name))
+        if spec.min is not None or spec.max is not None:
+            suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=spec.min, max_value=spec.max))
+        if spec.allowed is not None:
+            suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=spec.allowed))
+    if with_label and data.label_column:
+        suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=data.label_column, value_set=[0, 1]))
+    validation = context.validation_definitions.add(gx.ValidationDefinition(name="pynomaly", data=batch, suite=suite))
+    return validation.run(batch_parameters={"dataframe": frame}).to_json_dict()
