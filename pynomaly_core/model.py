@@ -1,16 +1,21 @@
-"""The MLflow pyfunc model: preprocessor + detector + threshold in one servable artifact."""
+"""The MLflow pyfunc model: preprocessor + detector + threshold in one servable artifact.
+
+Logged as "models from code": MLflow stores this file with the model and runs it on load.
+"""
 
 from __future__ import annotations
 
 import joblib
+import mlflow
 import mlflow.pyfunc
 import pandas as pd
 import yaml
+from mlflow.types import ColSpec, Schema
 
-from .config import DataConfig
-from .preprocessing import features
+from pynomaly_core.config import DataConfig
+from pynomaly_core.preprocessing import features
 
-OUTPUT_COLUMNS = ["score", "is_anomaly"]
+OUTPUT_SCHEMA = Schema([ColSpec("double", "score"), ColSpec("long", "is_anomaly")])
 
 
 class AnomalyModel(mlflow.pyfunc.PythonModel):
@@ -21,7 +26,10 @@ class AnomalyModel(mlflow.pyfunc.PythonModel):
         with open(context.artifacts["data_config"]) as handle:
             self.data_config = DataConfig.model_validate(yaml.safe_load(handle))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         scores = self.pipeline.decision_function(features(pd.DataFrame(model_input), self.data_config))
         threshold = self.pipeline[-1].threshold_
         return pd.DataFrame({"score": scores, "is_anomaly": (scores > threshold).astype("int64")})
+
+
+mlflow.models.set_model(AnomalyModel())

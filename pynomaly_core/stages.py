@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from pydantic import BaseModel
 from sklearn.pipeline import Pipeline
@@ -29,7 +30,8 @@ from .config import PipelineConfig
 from .detectors import registry
 from .explain import explain as shap_explain, plot_importance
 from .io import read_table, write_table
-from .model import OUTPUT_COLUMNS, AnomalyModel
+from . import model as model_module
+from .model import OUTPUT_SCHEMA
 from .preprocessing import build_preprocessor, features, split
 from .tuning import select_detector
 from .validation import ERRORS_COLUMN, ROW_COLUMN, check_rejected_share, expectation_report, validate as validate_frame
@@ -277,9 +279,6 @@ def register(cfg: PipelineConfig) -> RegisterResult:
     training = _training(cfg)
     test = pd.read_parquet(cfg.paths.test)
     example = test[list(cfg.data.columns)].head(5)
-    pipeline = joblib.load(cfg.paths.model)
-    scores = pipeline.decision_function(features(example, cfg.data))
-    output = pd.DataFrame({"score": scores, "is_anomaly": (scores > pipeline[-1].threshold_).astype("int64")})[OUTPUT_COLUMNS]
     gate_value = {**json.loads(Path(cfg.paths.metrics).read_text()), "selection_score": training.selection_score}.get(cfg.registry.gate_metric)
     if gate_value is None:
         raise ValueError(f"registry.gate_metric '{cfg.registry.gate_metric}' was not computed; see {cfg.paths.metrics}")
@@ -288,9 +287,9 @@ def register(cfg: PipelineConfig) -> RegisterResult:
         data_config.write_text(yaml.safe_dump(cfg.data.model_dump(mode="json"), sort_keys=False))
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=AnomalyModel(),
+            python_model=Path(model_module.__file__),
             artifacts={"pipeline": cfg.paths.model, "data_config": str(data_config)},
-            signature=mlflow.models.infer_signature(example, output),
+            signature=ModelSignature(inputs=infer_signature(example).inputs, outputs=OUTPUT_SCHEMA),
             input_example=example,
             registered_model_name=cfg.registry.model_name,
             pip_requirements=_pip_requirements(),

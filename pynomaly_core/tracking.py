@@ -17,9 +17,17 @@ from .config import TrackingConfig
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
+def tracking_uri(tracking: TrackingConfig) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri
+
+
+def browse_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else f"open {uri}"
+
+
 def setup(tracking: TrackingConfig) -> str:
     """Point MLflow at MLFLOW_TRACKING_URI, or the embedded default, and select the experiment."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri
+    uri = tracking_uri(tracking)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -74,4 +82,4 @@ def champion_gate(model_name: str, version: str, metric: str, value: float, min_
     promoted = champion is None or previous is None or value > previous + min_improvement
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION, version)
-    return GateDecision(version, promoted, metric, value, champion.version if champion else None, previous)
+    return GateDecision(version, promoted, metric, value, str(champion.version) if champion else None, previous)

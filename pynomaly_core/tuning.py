@@ -117,6 +117,8 @@ def select_detector(
     callbacks=(),
 ) -> Selection:
     """Run (or resume) the study; trials already in `storage` under `study_name` count towards `n_trials`."""
+    if progress_bar:  # the bar replaces Optuna's line per trial; every trial is in MLflow anyway
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,

@@ -1,0 +1,34 @@
+"""The training flow: validate -> preprocess -> train (Optuna) -> evaluate -> explain -> register."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from pynomaly_core.config import PipelineConfig, load_config
+from pynomaly_core.summary import TrainingSummary
+from tasks import training as stages
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+@flow(name="training", log_prints=True)
+def training_flow(config: PipelineConfig = load_config(DEFAULT_CONFIG)) -> TrainingSummary:
+    """Train, evaluate, explain and register an anomaly detector for the configured table."""
+    validated = stages.validate(config)
+    prepared = stages.preprocess(config)
+    trained = stages.train(config)
+    evaluated = stages.evaluate(config)
+    explained = stages.explain(config)
+    registered = stages.register(config)
+    summary = TrainingSummary(
+        validation=validated, preprocessing=prepared, training=trained, evaluation=evaluated, explanation=explained, registration=registered
+    )
+    create_markdown_artifact(summary.markdown(), key=f"{config.name}-training-summary", description="Training summary")
+    return summary
+
+
+if __name__ == "__main__":
+    training_flow()

@@ -1,0 +1,38 @@
+"""The training stages as Prefect tasks. No anomaly-detection logic lives here."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlalchemy.exc
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from pynomaly_core import stages
+
+# Worth retrying: a database or server that was briefly unreachable or locked. Bad data is not.
+TRANSIENT_ERRORS = (ConnectionError, TimeoutError, sqlite3.OperationalError, sqlalchemy.exc.OperationalError)
+
+
+def is_transient(task, task_run, state) -> bool:
+    return isinstance(state.data, TRANSIENT_ERRORS)
+
+
+def _stage_task(stage):
+    # DVC owns stage caching (it hashes files); Prefect caching by inputs would miss changed data.
+    return task(
+        stage,
+        name=stage.__name__,
+        retries=2,
+        retry_delay_seconds=[2, 10],
+        retry_condition_fn=is_transient,
+        cache_policy=NO_CACHE,
+    )
+
+
+validate = _stage_task(stages.validate)
+preprocess = _stage_task(stages.preprocess)
+train = _stage_task(stages.train)
+evaluate = _stage_task(stages.evaluate)
+explain = _stage_task(stages.explain)
+register = _stage_task(stages.register)
