@@ -261,7 +261,7 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
     ]
     result = ExplainResult(method=explanation.method, rows=rows, global_importance=explanation.global_importance())
     _write_json(result, cfg.paths.explanation)
-    figure = plot_importance(explanation, Path(cfg.paths.figures) / "shap_importance.png")
+    figure = plot_importance(explanation, Path(cfg.paths.explanation).with_suffix(".png"))
     with mlflow.start_run(run_id=_training(cfg).run_id):
         mlflow.log_artifact(cfg.paths.explanation, "explanation")
         mlflow.log_artifact(str(figure), "explanation")
