@@ -155,7 +155,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
     candidates = list(registry.REGISTRY) if cfg.train.detectors == "all" else [registry.get(n).name for n in cfg.train.detectors]
     data_md5 = tracking.file_md5(cfg.paths.train)
     # Same data and search settings -> same study, so an interrupted study resumes where it stopped.
-    search = cfg.train.model_dump(exclude={"n_trials", "timeout", "progress_bar", "storage"})
+    search = cfg.train.model_dump(exclude={"timeout", "progress_bar", "storage"})
     study_name = f"{cfg.name}-{hashlib.sha256(json.dumps([data_md5, search, cfg.seed], sort_keys=True).encode()).hexdigest()[:12]}"
 
     with mlflow.start_run(run_name=f"{cfg.name}-training") as run:
