@@ -9,7 +9,7 @@ from mlflow.exceptions import MlflowException
 
 from .config import TrackingConfig
 from .io import DataError, read_table, write_table
-from .tracking import tracking_uri
+from .tracking import absolute_sqlite, tracking_uri
 from .validation import validate
 
 
@@ -20,7 +20,7 @@ def rejected_path(output: str | Path) -> Path:
 
 def score_file(model_uri: str, input_path: str | Path, output_path: str | Path) -> dict:
     """Write the valid input rows plus `score` and `is_anomaly` to `output_path`; bad rows go beside it."""
-    mlflow.set_tracking_uri(tracking_uri(TrackingConfig()))
+    mlflow.set_tracking_uri(absolute_sqlite(tracking_uri(TrackingConfig())))
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as err:

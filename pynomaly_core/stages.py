@@ -183,7 +183,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
             seed=cfg.seed,
             metric=cfg.train.metric,
             pruning=cfg.train.pruning,
-            storage=cfg.train.storage,
+            storage=tracking.absolute_sqlite(cfg.train.storage),
             study_name=study_name,
             progress_bar=cfg.train.progress_bar,
             callbacks=[_trial_logger(run.info.experiment_id, run.info.run_id)],

@@ -25,11 +25,18 @@ def browse_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else f"open {uri}"
 
 
+def absolute_sqlite(uri: str) -> str:
+    """Anchor a relative SQLite URL to the current directory now, not at each later connection."""
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        return uri
+    path = Path(uri.removeprefix("sqlite:///")).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
 def setup(tracking: TrackingConfig) -> str:
     """Point MLflow at MLFLOW_TRACKING_URI, or the embedded default, and select the experiment."""
-    uri = tracking_uri(tracking)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    uri = absolute_sqlite(tracking_uri(tracking))
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(tracking.experiment) is None:
         # A local store keeps artifacts beside its database; a server decides for itself.

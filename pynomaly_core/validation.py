@@ -87,7 +87,10 @@ def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, sou
             break
         except pa.errors.SchemaErrors as err:
             failures = err.failure_cases
-        row_level = failures[failures["index"].notna()].drop_duplicates(["index", "column"])
+        row_level = failures[failures["index"].notna()]
+        # One reason per cell; a failed coercion explains the dtype failure that follows it.
+        row_level = row_level.sort_values("check", key=lambda c: ~c.str.startswith("coerce"), kind="stable")
+        row_level = row_level.drop_duplicates(["index", "column"]).sort_values("index", kind="stable")
         if row_level.empty:
             first = failures.iloc[0]
             raise DataError(f"{source}: column '{first['column']}' failed {first['check']} for the whole column")

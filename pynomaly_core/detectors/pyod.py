@@ -63,7 +63,7 @@ SPECS = [
         "n_neighbors": t.suggest_int("knn.n_neighbors", 3, 50, log=True),
         "method": t.suggest_categorical("knn.method", ["largest", "mean", "median"]),
     }, {"n_neighbors": 3}),
-    _spec("lof", lambda t: {"n_neighbors": t.suggest_int("lof.n_neighbors", 5, 60, log=True)}, {"n_neighbors": 3}),
+    _spec("lof", lambda t: {"n_neighbors": t.suggest_int("lof.n_neighbors", 5, 60, log=True)}, {"n_neighbors": 10}),
     _spec("copod", lambda t: {}),
     _spec("ecod", lambda t: {}),
     _spec("hbos", lambda t: {

@@ -53,7 +53,7 @@ SPECS = [
         "n_estimators": t.suggest_int("sk_iforest.n_estimators", 50, 300, step=50),
         "max_samples": t.suggest_float("sk_iforest.max_samples", 0.1, 1.0),
     }, {"n_estimators": 20}),
-    _spec("sk_lof", lambda t: {"n_neighbors": t.suggest_int("sk_lof.n_neighbors", 5, 60, log=True)}, {"n_neighbors": 3}),
+    _spec("sk_lof", lambda t: {"n_neighbors": t.suggest_int("sk_lof.n_neighbors", 5, 60, log=True)}, {"n_neighbors": 10}),
     _spec("sk_ocsvm", lambda t: {
         "nu": t.suggest_float("sk_ocsvm.nu", 0.01, 0.5, log=True),
         "gamma": t.suggest_float("sk_ocsvm.gamma", 1e-3, 1.0, log=True),

@@ -1,0 +1,45 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The lock pins every package; torch is pinned there too, so nothing pulls a CUDA build.
+PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
+
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: run test install install-all dvc-repro mlflow-ui clean
+
+run: $(VENV)/.installed
+	$(BIN)/pynomaly run --config configs/demo.yaml
+
+test: $(VENV)/.installed-all
+	$(BIN)/python -m pytest
+
+install: $(VENV)/.installed
+install-all: $(VENV)/.installed-all
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip setuptools wheel
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e .
+	touch $@
+
+$(VENV)/.installed-all: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e '.[all]'
+	touch $@ $(VENV)/.installed
+
+dvc-repro: $(VENV)/.installed
+	$(BIN)/dvc repro
+
+mlflow-ui: $(VENV)/.installed
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db
+
+clean:
+	rm -rf data/validated data/processed data/quarantine models reports .prefect mlflow/*.db mlflow/artifacts

@@ -1,0 +1,54 @@
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pynomaly_core.config import PipelineConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ADBENCH = ROOT.parent / "shared" / "benchmarks" / "adbench"
+
+
+def demo_config(**train) -> PipelineConfig:
+    """The demo config with a short search and no progress bar, for tests."""
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    return config.model_copy(update={"train": config.train.model_copy(update={"n_trials": 6, "progress_bar": False, **train})})
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty project folder holding the demo data, as the current directory, with its own MLflow store."""
+    shutil.copytree(ROOT / "data" / "raw", tmp_path / "data" / "raw")
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def demo_frame() -> pd.DataFrame:
+    return pd.read_csv(ROOT / "data" / "raw" / "breast_cancer.csv")
+
+
+def write_config(config: PipelineConfig, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The local PostgreSQL server (started here when it is down), database `test`."""
+    def reachable() -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            return sock.connect_ex(("127.0.0.1", 5432)) == 0
+
+    if not reachable():
+        version = os.listdir("/etc/postgresql")[0]
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True)
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -1,0 +1,125 @@
+"""Bad input gets a specific error, and rejected rows are kept with their reasons."""
+
+import json
+
+import pandas as pd
+import pytest
+import sqlalchemy
+
+from pynomaly_core import stages
+from pynomaly_core.io import DataError, read_table
+from pynomaly_core.validation import validate
+from tests.conftest import demo_config
+
+
+def _config_on(source: str, **data):
+    config = demo_config()
+    return config.model_copy(update={"data": config.data.model_copy(update={"source": source, **data})})
+
+
+def test_valid_demo_data_passes_both_validators(workdir):
+    config = demo_config()
+    result = stages.validate(config)
+    assert (result.n_rows, result.n_valid, result.n_rejected) == (393, 393, 0)
+    assert result.expectations_success
+    assert pd.read_parquet(config.paths.validated).shape[0] == 393
+    report = json.loads(open(config.paths.validation_report).read())
+    assert report["great_expectations"]["statistics"]["unsuccessful_expectations"] == 0
+
+
+def test_bad_rows_are_quarantined_with_row_column_and_reason(workdir, demo_frame):
+    frame = demo_frame.astype({"mean_radius": object})
+    frame.loc[3, "mean_radius"] = "abc"  # wrong type
+    frame.loc[5, "mean_texture"] = -1.0  # below the configured minimum
+    frame.loc[8, "malignant"] = 2  # not a 0/1 label
+    frame.loc[9, "mean_area"] = None  # missing where not nullable
+    frame.to_csv("data/raw/bad.csv", index=False)
+    config = _config_on("data/raw/bad.csv")
+
+    result = stages.validate(config)
+
+    assert (result.n_valid, result.n_rejected) == (389, 4)
+    rejected = pd.read_csv(config.paths.quarantine)
+    assert rejected["_row"].tolist() == [4, 6, 9, 10]
+    assert rejected["sample_id"].tolist() == demo_frame.loc[[3, 5, 8, 9], "sample_id"].tolist()
+    reasons = dict(zip(rejected["_row"], rejected["_errors"]))
+    assert reasons[4].startswith("mean_radius: coerce_dtype('float64') (got 'abc')")
+    assert reasons[6] == "mean_texture: greater_than_or_equal_to(0.0) (got -1.0)"
+    assert reasons[9] == "malignant: isin([0, 1]) (got 2)"
+    assert reasons[10].startswith("mean_area: not_nullable")
+    # Great Expectations saw the same batch and reports the failures too.
+    report = json.loads(open(config.paths.validation_report).read())
+    assert report["great_expectations"]["success"] is False
+    assert report["pandera"]["n_rejected"] == 4
+
+
+def test_missing_column(workdir, demo_frame):
+    demo_frame.drop(columns=["mean_radius"]).to_csv("data/raw/bad.csv", index=False)
+    with pytest.raises(DataError, match=r"data/raw/bad.csv: missing required column\(s\) mean_radius; found columns: sample_id, mean_texture"):
+        stages.validate(_config_on("data/raw/bad.csv"))
+
+
+def test_whole_column_of_wrong_type_fails_the_stage_and_keeps_the_rows(workdir, demo_frame):
+    demo_frame.assign(mean_radius="large").to_csv("data/raw/bad.csv", index=False)
+    config = _config_on("data/raw/bad.csv")
+    with pytest.raises(DataError, match=r"393 of 393 rows rejected \(100%\), more than data.max_rejected_share=10%; most frequent reasons: mean_radius: coerce_dtype\('float64'\)"):
+        stages.validate(config)
+    assert len(pd.read_csv(config.paths.quarantine)) == 393
+
+
+def test_all_nan_column(workdir, demo_frame):
+    demo_frame.assign(mean_area=float("nan")).to_csv("data/raw/bad.csv", index=False)
+    with pytest.raises(DataError, match=r"column\(s\) mean_area hold no values \(every row is missing\)"):
+        stages.validate(_config_on("data/raw/bad.csv"))
+
+
+def test_empty_file(workdir):
+    open("data/raw/empty.csv", "w").close()
+    with pytest.raises(DataError, match="data/raw/empty.csv is empty: expected a header row and data rows"):
+        stages.validate(_config_on("data/raw/empty.csv"))
+
+
+def test_header_only_file(workdir, demo_frame):
+    demo_frame.head(0).to_csv("data/raw/header.csv", index=False)
+    with pytest.raises(DataError, match="data/raw/header.csv has no data rows"):
+        stages.validate(_config_on("data/raw/header.csv"))
+
+
+def test_unparsable_file(workdir):
+    with open("data/raw/broken.csv", "w") as handle:
+        handle.write('a,b,c\n1,2,3\n4,"5,6\n7,8,9,10,11\n')
+    with pytest.raises(DataError, match="cannot parse data/raw/broken.csv"):
+        stages.validate(_config_on("data/raw/broken.csv"))
+    with open("data/raw/broken.parquet", "wb") as handle:
+        handle.write(b"not parquet at all")
+    with pytest.raises(DataError, match="cannot parse data/raw/broken.parquet"):
+        read_table("data/raw/broken.parquet")
+
+
+def test_parquet_input(workdir, demo_frame):
+    demo_frame.to_parquet("data/raw/cells.parquet")
+    assert stages.validate(_config_on("data/raw/cells.parquet")).n_valid == 393
+
+
+def test_sql_query_on_postgresql(workdir, demo_frame, postgres_url):
+    engine = sqlalchemy.create_engine(postgres_url)
+    demo_frame.to_sql("pynomaly_cells", engine, if_exists="replace", index=False)
+    try:
+        config = _config_on(postgres_url, query="SELECT * FROM pynomaly_cells WHERE sample_id > 100")
+        result = stages.validate(config)
+        assert result.n_valid == int((demo_frame.sample_id > 100).sum())
+        with pytest.raises(DataError, match='relation "no_such_table" does not exist'):
+            stages.validate(_config_on(postgres_url, query="SELECT * FROM no_such_table"))
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("DROP TABLE pynomaly_cells"))
+        engine.dispose()
+
+
+def test_categorical_columns_are_checked_against_allowed_values():
+    config = demo_config()
+    columns = {"size": {"type": "str", "allowed": ["S", "M", "L"]}, "weight": {"type": "float", "min": 0}}
+    data = config.data.model_copy(update={"columns": {k: type(config.data.columns["mean_radius"])(**v) for k, v in columns.items()}, "label_column": None})
+    result = validate(pd.DataFrame({"size": ["S", "XL", "M"], "weight": [1.0, 2.0, 3.0]}), data)
+    assert result.rejected["_errors"].tolist() == ["size: isin(['S', 'M', 'L']) (got 'XL')"]
+    assert result.valid["size"].tolist() == ["S", "M"]
