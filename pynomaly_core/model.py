@@ -5,6 +5,8 @@ Logged as "models from code": MLflow stores this file with the model and runs it
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import joblib
 import mlflow
 import mlflow.pyfunc
@@ -16,6 +18,13 @@ from pynomaly_core.config import DataConfig
 from pynomaly_core.preprocessing import features
 
 OUTPUT_SCHEMA = Schema([ColSpec("double", "score"), ColSpec("long", "is_anomaly")])
+
+
+def model_artifacts(pipeline_path: str | Path, data_config: DataConfig, folder: str | Path) -> dict[str, str]:
+    """The files the model is logged with: the fitted pipeline and the schema its input must meet."""
+    schema = Path(folder) / "data_config.yaml"
+    schema.write_text(yaml.safe_dump(data_config.model_dump(mode="json"), sort_keys=False))
+    return {"pipeline": str(pipeline_path), "data_config": str(schema)}
 
 
 class AnomalyModel(mlflow.pyfunc.PythonModel):

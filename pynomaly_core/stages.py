@@ -17,7 +17,6 @@ import joblib
 import mlflow
 import numpy as np
 import pandas as pd
-import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import ModelSignature, infer_signature
@@ -31,7 +30,7 @@ from .detectors import registry
 from .explain import explain as shap_explain, plot_importance
 from .io import read_table, write_table
 from . import model as model_module
-from .model import OUTPUT_SCHEMA
+from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, split
 from .tuning import select_detector
 from .validation import ERRORS_COLUMN, ROW_COLUMN, check_rejected_share, expectation_report, validate as validate_frame
@@ -283,12 +282,10 @@ def register(cfg: PipelineConfig) -> RegisterResult:
     if gate_value is None:
         raise ValueError(f"registry.gate_metric '{cfg.registry.gate_metric}' was not computed; see {cfg.paths.metrics}")
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=training.run_id):
-        data_config = Path(tmp, "data_config.yaml")
-        data_config.write_text(yaml.safe_dump(cfg.data.model_dump(mode="json"), sort_keys=False))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=Path(model_module.__file__),
-            artifacts={"pipeline": cfg.paths.model, "data_config": str(data_config)},
+            artifacts=model_artifacts(cfg.paths.model, cfg.data, tmp),
             signature=ModelSignature(inputs=infer_signature(example).inputs, outputs=OUTPUT_SCHEMA),
             input_example=example,
             registered_model_name=cfg.registry.model_name,
