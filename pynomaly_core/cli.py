@@ -17,6 +17,8 @@ DEFAULT_CONFIG = "configs/demo.yaml"
 def _run(args) -> int:
     # The CLI is the outermost layer, so it may start the Prefect flow (nothing else imports flows).
     os.environ.setdefault("PREFECT_HOME", str(Path(".prefect").resolve()))
+    # The ephemeral server's first start (database migration) can exceed Prefect's 20 s on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.training import training_flow
 
     from .summary import print_summary

@@ -26,13 +26,12 @@ from sklearn.pipeline import Pipeline
 
 from . import __version__, evaluation, tracking
 from .config import PipelineConfig
-from .detectors import registry
 from .explain import explain as shap_explain, plot_importance
 from .io import read_table, write_table
 from . import model as model_module
 from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, split
-from .tuning import select_detector
+from .tuning import train_detector
 from .validation import ERRORS_COLUMN, ROW_COLUMN, check_rejected_share, expectation_report, validate as validate_frame
 
 
@@ -151,7 +150,6 @@ def train(cfg: PipelineConfig) -> TrainResult:
     preprocessor = joblib.load(cfg.paths.preprocessor)
     X = preprocessor.transform(features(train_rows, cfg.data))
     y = train_rows[cfg.data.label_column].to_numpy(dtype=int) if cfg.train.use_labels else None
-    candidates = list(registry.REGISTRY) if cfg.train.detectors == "all" else [registry.get(n).name for n in cfg.train.detectors]
     data_md5 = tracking.file_md5(cfg.paths.train)
     # Same data and search settings -> same study, so an interrupted study resumes where it stopped.
     search = cfg.train.model_dump(exclude={"timeout", "progress_bar", "storage"})
@@ -172,22 +170,11 @@ def train(cfg: PipelineConfig) -> TrainResult:
             context="training",
         )
         started = time.perf_counter()
-        selection = select_detector(
-            X, y,
-            candidates=candidates,
-            n_trials=cfg.train.n_trials,
-            timeout=cfg.train.timeout,
-            n_folds=cfg.train.cv_folds,
-            contamination=cfg.train.contamination,
-            seed=cfg.seed,
-            metric=cfg.train.metric,
-            pruning=cfg.train.pruning,
-            storage=tracking.absolute_sqlite(cfg.train.storage),
+        detector, selection = train_detector(
+            X, y, cfg.train, cfg.seed,
             study_name=study_name,
-            progress_bar=cfg.train.progress_bar,
             callbacks=[_trial_logger(run.info.experiment_id, run.info.run_id)],
         )
-        detector = registry.get(selection.detector).build(selection.params, cfg.train.contamination, cfg.seed).fit(X)
         fit_seconds = time.perf_counter() - started
         pipeline = Pipeline([("preprocess", preprocessor), ("detector", detector)])
         Path(cfg.paths.model).parent.mkdir(parents=True, exist_ok=True)

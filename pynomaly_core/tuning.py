@@ -25,7 +25,9 @@ from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from .config import TrainConfig
 from .detectors import registry
+from .tracking import absolute_sqlite
 
 REFERENCE_POOL = ("iforest", "copod", "hbos", "knn", "pca")
 LABEL_METRICS = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score}
@@ -151,3 +153,28 @@ def select_detector(
         n_failed=states.count(optuna.trial.TrialState.FAIL),
         study_name=study_name,
     )
+
+
+def candidate_names(train: TrainConfig) -> list[str]:
+    return list(registry.REGISTRY) if train.detectors == "all" else [registry.get(name).name for name in train.detectors]
+
+
+def train_detector(X: np.ndarray, y: np.ndarray | None, train: TrainConfig, seed: int, *, study_name: str, callbacks=()):
+    """Select the detector (the study in `train.storage`) and fit it on all of X: what `train` and `bench` share."""
+    selection = select_detector(
+        X, y,
+        candidates=candidate_names(train),
+        n_trials=train.n_trials,
+        timeout=train.timeout,
+        n_folds=train.cv_folds,
+        contamination=train.contamination,
+        seed=seed,
+        metric=train.metric,
+        pruning=train.pruning,
+        storage=absolute_sqlite(train.storage),
+        study_name=study_name,
+        progress_bar=train.progress_bar,
+        callbacks=callbacks,
+    )
+    detector = registry.get(selection.detector).build(selection.params, train.contamination, seed).fit(X)
+    return detector, selection
