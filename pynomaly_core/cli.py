@@ -57,6 +57,28 @@ def _score(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    import time
+
+    from .bench import comparison_table, run_benchmark, write_report
+
+    started = time.perf_counter()
+    train = load_config(args.config).train
+    overrides = {"storage": "sqlite:///:memory:", "progress_bar": False, "use_labels": args.label_fraction > 0}
+    if args.n_trials:
+        overrides["n_trials"] = args.n_trials
+    if args.timeout:
+        overrides["timeout"] = args.timeout
+    report = run_benchmark(args.data_dir, args.label_fraction, args.seeds, train.model_copy(update=overrides))
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_report(report, args.out)
+    anchors = args.data_dir / "anchors_aucroc.csv"
+    if anchors.exists() and report["results"]:
+        print(comparison_table(report, anchors).to_string())
+    print(f"mean AUCROC {report['mean_aucroc']}  ({len(report['errors'])} failed)  wall time {report['wall_seconds']} s  -> {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pynomaly", description="Anomaly detection pipelines with Prefect, MLflow and DVC.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("input")
     score.add_argument("output")
     score.set_defaults(handler=_score)
+    bench = commands.add_parser("bench", help="measure model selection on ADBench-style .npz datasets")
+    bench.add_argument("data_dir", type=Path)
+    bench.add_argument("--label-fraction", type=float, default=0.0, help="share of training anomalies revealed")
+    bench.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    bench.add_argument("--out", type=Path, default=Path("results.json"))
+    bench.add_argument("--config", default=DEFAULT_CONFIG, help="its train section sets the search")
+    bench.add_argument("--n-trials", type=int, help="override train.n_trials")
+    bench.add_argument("--timeout", type=float, help="override train.timeout, seconds per dataset and seed")
+    bench.set_defaults(handler=_bench)
     return parser
 
 

@@ -49,9 +49,15 @@ class Selection:
 
 
 def make_folds(X: np.ndarray, y: np.ndarray | None, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    if y is not None:
-        return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(X, y))
-    return list(KFold(n_folds, shuffle=True, random_state=seed).split(X))
+    if y is None:
+        return list(KFold(n_folds, shuffle=True, random_state=seed).split(X))
+    # Every held-out fold needs a labelled anomaly; with a single one, score the rows fitted on
+    # (the detectors never see labels, so this ranks without leaking them into the fit).
+    n_splits = min(n_folds, int(np.sum(y == 1)))
+    if n_splits < 2:
+        every_row = np.arange(len(X))
+        return [(every_row, every_row)]
+    return list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y))
 
 
 def consensus_scores(X: np.ndarray, folds, contamination: float, seed: int) -> list[np.ndarray]:
