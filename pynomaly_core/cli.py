@@ -55,6 +55,35 @@ def _score(args) -> int:
     return 0
 
 
+def _monitor(args) -> int:
+    os.environ.setdefault("PREFECT_HOME", str(Path(".prefect").resolve()))
+    from flows.monitoring import monitoring_flow
+
+    result = monitoring_flow(args.batch, load_config(args.config))
+    keys = ("drift_detected", "drifted_columns", "score_drift", "alert_rate", "retrain_triggered")
+    if args.json:
+        print(json.dumps({k: result[k] for k in keys}, indent=2))
+    else:
+        print(f"drift detected: {result['drift_detected']}; retraining requested: {result['retrain_triggered']}")
+        for reason in result["reasons"]:
+            print(f"  - {reason}")
+        print(f"report: {result['report']}  scored rows: {result['scored']}")
+    return 0
+
+
+def _stream(args) -> int:
+    from .stream import StreamScorer
+
+    scorer = StreamScorer(load_config(args.config), consumer=args.consumer)
+    print(f"scoring {scorer.options.input} -> {scorer.options.output} as {scorer.options.group}/{scorer.consumer} with {scorer.model_uri}", flush=True)
+    try:
+        totals = scorer.run(args.max_batches, idle_exit=args.idle_exit, on_batch=lambda b: print(json.dumps(b.__dict__), flush=True))
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(totals))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pynomaly", description="Anomaly detection pipelines with Prefect, MLflow and DVC.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("input")
     score.add_argument("output")
     score.set_defaults(handler=_score)
+
+    monitor = commands.add_parser("monitor", help="score a batch with the champion, check drift, request retraining when due")
+    monitor.add_argument("--config", default=DEFAULT_CONFIG)
+    monitor.add_argument("--batch", required=True, help="CSV or Parquet file of new records")
+    monitor.add_argument("--json", action="store_true")
+    monitor.set_defaults(handler=_monitor)
+
+    stream = commands.add_parser("stream", help="score a Redis Stream in micro-batches (monitoring.stream settings)")
+    stream.add_argument("--config", default=DEFAULT_CONFIG)
+    stream.add_argument("--consumer", help="consumer name in the group (default: host-pid)")
+    stream.add_argument("--max-batches", type=int)
+    stream.add_argument("--idle-exit", action="store_true", help="stop when the stream has nothing to read")
+    stream.set_defaults(handler=_stream)
     return parser
 
 
