@@ -72,9 +72,16 @@ def _monitor(args) -> int:
 
 
 def _stream(args) -> int:
+    import redis
+
     from .stream import StreamScorer
 
-    scorer = StreamScorer(load_config(args.config), consumer=args.consumer)
+    config = load_config(args.config)
+    try:
+        scorer = StreamScorer(config, consumer=args.consumer)
+    except redis.ConnectionError as err:
+        print(f"pynomaly: error: cannot reach Redis at {config.monitoring.stream.redis_url} ({err}); start it with `make redis`", file=sys.stderr)
+        return 2
     print(f"scoring {scorer.options.input} -> {scorer.options.output} as {scorer.options.group}/{scorer.consumer} with {scorer.model_uri}", flush=True)
     try:
         totals = scorer.run(args.max_batches, idle_exit=args.idle_exit, on_batch=lambda b: print(json.dumps(b.__dict__), flush=True))
