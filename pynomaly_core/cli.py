@@ -56,6 +56,8 @@ def _score(args) -> int:
 
 
 def _monitor(args) -> int:
+    if not Path(args.batch).is_file():  # fail before starting a Prefect server
+        raise DataError(f"input file not found: {args.batch}")
     os.environ.setdefault("PREFECT_HOME", str(Path(".prefect").resolve()))
     from flows.monitoring import monitoring_flow
 
