@@ -19,11 +19,6 @@ def _split(frame, seed):
     return shuffled.iloc[:200].reset_index(drop=True), shuffled.iloc[200:].reset_index(drop=True)
 
 
-@pytest.fixture(scope="module")
-def halves():
-    return _split(_benign(), seed=1)
-
-
 def test_psi_near_zero_for_the_same_distribution_and_large_for_a_shift():
     rng = np.random.default_rng(0)
     reference = rng.normal(size=2000)
@@ -45,20 +40,10 @@ def test_unchanged_batches_rarely_raise_a_false_alarm():
     # flags a column; Evidently's per-column default (0.05) would flag most of them.
     # (Evidently takes seconds per report here, hence only three splits.)
     benign = _benign()
-    flagged = [drift.feature_drift(*_split(benign, seed), list(benign.columns), alpha=0.05).drifted_columns for seed in range(3)]
-    assert sum(bool(columns) for columns in flagged) <= 1, flagged
-
-
-def test_feature_drift_flags_only_the_shifted_column(halves):
-    reference, current = halves
-    columns = list(reference.columns)
-    same = drift.feature_drift(reference, current, columns, alpha=0.05)
-    assert same.drifted_columns == [] and set(same.p_values) == set(columns)
-    assert same.threshold == pytest.approx(0.05 / 30)
-    shifted = current.assign(worst_smoothness=current["worst_smoothness"] + reference["worst_smoothness"].std())
-    result = drift.feature_drift(reference, shifted, columns, alpha=0.05)
-    assert result.drifted_columns == ["worst_smoothness"]
-    assert result.p_values["worst_smoothness"] < 1e-6
+    # The shifted-column case runs on a real model in test_monitoring.py.
+    results = [drift.feature_drift(*_split(benign, seed), list(benign.columns), alpha=0.05) for seed in range(3)]
+    assert sum(bool(r.drifted_columns) for r in results) <= 1, [r.drifted_columns for r in results]
+    assert results[0].threshold == pytest.approx(0.05 / 30) and set(results[0].p_values) == set(benign.columns)
 
 
 def test_decide_lists_reasons_and_retrains_only_on_configured_signals():
