@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test install install-all dvc-repro mlflow-ui clean
+.PHONY: run test install install-all dvc-repro mlflow-ui redis clean
 
 run: $(VENV)/.installed
 	$(BIN)/pynomaly run --config configs/demo.yaml
@@ -41,5 +41,9 @@ dvc-repro: $(VENV)/.installed
 mlflow-ui: $(VENV)/.installed
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db
 
+# Redis for `pynomaly stream` (127.0.0.1:6379); no-op when it already answers.
+redis:
+	redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ""
+
 clean:
-	rm -rf data/validated data/processed data/quarantine models reports .prefect mlflow/*.db mlflow/artifacts
+	rm -rf data/validated data/processed data/quarantine data/scored models reports .prefect mlflow/*.db mlflow/artifacts

@@ -14,11 +14,16 @@ from .io import DataError
 DEFAULT_CONFIG = "configs/demo.yaml"
 
 
-def _run(args) -> int:
-    # The CLI is the outermost layer, so it may start the Prefect flow (nothing else imports flows).
+def _prefect_environment() -> None:
+    """Prefect's ephemeral mode, with its database in the project folder."""
     os.environ.setdefault("PREFECT_HOME", str(Path(".prefect").resolve()))
     # The ephemeral server's first start (database migration) can exceed Prefect's 20 s on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _run(args) -> int:
+    # The CLI is the outermost layer, so it may start the Prefect flow (nothing else imports flows).
+    _prefect_environment()
     from flows.training import training_flow
 
     from .summary import print_summary
@@ -79,6 +84,44 @@ def _bench(args) -> int:
     return 0
 
 
+def _monitor(args) -> int:
+    if not Path(args.batch).is_file():  # fail before starting a Prefect server
+        raise DataError(f"input file not found: {args.batch}")
+    _prefect_environment()
+    from flows.monitoring import monitoring_flow
+
+    result = monitoring_flow(args.batch, load_config(args.config))
+    keys = ("drift_detected", "drifted_columns", "score_drift", "alert_rate", "retrain_triggered")
+    if args.json:
+        print(json.dumps({k: result[k] for k in keys}, indent=2))
+    else:
+        print(f"drift detected: {result['drift_detected']}; retraining requested: {result['retrain_triggered']}")
+        for reason in result["reasons"]:
+            print(f"  - {reason}")
+        print(f"report: {result['report']}  scored rows: {result['scored']}")
+    return 0
+
+
+def _stream(args) -> int:
+    import redis
+
+    from .stream import StreamScorer
+
+    config = load_config(args.config)
+    try:
+        scorer = StreamScorer(config, consumer=args.consumer)
+    except redis.ConnectionError as err:
+        print(f"pynomaly: error: cannot reach Redis at {config.monitoring.stream.redis_url} ({err}); start it with `make redis`", file=sys.stderr)
+        return 2
+    print(f"scoring {scorer.options.input} -> {scorer.options.output} as {scorer.options.group}/{scorer.consumer} with {scorer.model_uri}", flush=True)
+    try:
+        totals = scorer.run(args.max_batches, idle_exit=args.idle_exit, on_batch=lambda b: print(json.dumps(b.__dict__), flush=True))
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(totals))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pynomaly", description="Anomaly detection pipelines with Prefect, MLflow and DVC.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("input")
     score.add_argument("output")
     score.set_defaults(handler=_score)
+
     bench = commands.add_parser("bench", help="measure model selection on ADBench-style .npz datasets")
     bench.add_argument("data_dir", type=Path)
     bench.add_argument("--label-fraction", type=float, default=0.0, help="share of training anomalies revealed")
@@ -110,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n-trials", type=int, help="override train.n_trials")
     bench.add_argument("--timeout", type=float, help="override train.timeout, seconds per dataset and seed")
     bench.set_defaults(handler=_bench)
+
+    monitor = commands.add_parser("monitor", help="score a batch with the champion, check drift, request retraining when due")
+    monitor.add_argument("--config", default=DEFAULT_CONFIG)
+    monitor.add_argument("--batch", required=True, help="CSV or Parquet file of new records")
+    monitor.add_argument("--json", action="store_true")
+    monitor.set_defaults(handler=_monitor)
+
+    stream = commands.add_parser("stream", help="score a Redis Stream in micro-batches (monitoring.stream settings)")
+    stream.add_argument("--config", default=DEFAULT_CONFIG)
+    stream.add_argument("--consumer", help="consumer name in the group (default: host-pid)")
+    stream.add_argument("--max-batches", type=int)
+    stream.add_argument("--idle-exit", action="store_true", help="stop when the stream has nothing to read")
+    stream.set_defaults(handler=_stream)
     return parser
 
 

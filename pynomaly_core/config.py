@@ -74,6 +74,31 @@ class TrackingConfig(Strict):
     experiment: str = "pynomaly"
 
 
+class StreamConfig(Strict):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    input: str = Field("pynomaly:events", description="stream of records, one field per column")
+    output: str = Field("pynomaly:scores", description="stream of results: event_id, id, score, is_anomaly or error")
+    group: str = "pynomaly"
+    batch_size: int = Field(200, ge=1, description="micro-batch: entries read and scored together")
+    block_ms: int = Field(1000, ge=0)
+    claim_idle_ms: int = Field(30000, ge=0, description="entries pending this long with a dead consumer are taken over")
+
+
+class MonitoringConfig(Strict):
+    reference_rows: int = Field(500, ge=10, description="training rows logged with the model as the drift reference")
+    feature_alpha: float = Field(0.05, gt=0, lt=1, description="family-wise: each column's K-S test runs at alpha / n_columns")
+    score_alpha: float = Field(0.01, gt=0, lt=1, description="K-S test of batch scores against reference scores")
+    score_psi: float = Field(0.25, gt=0, description="population stability index of the scores above which they drifted")
+    alert_rate_alpha: float = Field(0.01, gt=0, lt=1, description="binomial test of the anomaly share against contamination")
+    min_batch_rows: int = Field(30, ge=1, description="smaller batches are scored but not judged for drift")
+    retrain_on: list[Literal["features", "scores", "alert_rate"]] = ["features", "scores", "alert_rate"]
+    training_deployment: str = Field("training/training", description="run when retraining is due; else an event is emitted")
+    scored_dir: str = "data/scored"
+    store_url: str | None = Field(None, description="SQLAlchemy URL: scored rows are also appended to `store_table` there")
+    store_table: str = "scored_rows"
+    stream: StreamConfig = StreamConfig()
+
+
 class PathsConfig(Strict):
     validated: str
     quarantine: str
@@ -99,6 +124,7 @@ class PipelineConfig(Strict):
     explain: ExplainConfig = ExplainConfig()
     registry: RegistryConfig
     tracking: TrackingConfig = TrackingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     paths: PathsConfig
 
     @model_validator(mode="after")

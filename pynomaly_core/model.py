@@ -20,11 +20,18 @@ from pynomaly_core.preprocessing import features
 OUTPUT_SCHEMA = Schema([ColSpec("double", "score"), ColSpec("long", "is_anomaly")])
 
 
-def model_artifacts(pipeline_path: str | Path, data_config: DataConfig, folder: str | Path) -> dict[str, str]:
-    """The files the model is logged with: the fitted pipeline and the schema its input must meet."""
+def model_artifacts(
+    pipeline_path: str | Path, data_config: DataConfig, folder: str | Path, reference: pd.DataFrame | None = None
+) -> dict[str, str]:
+    """The files the model is logged with: the fitted pipeline, the schema its input must meet and
+    the drift reference (training rows with their scores)."""
     schema = Path(folder) / "data_config.yaml"
     schema.write_text(yaml.safe_dump(data_config.model_dump(mode="json"), sort_keys=False))
-    return {"pipeline": str(pipeline_path), "data_config": str(schema)}
+    artifacts = {"pipeline": str(pipeline_path), "data_config": str(schema)}
+    if reference is not None:
+        reference.to_parquet(Path(folder) / "reference.parquet", index=False)
+        artifacts["reference"] = str(Path(folder) / "reference.parquet")
+    return artifacts
 
 
 class AnomalyModel(mlflow.pyfunc.PythonModel):
@@ -34,6 +41,8 @@ class AnomalyModel(mlflow.pyfunc.PythonModel):
         self.pipeline = joblib.load(context.artifacts["pipeline"])
         with open(context.artifacts["data_config"]) as handle:
             self.data_config = DataConfig.model_validate(yaml.safe_load(handle))
+        # Versions registered before monitoring existed have no reference.
+        self.reference_path = context.artifacts.get("reference")
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         scores = self.pipeline.decision_function(features(pd.DataFrame(model_input), self.data_config))

@@ -260,6 +260,16 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("mlflow", "pyod", "scikit-learn", "pandas", "numpy", "pydantic", "pyyaml", "joblib")]
 
 
+def reference_sample(cfg: PipelineConfig) -> pd.DataFrame:
+    """Up to `monitoring.reference_rows` training rows with the final model's scores: what drift is measured against."""
+    pipeline = joblib.load(cfg.paths.model)
+    train_rows = pd.read_parquet(cfg.paths.train)
+    sample = train_rows.sample(min(cfg.monitoring.reference_rows, len(train_rows)), random_state=cfg.seed)
+    reference = sample[list(cfg.data.columns)].reset_index(drop=True)
+    scores = pipeline.decision_function(features(reference, cfg.data))
+    return reference.assign(score=scores, is_anomaly=(scores > pipeline[-1].threshold_).astype("int64"))
+
+
 def register(cfg: PipelineConfig) -> RegisterResult:
     tracking.setup(cfg.tracking)
     training = _training(cfg)
@@ -272,7 +282,7 @@ def register(cfg: PipelineConfig) -> RegisterResult:
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=Path(model_module.__file__),
-            artifacts=model_artifacts(cfg.paths.model, cfg.data, tmp),
+            artifacts=model_artifacts(cfg.paths.model, cfg.data, tmp, reference_sample(cfg)),
             signature=ModelSignature(inputs=infer_signature(example).inputs, outputs=OUTPUT_SCHEMA),
             input_example=example,
             registered_model_name=cfg.registry.model_name,

@@ -1,0 +1,177 @@
+"""The monitoring stages: score a new batch with the champion, then judge it for drift.
+
+Like `stages`, each function reads and writes files, logs an MLflow run and returns a result;
+the Prefect flows in `flows/scoring.py` and `flows/monitoring.py` wrap them and act on the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from pydantic import BaseModel
+
+from . import drift, tracking
+from .config import PipelineConfig
+from .io import DataError, read_table, write_table
+from .scoring import append_to_store, load_model, rejected_path, score_frame
+
+
+class ScoreResult(BaseModel):
+    batch: str
+    model_uri: str  # the exact version, so monitoring compares with that version's reference
+    n_rows: int
+    n_valid: int
+    n_rejected: int
+    n_anomalies: int
+    alert_rate: float
+    output: str
+    rejected_file: str | None
+    store_table: str | None
+    run_id: str
+
+
+class MonitorResult(BaseModel):
+    batch: str
+    model_uri: str
+    n_rows: int
+    drift_detected: bool
+    drifted_columns: list[str]
+    feature_p_values: dict[str, float]
+    score_drift: dict
+    alert_rate: dict
+    reasons: list[str]
+    signals: list[str]
+    retrain_due: bool
+    judged: bool  # false when the batch was below monitoring.min_batch_rows
+    report: str | None  # local path of the Evidently HTML report
+    report_uri: str | None  # the same report as an MLflow artifact
+    run_id: str
+
+
+def champion_uri(cfg: PipelineConfig) -> str:
+    return f"models:/{cfg.registry.model_name}@{tracking.CHAMPION}"
+
+
+def champion_version_uri(cfg: PipelineConfig) -> str:
+    """Pin the alias to a version now, so a champion promoted mid-batch does not mix two models."""
+    try:
+        version = MlflowClient().get_model_version_by_alias(cfg.registry.model_name, tracking.CHAMPION).version
+    except mlflow.exceptions.MlflowException:
+        raise DataError(f"no {champion_uri(cfg)}: train and register a model first (pynomaly run)") from None
+    return f"models:/{cfg.registry.model_name}/{version}"
+
+
+def score_batch(cfg: PipelineConfig, batch: str) -> ScoreResult:
+    """Validate `batch` with the training schema, score it with the champion, write the scored rows."""
+    tracking.setup(cfg.tracking)
+    model_uri = champion_version_uri(cfg)
+    model = load_model(model_uri, cfg.tracking)
+    frame = read_table(batch)
+    result, scored = score_frame(model, frame, batch)
+    output = Path(cfg.monitoring.scored_dir) / f"{Path(batch).stem}.parquet"
+    rejected_file = None
+    if len(result.rejected):
+        rejected_file = str(write_table(result.rejected, rejected_path(output)))
+    if len(result.valid) == 0:
+        raise DataError(f"{batch}: no valid rows to score; see {rejected_file}")
+    write_table(scored, output)
+    if cfg.monitoring.store_url:
+        append_to_store(scored.assign(batch=str(batch), model_uri=model_uri), cfg.monitoring.store_url, cfg.monitoring.store_table)
+    n_anomalies = int(scored["is_anomaly"].sum())
+    with mlflow.start_run(run_name=f"{cfg.name}-scoring") as run:
+        mlflow.set_tags({"pynomaly.stage": "scoring", "model_uri": model_uri, "batch": str(batch)})
+        mlflow.log_input(mlflow.data.from_pandas(frame, source=str(batch), name=Path(batch).stem), context="scoring")
+        mlflow.log_metrics({**result.report(), "n_anomalies": n_anomalies, "alert_rate": n_anomalies / len(scored)})
+        if rejected_file:
+            mlflow.log_artifact(rejected_file, "quarantine")
+    return ScoreResult(
+        batch=str(batch),
+        model_uri=model_uri,
+        **result.report(include_share=False),
+        n_anomalies=n_anomalies,
+        alert_rate=n_anomalies / len(scored),
+        output=str(output),
+        rejected_file=rejected_file,
+        store_table=cfg.monitoring.store_table if cfg.monitoring.store_url else None,
+        run_id=run.info.run_id,
+    )
+
+
+def monitor_drift(cfg: PipelineConfig, scoring: ScoreResult) -> MonitorResult:
+    """Compare the scored batch with the reference logged with its model; log the verdict and the report."""
+    tracking.setup(cfg.tracking)
+    model = load_model(scoring.model_uri, cfg.tracking)
+    python_model = model.unwrap_python_model()
+    if python_model.reference_path is None:
+        raise DataError(f"{scoring.model_uri} was registered without a drift reference; register it again")
+    reference = pd.read_parquet(python_model.reference_path)
+    batch = pd.read_parquet(scoring.output)
+    columns = list(python_model.data_config.columns)
+    monitoring = cfg.monitoring
+
+    alerts = drift.alert_rate(int(batch["is_anomaly"].sum()), len(batch), python_model.pipeline[-1].contamination)
+    scores = drift.score_drift(reference["score"].to_numpy(), batch["score"].to_numpy())
+    judged = len(batch) >= monitoring.min_batch_rows
+    features = drift.feature_drift(reference, batch, columns, monitoring.feature_alpha) if judged else None
+    verdict = drift.decide(features, scores, alerts, monitoring) if judged else drift.Verdict(False, [], [], False)
+
+    report = report_uri = None
+    with mlflow.start_run(run_name=f"{cfg.name}-monitoring") as run:
+        mlflow.set_tags({
+            "pynomaly.stage": "monitoring",
+            "model_uri": scoring.model_uri,
+            "batch": scoring.batch,
+            "scoring_run_id": scoring.run_id,
+            "drift_detected": str(verdict.drift_detected).lower(),
+            "drift_reasons": "; ".join(verdict.reasons)[:5000] or "none",
+        })
+        mlflow.log_metrics({
+            "n_rows": len(batch),
+            "n_drifted_columns": len(features.drifted_columns) if features else 0,
+            "score_ks_statistic": scores["ks_statistic"],
+            "score_ks_p_value": scores["ks_p_value"],
+            "score_psi": scores["psi"],
+            "alert_rate": alerts["observed"],
+            "alert_rate_p_value": alerts["p_value"],
+            "drift_detected": float(verdict.drift_detected),
+        })
+        if features is not None:
+            report = str(features.save_html(Path(monitoring.scored_dir) / f"{Path(scoring.batch).stem}.drift.html"))
+            mlflow.log_artifact(report, "monitoring")
+            report_uri = mlflow.get_artifact_uri(f"monitoring/{Path(report).name}")
+        result = MonitorResult(
+            batch=scoring.batch,
+            model_uri=scoring.model_uri,
+            n_rows=len(batch),
+            drift_detected=verdict.drift_detected,
+            drifted_columns=features.drifted_columns if features else [],
+            feature_p_values=features.p_values if features else {},
+            score_drift=scores,
+            alert_rate=alerts,
+            reasons=verdict.reasons or ([] if judged else [f"{len(batch)} rows < monitoring.min_batch_rows; not judged"]),
+            signals=verdict.signals,
+            retrain_due=verdict.retrain,
+            judged=judged,
+            report=report,
+            report_uri=report_uri,
+            run_id=run.info.run_id,
+        )
+        mlflow.log_dict(result.model_dump(mode="json"), "monitoring/verdict.json")
+    return result
+
+
+def record_retraining(cfg: PipelineConfig, monitor_run_id: str, retraining: dict) -> None:
+    """Note on the monitoring run how retraining was requested, and why."""
+    tracking.setup(cfg.tracking)
+    client = MlflowClient()
+    for key, value in retraining.items():
+        client.set_tag(monitor_run_id, f"retrain.{key}", str(value)[:5000])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "retraining.json"
+        path.write_text(json.dumps(retraining, indent=2))
+        client.log_artifact(monitor_run_id, str(path), "monitoring")

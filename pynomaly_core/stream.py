@@ -1,0 +1,121 @@
+"""Score a Redis Stream in micro-batches with the champion, at least once.
+
+Producers XADD one entry per record, one field per column. Consumers of one group share the
+stream; each entry is acknowledged only in the same MULTI/EXEC as its result's XADD to the output
+stream, and only after the scored rows reached the store. A consumer that dies mid-batch leaves
+its entries pending; any consumer takes them over (XAUTOCLAIM) once idle for `claim_idle_ms`.
+Rows can reach the store twice after a crash (at least once): `event_id` identifies them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import redis
+
+from .config import PipelineConfig
+from .io import DataError, write_table
+from .monitoring import champion_version_uri
+from .scoring import append_to_store, load_model, score_frame
+from .tracking import setup
+from .validation import ERRORS_COLUMN, ROW_COLUMN
+
+EVENT_ID = "event_id"
+
+
+@dataclass
+class BatchResult:
+    n_events: int
+    n_scored: int
+    n_rejected: int
+    n_anomalies: int
+    first_id: str
+    last_id: str
+
+
+class StreamScorer:
+    def __init__(self, cfg: PipelineConfig, consumer: str | None = None, client: redis.Redis | None = None):
+        self.cfg, self.options = cfg, cfg.monitoring.stream
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.redis = client or redis.Redis.from_url(self.options.redis_url, decode_responses=True)
+        setup(cfg.tracking)
+        self.model_uri = champion_version_uri(cfg)
+        self.model = load_model(self.model_uri, cfg.tracking)
+        self.store = Path(cfg.monitoring.scored_dir) / "stream"
+        self._recovered = False
+        try:
+            self.redis.xgroup_create(self.options.input, self.options.group, id="0", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    def read(self) -> list[tuple[str, dict]]:
+        """This consumer's own unacknowledged entries first, then stalled ones of others, then new ones."""
+        o = self.options
+        if not self._recovered:
+            own = self.redis.xreadgroup(o.group, self.consumer, {o.input: "0"}, count=o.batch_size)
+            entries = own[0][1] if own else []
+            if entries:
+                return entries
+            self._recovered = True
+        _, claimed, _ = self.redis.xautoclaim(o.input, o.group, self.consumer, o.claim_idle_ms, "0-0", count=o.batch_size)
+        if claimed:
+            return claimed
+        new = self.redis.xreadgroup(o.group, self.consumer, {o.input: ">"}, count=o.batch_size, block=o.block_ms or None)
+        return new[0][1] if new else []
+
+    def process(self, entries: list[tuple[str, dict]]) -> BatchResult:
+        """Validate and score one micro-batch, write it to the store and the output stream, then acknowledge."""
+        deleted = [entry_id for entry_id, fields in entries if fields is None]  # XDEL'd while pending
+        entries = [(entry_id, fields) for entry_id, fields in entries if fields is not None]
+        if not entries:
+            self.redis.xack(self.options.input, self.options.group, *deleted)
+            return BatchResult(0, 0, 0, 0, deleted[0], deleted[-1])
+        ids = [entry_id for entry_id, _ in entries]
+        frame = pd.DataFrame([fields for _, fields in entries]).assign(**{EVENT_ID: ids})
+        id_column = self.cfg.data.id_column
+        try:
+            result, scored = score_frame(self.model, frame, source=f"stream {self.options.input}")
+            rejected = result.rejected
+        except DataError as err:  # the whole micro-batch is unusable (e.g. a column missing from every event)
+            scored = frame.iloc[:0].assign(score=[], is_anomaly=[])
+            rejected = frame.assign(**{ROW_COLUMN: range(1, len(frame) + 1), ERRORS_COLUMN: str(err)})
+        if len(scored):
+            write_table(scored, self.store / f"{ids[0].replace('-', '_')}-{ids[-1].replace('-', '_')}.parquet")
+            if self.cfg.monitoring.store_url:
+                append_to_store(scored.assign(model_uri=self.model_uri), self.cfg.monitoring.store_url, self.cfg.monitoring.store_table)
+        with self.redis.pipeline(transaction=True) as pipe:
+            for row in scored.itertuples(index=False):
+                out = {EVENT_ID: getattr(row, EVENT_ID), "score": repr(float(row.score)), "is_anomaly": int(row.is_anomaly), "model": self.model_uri}
+                if id_column and id_column in scored.columns:
+                    out["id"] = str(getattr(row, id_column))
+                pipe.xadd(self.options.output, out)
+            for event_id, errors in zip(rejected[EVENT_ID], rejected[ERRORS_COLUMN]):
+                pipe.xadd(self.options.output, {EVENT_ID: event_id, "error": errors})
+            pipe.xack(self.options.input, self.options.group, *ids, *deleted)
+            pipe.execute()
+        return BatchResult(len(ids), len(scored), len(rejected), int(scored["is_anomaly"].sum()) if len(scored) else 0, ids[0], ids[-1])
+
+    def run(self, max_batches: int | None = None, idle_exit: bool = False, on_batch=None) -> dict:
+        """Consume until interrupted, `max_batches` micro-batches, or (with `idle_exit`) an empty read."""
+        totals = {"batches": 0, "events": 0, "scored": 0, "rejected": 0, "anomalies": 0}
+        started = time.perf_counter()
+        while max_batches is None or totals["batches"] < max_batches:
+            entries = self.read()
+            if not entries:
+                if idle_exit:
+                    break
+                continue
+            batch = self.process(entries)
+            totals["batches"] += 1
+            for key, value in (("events", batch.n_events), ("scored", batch.n_scored), ("rejected", batch.n_rejected), ("anomalies", batch.n_anomalies)):
+                totals[key] += value
+            if on_batch:
+                on_batch(batch)
+        totals["seconds"] = round(time.perf_counter() - started, 3)
+        return totals

@@ -1,0 +1,260 @@
+"""The monitoring loop end to end: a real trained and registered champion in a temporary MLflow
+store, real Prefect flow runs, real PostgreSQL and Redis, batches derived from the demo data."""
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import joblib
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+import sqlalchemy
+from mlflow import MlflowClient
+from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.monitoring import monitoring_flow
+from flows.scoring import scoring_flow
+from flows.training import training_flow
+from pynomaly_core import cli, stages, stream
+from pynomaly_core.preprocessing import features
+from tasks.monitoring import RETRAIN_EVENT
+from tests.conftest import ROOT, demo_config, write_config
+
+MODEL = "breast-cancer-detector"
+
+
+def small_config(**monitoring):
+    """A fast search (one detector, two trials) and the given monitoring settings."""
+    config = demo_config(detectors=["iforest"], n_trials=2, cv_folds=2)
+    return config.model_copy(update={"monitoring": config.monitoring.model_copy(update=monitoring)})
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project folder with a trained, registered champion, as the current directory, inside a Prefect test server."""
+    root = tmp_path_factory.mktemp("monitoring")
+    shutil.copytree(ROOT / "data" / "raw", root / "data" / "raw")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        config = small_config()
+        for name in ("validate", "preprocess", "train", "evaluate", "register"):
+            stages.STAGES[name](config)
+        with prefect_test_harness():
+            yield root
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def batches(project):
+    """Three batches from the held-out rows: unchanged, one column shifted, anomalies injected."""
+    config = small_config()
+    held_out = pd.read_parquet(config.paths.test).drop(columns=[config.data.label_column])
+    raw = pd.read_csv(ROOT / "data" / "raw" / "breast_cancer.csv")
+    folder = project / "batches"
+    folder.mkdir()
+    held_out.to_csv(folder / "unchanged.csv", index=False)
+    shifted = held_out.assign(mean_texture=held_out["mean_texture"] + 2 * raw["mean_texture"].std())
+    shifted.to_csv(folder / "shifted.csv", index=False)
+    # 25 records far outside the training range in ten columns each, among 100 ordinary ones.
+    rng = np.random.default_rng(0)
+    injected = held_out.sample(25, random_state=2).reset_index(drop=True)
+    columns = list(config.data.columns)
+    for i in range(len(injected)):
+        for column in rng.choice(columns, 10, replace=False):
+            injected.loc[i, column] = 3 * raw[column].quantile(0.99)
+    pd.concat([held_out.sample(100, random_state=1), injected]).to_csv(folder / "anomalies.csv", index=False)
+    return folder
+
+
+def test_reference_snapshot_is_logged_with_the_champion(project):
+    config = small_config()
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    reference = pd.read_parquet(model.unwrap_python_model().reference_path)
+    train_rows = pd.read_parquet(config.paths.train)
+    assert reference.columns.tolist() == [*config.data.columns, "score", "is_anomaly"]
+    assert len(reference) == min(config.monitoring.reference_rows, len(train_rows))
+    pipeline = joblib.load(config.paths.model)
+    np.testing.assert_allclose(reference["score"], pipeline.decision_function(features(reference, config.data)))
+    assert reference["is_anomaly"].mean() == pytest.approx(config.train.contamination, abs=0.02)
+
+
+def test_scoring_flow_writes_rows_quarantine_store_and_run(project, batches, postgres_url):
+    table = f"scored_{uuid.uuid4().hex[:8]}"
+    config = small_config(store_url=postgres_url, store_table=table)
+    batch = pd.read_csv(batches / "unchanged.csv").head(40).astype({"mean_area": object})
+    batch.loc[6, "mean_area"] = "unknown"
+    batch.to_csv("bad_row.csv", index=False)
+    engine = sqlalchemy.create_engine(postgres_url)
+    try:
+        result = scoring_flow("bad_row.csv", config)
+        assert (result.n_rows, result.n_valid, result.n_rejected) == (40, 39, 1)
+        assert result.model_uri == f"models:/{MODEL}/1"
+        scored = pd.read_parquet(result.output)
+        assert len(scored) == 39 and {"score", "is_anomaly"} <= set(scored.columns)
+        assert result.alert_rate == pytest.approx(scored["is_anomaly"].mean())
+        rejected = pd.read_csv(result.rejected_file)
+        assert rejected["_row"].tolist() == [7] and "mean_area: coerce_dtype('float64') (got 'unknown')" in rejected["_errors"][0]
+        with engine.connect() as connection:
+            stored = pd.read_sql_table(table, connection)
+        assert sorted(stored["sample_id"]) == sorted(scored["sample_id"])
+        np.testing.assert_allclose(stored.sort_values("sample_id")["score"], scored.sort_values("sample_id")["score"])
+        run = MlflowClient().get_run(result.run_id)
+        assert run.data.metrics["n_rejected"] == 1 and run.data.metrics["alert_rate"] == pytest.approx(result.alert_rate)
+        assert run.data.tags["model_uri"] == result.model_uri
+        assert "39" in Artifact.get(f"{config.name}-scoring").data
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f'DROP TABLE IF EXISTS "{table}"'))
+        engine.dispose()
+
+
+def test_cli_monitor_unchanged_batch_no_drift_no_retraining(project, batches, capsys):
+    config_path = write_config(small_config(), project / "small.yaml")
+    assert cli.main(["monitor", "--config", str(config_path), "--batch", str(batches / "unchanged.csv"), "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert set(verdict) == {"drift_detected", "drifted_columns", "score_drift", "alert_rate", "retrain_triggered"}
+    assert verdict["drift_detected"] is False and verdict["retrain_triggered"] is False
+    assert verdict["drifted_columns"] == []
+    assert verdict["score_drift"]["ks_p_value"] > 0.05 and verdict["score_drift"]["psi"] < 0.25
+    assert verdict["alert_rate"]["expected"] == 0.1 and verdict["alert_rate"]["p_value"] > 0.05
+    runs = MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("pynomaly").experiment_id], "tags.`pynomaly.stage` = 'monitoring'", order_by=["start_time DESC"]
+    )
+    latest = runs[0]
+    assert latest.data.tags["drift_detected"] == "false" and "retrain.method" not in latest.data.tags
+    assert {a.path for a in MlflowClient().list_artifacts(latest.info.run_id, "monitoring")} == {
+        "monitoring/unchanged.drift.html", "monitoring/verdict.json"
+    }
+
+
+def _events(name: str) -> list:
+    with get_client(sync_client=True) as client:
+        for _ in range(40):  # the server stores events asynchronously
+            events = client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50).events
+            if events:
+                return events
+            time.sleep(0.25)
+    return []
+
+
+def test_shifted_column_drifts_and_requests_retraining_by_event(project, batches):
+    result = monitoring_flow(str(batches / "shifted.csv"), small_config())
+    assert result["drift_detected"] and result["drifted_columns"] == ["mean_texture"]
+    assert result["retrain_triggered"] and result["retraining"]["method"] == "event"
+    assert "mean_texture" in result["retraining"]["reason"]
+    html = open(result["report"]).read()
+    assert "<html" in html.lower() and "mean_texture" in html
+    run = MlflowClient().get_run(result["mlflow_run_id"])
+    assert run.data.tags["retrain.method"] == "event" and "mean_texture" in run.data.tags["retrain.reason"]
+    assert run.data.metrics["n_drifted_columns"] == 1
+    paths = {a.path for a in MlflowClient().list_artifacts(result["mlflow_run_id"], "monitoring")}
+    assert "monitoring/shifted.drift.html" in paths and "monitoring/retraining.json" in paths
+    assert f"({result['report_uri']})" in Artifact.get("breast-cancer-drift-report").data
+    events = _events(RETRAIN_EVENT)
+    assert [e.payload["monitoring_run_id"] for e in events] == [result["mlflow_run_id"]]
+    assert events[0].resource.id == f"pynomaly.model.{MODEL}" and "mean_texture" in events[0].payload["reason"]
+
+
+def test_injected_anomalies_drift_the_alert_rate_and_run_the_training_deployment(project, batches):
+    deployment_id = training_flow.to_deployment(name="training").apply()
+    try:
+        result = monitoring_flow(str(batches / "anomalies.csv"), small_config())
+        alerts = result["alert_rate"]
+        assert alerts["observed"] > 0.2 and alerts["p_value"] < 0.01
+        assert any(r.startswith("alert rate") for r in result["reasons"])
+        assert result["retrain_triggered"] and result["retraining"]["method"] == "deployment"
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(result["retraining"]["flow_run_id"])
+        assert flow_run.deployment_id == deployment_id and flow_run.state.is_scheduled()
+        assert {"retrain", "alert_rate"} <= set(flow_run.tags)
+        assert flow_run.parameters["config"]["train"]["detectors"] == ["iforest"]
+        tags = MlflowClient().get_run(result["mlflow_run_id"]).data.tags
+        assert tags["retrain.method"] == "deployment" and tags["retrain.flow_run_id"] == str(flow_run.id)
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)
+
+
+# Streaming
+
+
+@pytest.fixture(scope="module")
+def redis_client():
+    """The local Redis server (started here when it is down)."""
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        if sock.connect_ex(("127.0.0.1", 6379)) != 0:
+            subprocess.run(["redis-server", "--daemonize", "yes", "--port", "6379", "--save", ""], check=True)
+            time.sleep(0.5)
+    client = redis.Redis(decode_responses=True)
+    client.ping()
+    return client
+
+
+@pytest.fixture
+def stream_config(redis_client):
+    """Streams with unique names, deleted afterwards."""
+    name = f"pynomaly-test-{uuid.uuid4().hex[:8]}"
+    settings = {"input": f"{name}:in", "output": f"{name}:out", "group": "scorers", "batch_size": 25, "block_ms": 50}
+    config = small_config(stream=small_config().monitoring.stream.model_copy(update=settings))
+    yield config
+    redis_client.delete(settings["input"], settings["output"])
+
+
+def _produce(client, config, frame) -> list[str]:
+    return [client.xadd(config.monitoring.stream.input, record) for record in frame.astype(str).to_dict("records")]
+
+
+def test_stream_scores_micro_batches_and_reports_bad_events(project, batches, redis_client, stream_config):
+    held_out = pd.read_csv(batches / "unchanged.csv").head(60)
+    ids = _produce(redis_client, stream_config, held_out)
+    bad = redis_client.xadd(stream_config.monitoring.stream.input, {**held_out.astype(str).iloc[0].to_dict(), "mean_radius": "-3"})
+    totals = stream.StreamScorer(stream_config, consumer="a").run(idle_exit=True)
+    assert totals == {**totals, "batches": 3, "events": 61, "scored": 60, "rejected": 1}
+    out = redis_client.xrange(stream_config.monitoring.stream.output)
+    results = {fields["event_id"]: fields for _, fields in out}
+    assert set(results) == {*ids, bad}
+    assert "mean_radius: greater_than_or_equal_to(0" in results[bad]["error"]
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    expected = model.predict(held_out[list(stream_config.data.columns)])
+    np.testing.assert_allclose([float(results[i]["score"]) for i in ids], expected["score"], rtol=1e-9)
+    assert [results[i]["id"] for i in ids] == held_out["sample_id"].astype(str).tolist()
+    assert redis_client.xpending(stream_config.monitoring.stream.input, "scorers")["pending"] == 0
+    stored = pd.concat(pd.read_parquet(p) for p in (project / "data" / "scored" / "stream").glob("*.parquet"))
+    assert set(ids) <= set(stored["event_id"])
+
+
+def test_consumer_killed_mid_batch_loses_nothing(project, batches, redis_client, stream_config, monkeypatch):
+    options = stream_config.monitoring.stream
+    ids = _produce(redis_client, stream_config, pd.read_csv(batches / "unchanged.csv").head(60))
+
+    def killed(*args, **kwargs):
+        raise SystemExit("killed while writing the batch")
+
+    crashing = stream.StreamScorer(stream_config, consumer="doomed")
+    with monkeypatch.context() as patch:
+        patch.setattr(stream, "write_table", killed)  # dies after scoring, before the write and the ack
+        with pytest.raises(SystemExit):
+            crashing.run()
+    pending = redis_client.xpending(options.input, options.group)
+    assert pending["pending"] == 25 and pending["consumers"] == [{"name": "doomed", "pending": 25}]
+    assert redis_client.xlen(options.output) == 0
+
+    # Another consumer takes the stalled entries over once they are idle long enough.
+    survivor_config = stream_config.model_copy(deep=True)
+    survivor_config.monitoring.stream.claim_idle_ms = 0
+    totals = stream.StreamScorer(survivor_config, consumer="survivor").run(idle_exit=True)
+    assert totals["events"] == 60
+    delivered = [fields["event_id"] for _, fields in redis_client.xrange(options.output)]
+    assert sorted(delivered) == sorted(ids)  # every event once, the stalled ones included
+    assert redis_client.xpending(options.input, options.group)["pending"] == 0
