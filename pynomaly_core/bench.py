@@ -50,30 +50,34 @@ def reveal_labels(y_train: np.ndarray, fraction: float, seed: int) -> np.ndarray
     return known
 
 
-def run_one(X, y, seed: int, label_fraction: float, train: TrainConfig) -> dict:
+def run_one(X, y, seed: int, label_fraction: float, train: TrainConfig, exclude_datasets: tuple[str, ...] = ()) -> dict:
     X_train, X_test, y_train, y_test = adbench_split(X, y, seed)
     known = reveal_labels(y_train, label_fraction, seed)
     started = time.perf_counter()
-    detector, selection = train_detector(X_train, known, train, seed, study_name=f"bench-{seed}")
+    detector, selection = train_detector(X_train, known, train, seed, study_name=f"bench-{seed}", exclude_datasets=exclude_datasets)
     fit_seconds = time.perf_counter() - started
     scores = detector.decision_function(X_test)
     return {
         "seed": seed,
         "aucroc": round(float(roc_auc_score(y_test, scores)), 4),
         "aucpr": round(float(average_precision_score(y_test, scores)), 4),
-        "detector": selection.detector,
+        "detector": selection.detector if "members" not in selection.params else "+".join(selection.params["members"]),
         "fit_seconds": round(fit_seconds, 2),
     }
 
 
-def run_benchmark(data_dir: Path, label_fraction: float, seeds: list[int], train: TrainConfig, progress=print) -> dict:
+def run_benchmark(
+    data_dir: Path, label_fraction: float, seeds: list[int], train: TrainConfig, progress=print, leave_one_out: bool = False
+) -> dict:
+    """With `leave_one_out`, meta-selection forgets what it learned from the dataset under test."""
     results, errors = [], []
     for path in sorted(Path(data_dir).glob("*.npz"), key=lambda p: p.stem.lower()):
         for seed in seeds:
             try:  # one dataset failing must not stop the others
                 with np.load(path) as data:
                     X, y = data["X"].astype(np.float64), data["y"].astype(int)
-                row = {"dataset": path.stem, **run_one(X, y, seed, label_fraction, train)}
+                exclude = (path.stem,) if leave_one_out else ()
+                row = {"dataset": path.stem, **run_one(X, y, seed, label_fraction, train, exclude)}
             except Exception as err:
                 errors.append({"dataset": path.stem, "seed": seed, "error": f"{type(err).__name__}: {err}"})
                 progress(f"{path.stem:<12} seed {seed}: FAILED {type(err).__name__}: {err}")
@@ -85,6 +89,8 @@ def run_benchmark(data_dir: Path, label_fraction: float, seeds: list[int], train
     return {
         "protocol": "adbench",
         "label_fraction": label_fraction,
+        "strategy": train.strategy,
+        "leave_one_dataset_out": leave_one_out,
         "results": results,
         "errors": errors,
         "mean_aucroc": round(float(per_dataset.mean()), 4) if len(per_dataset) else None,

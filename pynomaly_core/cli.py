@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import ConfigError, TrainConfig, load_config
 from .io import DataError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
@@ -68,13 +68,13 @@ def _bench(args) -> int:
     from .bench import comparison_table, run_benchmark, write_report
 
     started = time.perf_counter()
-    train = load_config(args.config).train
+    train = load_config(args.config).train if args.config else TrainConfig()
     overrides = {"storage": "sqlite:///:memory:", "progress_bar": False, "use_labels": args.label_fraction > 0}
     if args.n_trials:
         overrides["n_trials"] = args.n_trials
     if args.timeout:
         overrides["timeout"] = args.timeout
-    report = run_benchmark(args.data_dir, args.label_fraction, args.seeds, train.model_copy(update=overrides))
+    report = run_benchmark(args.data_dir, args.label_fraction, args.seeds, train.model_copy(update=overrides), leave_one_out=args.lodo)
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_report(report, args.out)
     anchors = args.data_dir / "anchors_aucroc.csv"
@@ -150,9 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--label-fraction", type=float, default=0.0, help="share of training anomalies revealed")
     bench.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     bench.add_argument("--out", type=Path, default=Path("results.json"))
-    bench.add_argument("--config", default=DEFAULT_CONFIG, help="its train section sets the search")
+    bench.add_argument("--config", help="a pipeline config whose train section sets the search (default: the built-in defaults)")
     bench.add_argument("--n-trials", type=int, help="override train.n_trials")
     bench.add_argument("--timeout", type=float, help="override train.timeout, seconds per dataset and seed")
+    bench.add_argument("--lodo", action="store_true", help="leave each dataset out of the meta-selection knowledge base")
     bench.set_defaults(handler=_bench)
 
     monitor = commands.add_parser("monitor", help="score a batch with the champion, check drift, request retraining when due")

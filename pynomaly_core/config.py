@@ -45,6 +45,9 @@ class PreprocessConfig(Strict):
 
 
 class TrainConfig(Strict):
+    strategy: Literal["meta", "consensus"] = Field("meta", description="see pynomaly_core/tuning.py train_detector")
+    ensemble_size: int = Field(3, ge=1, description="meta: detectors in the label-free rank ensemble")
+    meta_candidates: int = Field(8, ge=1, description="meta with labels: top-ranked detectors tried")
     detectors: list[str] | Literal["all"] = "all"
     n_trials: int = Field(30, ge=1)
     timeout: float | None = Field(None, gt=0, description="seconds for the whole study")

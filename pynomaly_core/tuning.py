@@ -27,6 +27,8 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from .config import TrainConfig
 from .detectors import registry
+from .detectors.ensemble import RankEnsemble
+from .detectors.spec import DetectorSpec
 from .tracking import absolute_sqlite
 
 REFERENCE_POOL = ("iforest", "copod", "hbos", "knn", "pca")
@@ -64,20 +66,23 @@ def consensus_scores(X: np.ndarray, folds, contamination: float, seed: int) -> l
     """Per fold: the mean rank of the reference pool's scores on the held-out rows."""
     consensus = []
     for fit_rows, held_out in folds:
-        ranks = [
-            rankdata(registry.get(name).build({}, contamination, seed).fit(X[fit_rows]).decision_function(X[held_out]))
-            for name in REFERENCE_POOL
-        ]
+        ranks = []
+        for name in REFERENCE_POOL:
+            try:
+                scores = registry.get(name).build({}, contamination, seed).fit(X[fit_rows]).decision_function(X[held_out])
+            except TRIAL_ERRORS:  # e.g. PCA's weighted scores are infinite on constant columns
+                continue
+            ranks.append(rankdata(scores))
         consensus.append(np.mean(ranks, axis=0))
     return consensus
 
 
-def suggest(trial: optuna.Trial, candidates: list[str]) -> tuple[str, dict]:
-    name = trial.suggest_categorical("detector", candidates)
-    return name, registry.get(name).search_space(trial)
+def suggest(trial: optuna.Trial, candidates: dict[str, DetectorSpec]) -> tuple[str, dict]:
+    name = trial.suggest_categorical("detector", list(candidates))
+    return name, candidates[name].search_space(trial)
 
 
-def best_configuration(frozen: optuna.trial.FrozenTrial, candidates: list[str]) -> tuple[str, dict]:
+def best_configuration(frozen: optuna.trial.FrozenTrial, candidates: dict[str, DetectorSpec]) -> tuple[str, dict]:
     """Rebuild the detector name and parameters of a finished trial from its recorded choices."""
     return suggest(optuna.trial.FixedTrial(frozen.params), candidates)
 
@@ -90,7 +95,7 @@ def make_objective(X, y, folds, candidates, contamination, seed, metric):
         fold_values = []
         started = time.perf_counter()
         for step, (fit_rows, held_out) in enumerate(folds):
-            detector = registry.get(name).build(params, contamination, seed).fit(X[fit_rows])
+            detector = candidates[name].build(params, contamination, seed).fit(X[fit_rows])
             scores = detector.decision_function(X[held_out])
             if not np.all(np.isfinite(scores)):
                 raise ValueError(f"{name} gave non-finite scores")
@@ -111,7 +116,7 @@ def select_detector(
     X: np.ndarray,
     y: np.ndarray | None,
     *,
-    candidates: list[str],
+    candidates: dict[str, DetectorSpec],
     n_trials: int,
     timeout: float | None,
     n_folds: int,
@@ -123,6 +128,7 @@ def select_detector(
     study_name: str,
     progress_bar: bool = False,
     callbacks=(),
+    sampler: optuna.samplers.BaseSampler | None = None,
 ) -> Selection:
     """Run (or resume) the study; trials already in `storage` under `study_name` count towards `n_trials`."""
     if progress_bar:  # the bar replaces Optuna's line per trial; every trial is in MLflow anyway
@@ -131,7 +137,7 @@ def select_detector(
         storage=storage,
         study_name=study_name,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=sampler or optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5) if pruning else optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
@@ -165,12 +171,50 @@ def candidate_names(train: TrainConfig) -> list[str]:
     return list(registry.REGISTRY) if train.detectors == "all" else [registry.get(name).name for name in train.detectors]
 
 
-def train_detector(X: np.ndarray, y: np.ndarray | None, train: TrainConfig, seed: int, *, study_name: str, callbacks=()):
-    """Select the detector (the study in `train.storage`) and fit it on all of X: what `train` and `bench` share."""
+def ensemble_spec(members: list[str]) -> DetectorSpec:
+    return DetectorSpec("rank_ensemble", RankEnsemble, "rank_ensemble", lambda trial: {}, build_with="members", fixed={"members": tuple(members)})
+
+
+def default_params(spec: DetectorSpec) -> DetectorSpec:
+    return DetectorSpec(spec.name, spec.estimator, spec.model, lambda trial: {}, spec.test_params)
+
+
+def train_detector(
+    X: np.ndarray, y: np.ndarray | None, train: TrainConfig, seed: int, *, study_name: str, callbacks=(), exclude_datasets: tuple[str, ...] = ()
+):
+    """Select the detector and fit it on all of X: what the `train` stage and `pynomaly bench` share.
+
+    strategy "meta": the meta-learned ranking (`metaselect`) proposes detectors. Without labels the
+    model is the rank ensemble of the top `ensemble_size`; with labels an Optuna study tries each of
+    the top `meta_candidates` and that ensemble on the labelled anomalies.
+    strategy "consensus": an Optuna study over `train.detectors` and their hyper-parameters.
+    """
+    sampler = None
+    if train.strategy == "meta":
+        from . import metaselect
+
+        ranking = metaselect.rank_detectors(metaselect.meta_features(X, seed), exclude_datasets)
+        ranked = [name for name, _ in ranking]
+        ensemble = ensemble_spec(ranked[: train.ensemble_size])
+        if y is None:
+            detector = ensemble.build({}, train.contamination, seed).fit(X)
+            predicted = dict(ranking)
+            members = ranked[: train.ensemble_size]
+            return detector, Selection(
+                detector=ensemble.name, params={"members": members},
+                score=float(np.mean([predicted[m] for m in members])), criterion="meta_predicted_aucroc",
+                n_trials=0, n_complete=0, n_pruned=0, n_failed=0, study_name="",
+            )
+        # Few labels cannot tune hyper-parameters without over-fitting: default parameters only.
+        candidates = {name: default_params(registry.get(name)) for name in ranked[: train.meta_candidates]}
+        candidates[ensemble.name] = ensemble
+        sampler = optuna.samplers.GridSampler({"detector": list(candidates)}, seed=seed)
+    else:
+        candidates = {name: registry.get(name) for name in candidate_names(train)}
     selection = select_detector(
         X, y,
-        candidates=candidate_names(train),
-        n_trials=train.n_trials,
+        candidates=candidates,
+        n_trials=min(train.n_trials, len(candidates)) if sampler else train.n_trials,
         timeout=train.timeout,
         n_folds=train.cv_folds,
         contamination=train.contamination,
@@ -181,6 +225,7 @@ def train_detector(X: np.ndarray, y: np.ndarray | None, train: TrainConfig, seed
         study_name=study_name,
         progress_bar=train.progress_bar,
         callbacks=callbacks,
+        sampler=sampler,
     )
-    detector = registry.get(selection.detector).build(selection.params, train.contamination, seed).fit(X)
+    detector = candidates[selection.detector].build(selection.params, train.contamination, seed).fit(X)
     return detector, selection

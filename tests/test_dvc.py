@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from tests.conftest import ROOT
 
@@ -37,10 +38,14 @@ def clone(tmp_path):
 
 
 def test_dvc_exp_run_repro_metrics_push_and_pull(clone):
-    _run("dvc", "exp", "run", "-S", "train.n_trials=3", "-S", "train.progress_bar=false", cwd=clone)
+    # The Optuna search (consensus strategy) with 3 trials, each an MLflow child run.
+    _run("dvc", "exp", "run", "-S", "train.strategy=consensus", "-S", "train.n_trials=3", "-S", "train.progress_bar=false", cwd=clone)
     assert "n_trials: 3" in (clone / "configs" / "demo.yaml").read_text()  # -S edited the one config file
     training = json.loads((clone / "models" / "training.json").read_text())
-    assert training["n_trials"] == 3
+    assert training["n_trials"] == 3 and training["criterion"] == "consensus_spearman"
+    client = MlflowClient(f"sqlite:///{clone}/mlflow/mlflow.db")
+    trials = client.search_runs(client.get_run(training["run_id"]).info.experiment_id, f"tags.mlflow.parentRunId = '{training['run_id']}'")
+    assert len(trials) == 3 and all("detector" in t.data.params for t in trials)
     metrics = json.loads(_run("dvc", "metrics", "show", "--json", cwd=clone))
     (workspace,) = metrics.values()
     assert 0.5 < workspace["data"]["reports/metrics.json"]["data"]["roc_auc"] <= 1

@@ -5,10 +5,12 @@ import optuna
 import pandas as pd
 import pytest
 
-from pynomaly_core.config import PreprocessConfig
+from pynomaly_core.config import PreprocessConfig, TrainConfig
+from pynomaly_core.detectors import registry
+from pynomaly_core.detectors.ensemble import RankEnsemble
 from pynomaly_core.evaluation import metrics
 from pynomaly_core.preprocessing import build_preprocessor, features, split
-from pynomaly_core.tuning import select_detector
+from pynomaly_core.tuning import select_detector, train_detector
 from tests.conftest import ROOT, demo_config
 
 
@@ -23,7 +25,7 @@ def demo_xy():
 
 def _select(X, y=None, **overrides):
     options = dict(
-        candidates=["iforest", "knn", "copod", "hbos", "pca", "sk_lof"],
+        candidates={name: registry.get(name) for name in ["iforest", "knn", "copod", "hbos", "pca", "sk_lof"]},
         n_trials=6, timeout=None, n_folds=3, contamination=0.1, seed=1, metric="roc_auc",
         pruning=True, storage="sqlite:///:memory:", study_name="s",
     )
@@ -105,3 +107,23 @@ def test_metrics_on_known_scores():
     assert result["false_positive_rate"] == 0.25 and result["recall"] == 1.0
     assert result["alert_rate"] == pytest.approx(0.5) and result["f1"] == pytest.approx(0.8)
     assert set(metrics(scores, 0.35, None)) == {"alert_rate", "threshold", "n_rows"}
+
+
+def test_meta_selection_ranks_and_ensembles_without_labels(demo_xy):
+    X, y = demo_xy
+    detector, selection = train_detector(X, None, TrainConfig(), seed=0, study_name="unused")
+    assert isinstance(detector, RankEnsemble) and len(selection.params["members"]) == 3
+    assert selection.criterion == "meta_predicted_aucroc" and 0.5 < selection.score <= 1
+    assert set(selection.params["members"]) <= set(registry.REGISTRY)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y, detector.decision_scores_) > 0.85  # the labels only grade the choice
+
+
+def test_meta_selection_with_few_labels_tries_the_top_candidates_and_the_ensemble(demo_xy, tmp_path):
+    X, y = demo_xy
+    known = np.zeros_like(y)
+    known[np.flatnonzero(y == 1)[:2]] = 1  # two labelled anomalies, every other row unknown
+    train = TrainConfig(use_labels=True, meta_candidates=4, storage=f"sqlite:///{tmp_path}/o.db", progress_bar=False)
+    _, selection = train_detector(X, known, train, seed=0, study_name="few")
+    assert selection.n_trials == 5 and selection.criterion == "roc_auc"

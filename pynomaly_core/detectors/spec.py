@@ -15,8 +15,12 @@ class DetectorSpec:
     model: str
     search_space: Callable[[Any], dict]  # optuna.Trial -> hyper-parameters
     test_params: dict = field(default_factory=dict)
+    build_with: str = "model"  # "members" for ensembles, which take their members instead of a model name
+    fixed: dict = field(default_factory=dict)
 
     def build(self, params: dict | None = None, contamination: float = 0.1, random_state: int | None = None) -> BaseDetector:
+        if self.build_with == "members":
+            return self.estimator(**self.fixed, contamination=contamination, random_state=random_state)
         return self.estimator(model=self.model, params=params or {}, contamination=contamination, random_state=random_state)
 
     @property
