@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test install install-all dvc-repro mlflow-ui clean
+.PHONY: run test install install-all dvc-repro mlflow-ui clean services services-down services-status deploy
 
 run: $(VENV)/.installed
 	$(BIN)/pynomaly run --config configs/demo.yaml
@@ -40,6 +40,20 @@ dvc-repro: $(VENV)/.installed
 
 mlflow-ui: $(VENV)/.installed
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db
+
+# The production path on this machine: PostgreSQL-backed MLflow and Prefect servers and a
+# process worker (infra/local/services.sh); `source .services/env` points commands at them.
+services: $(VENV)/.installed-all
+	infra/local/services.sh up
+
+services-down:
+	infra/local/services.sh down
+
+services-status:
+	infra/local/services.sh status
+
+deploy: $(VENV)/.installed-all
+	. .services/env && $(BIN)/python -m flows.deploy --config configs/demo.yaml
 
 clean:
 	rm -rf data/validated data/processed data/quarantine models reports .prefect mlflow/*.db mlflow/artifacts

@@ -52,7 +52,7 @@ def _detectors(args) -> int:
 def _score(args) -> int:
     from .scoring import score_file
 
-    report = score_file(args.model, args.input, args.output)
+    report = score_file(args.model, args.input, args.output, batch_rows=args.batch_rows)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -79,6 +79,23 @@ def _bench(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    """Exec `mlflow models serve`: MLflow's REST server (POST /invocations) for the registered model."""
+    from .tracking import absolute_sqlite, tracking_uri
+
+    config = load_config(args.config)
+    model = args.model or f"models:/{config.registry.model_name}@champion"
+    bin_dir = os.path.dirname(sys.executable)  # mlflow execs uvicorn from the environment's bin
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": absolute_sqlite(tracking_uri(config.tracking)),
+    }
+    command = [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+               "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+    os.execve(command[0], command, env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pynomaly", description="Anomaly detection pipelines with Prefect, MLflow and DVC.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, help="e.g. models:/breast-cancer-detector@champion")
     score.add_argument("input")
     score.add_argument("output")
+    score.add_argument("--batch-rows", type=int, default=100_000, help="rows read, validated and scored at a time")
     score.set_defaults(handler=_score)
     bench = commands.add_parser("bench", help="measure model selection on ADBench-style .npz datasets")
     bench.add_argument("data_dir", type=Path)
@@ -110,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n-trials", type=int, help="override train.n_trials")
     bench.add_argument("--timeout", type=float, help="override train.timeout, seconds per dataset and seed")
     bench.set_defaults(handler=_bench)
+
+    serve = commands.add_parser("serve", help="serve a registered model over REST (mlflow models serve)")
+    serve.add_argument("--model", help="default: models:/<registry.model_name>@champion")
+    serve.add_argument("--config", default=DEFAULT_CONFIG)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=5056)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
     return parser
 
 
