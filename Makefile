@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test install install-all dvc-repro mlflow-ui redis clean
+.PHONY: run test install install-all dvc-repro mlflow-ui redis clean services services-down services-status deploy
 
 run: $(VENV)/.installed
 	$(BIN)/pynomaly run --config configs/demo.yaml
@@ -44,6 +44,20 @@ mlflow-ui: $(VENV)/.installed
 # Redis for `pynomaly stream` (127.0.0.1:6379); no-op when it already answers.
 redis:
 	redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ""
+
+# The production path on this machine: PostgreSQL-backed MLflow and Prefect servers and a
+# process worker (infra/local/services.sh); `source .services/env` points commands at them.
+services: $(VENV)/.installed-all
+	infra/local/services.sh up
+
+services-down:
+	infra/local/services.sh down
+
+services-status:
+	infra/local/services.sh status
+
+deploy: $(VENV)/.installed-all
+	. .services/env && $(BIN)/python -m flows.deploy --config configs/demo.yaml
 
 clean:
 	rm -rf data/validated data/processed data/quarantine data/scored models reports .prefect mlflow/*.db mlflow/artifacts

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows.tuning import tune_in_parallel
 from pynomaly_core.config import PipelineConfig, load_config
 from pynomaly_core.summary import TrainingSummary
 from tasks import training as stages
@@ -19,6 +20,8 @@ def training_flow(config: PipelineConfig = load_config(DEFAULT_CONFIG)) -> Train
     """Train, evaluate, explain and register an anomaly detector for the configured table."""
     validated = stages.validate(config)
     prepared = stages.preprocess(config)
+    if config.train.workers > 1 and config.train.strategy == "consensus":  # the only strategy with a long search
+        tune_in_parallel(config)  # then `train` finds the study full and only picks the best
     trained = stages.train(config)
     evaluated = stages.evaluate(config)
     explained = stages.explain(config)

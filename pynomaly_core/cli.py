@@ -57,7 +57,7 @@ def _detectors(args) -> int:
 def _score(args) -> int:
     from .scoring import score_file
 
-    report = score_file(args.model, args.input, args.output)
+    report = score_file(args.model, args.input, args.output, batch_rows=args.batch_rows)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -122,6 +122,23 @@ def _stream(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    """Exec `mlflow models serve`: MLflow's REST server (POST /invocations) for the registered model."""
+    from .tracking import absolute_sqlite, tracking_uri
+
+    config = load_config(args.config)
+    model = args.model or f"models:/{config.registry.model_name}@champion"
+    bin_dir = os.path.dirname(sys.executable)  # mlflow execs uvicorn from the environment's bin
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": absolute_sqlite(tracking_uri(config.tracking)),
+    }
+    command = [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+               "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+    os.execve(command[0], command, env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pynomaly", description="Anomaly detection pipelines with Prefect, MLflow and DVC.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, help="e.g. models:/breast-cancer-detector@champion")
     score.add_argument("input")
     score.add_argument("output")
+    score.add_argument("--batch-rows", type=int, default=100_000, help="rows read, validated and scored at a time")
     score.set_defaults(handler=_score)
 
     bench = commands.add_parser("bench", help="measure model selection on ADBench-style .npz datasets")
@@ -156,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--lodo", action="store_true", help="leave each dataset out of the meta-selection knowledge base")
     bench.set_defaults(handler=_bench)
 
+
     monitor = commands.add_parser("monitor", help="score a batch with the champion, check drift, request retraining when due")
     monitor.add_argument("--config", default=DEFAULT_CONFIG)
     monitor.add_argument("--batch", required=True, help="CSV or Parquet file of new records")
@@ -168,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--max-batches", type=int)
     stream.add_argument("--idle-exit", action="store_true", help="stop when the stream has nothing to read")
     stream.set_defaults(handler=_stream)
+
+    serve = commands.add_parser("serve", help="serve a registered model over REST (mlflow models serve)")
+    serve.add_argument("--model", help="default: models:/<registry.model_name>@champion")
+    serve.add_argument("--config", default=DEFAULT_CONFIG)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=5056)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
     return parser
 
 

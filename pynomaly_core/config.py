@@ -58,6 +58,8 @@ class TrainConfig(Strict):
     contamination: float = Field(0.1, gt=0, le=0.5)
     storage: str = Field("sqlite:///mlflow/optuna.db", description="Optuna RDB storage, any SQLAlchemy URL")
     progress_bar: bool = True
+    workers: int = Field(1, ge=1, description="parallel trial processes; above 1 they run on a Dask cluster and share the study in `storage`")
+    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster; default: a LocalCluster of `workers` processes")
 
 
 class ExplainConfig(Strict):

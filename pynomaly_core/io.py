@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +44,73 @@ def read_table(source: str | Path, query: str | None = None) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path} has no data rows")
     return frame
+
+
+def iter_table(source: str | Path, batch_rows: int = 100_000) -> Iterator[pd.DataFrame]:
+    """Read a CSV or Parquet file `batch_rows` at a time (Parquet through a pyarrow dataset), so
+    a file larger than memory streams through."""
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"input file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.dataset as ds
+
+        try:
+            batches = ds.dataset(path, format="parquet").to_batches(batch_size=batch_rows)
+            empty = True
+            for batch in batches:
+                empty = False
+                yield batch.to_pandas()
+        except (OSError, ValueError) as err:  # pyarrow: ArrowInvalid, ArrowIOError
+            raise DataError(f"cannot parse {path}: {err}") from None
+        if empty:
+            raise DataError(f"{path} has no data rows")
+    elif suffix in (".csv", ".txt", ".gz"):
+        try:
+            yield from pd.read_csv(path, chunksize=batch_rows)
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path} is empty: expected a header row and data rows") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise DataError(f"cannot parse {path}: {err}") from None
+    else:
+        raise DataError(f"{path}: unsupported file type '{suffix}'; expected .csv or .parquet")
+
+
+class TableWriter:
+    """Append frames to one CSV or Parquet file, batch by batch; the first batch fixes the columns and types."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.parquet = self.path.suffix.lower() in (".parquet", ".pq")
+        self._writer = None
+        self.n_rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            if self._writer is None:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                self._writer = pq.ParquetWriter(self.path, table.schema)
+            else:
+                table = pa.Table.from_pandas(frame, schema=self._writer.schema, preserve_index=False)
+            self._writer.write_table(table)
+        else:
+            frame.to_csv(self.path, mode="w" if self.n_rows == 0 else "a", header=self.n_rows == 0, index=False)
+        self.n_rows += len(frame)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -9,9 +9,9 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from .config import TrackingConfig
-from .io import DataError, read_table, write_table
+from .io import DataError, TableWriter, iter_table
 from .tracking import absolute_sqlite, tracking_uri
-from .validation import ValidationResult, validate
+from .validation import ROW_COLUMN, ValidationResult, validate
 
 
 def rejected_path(output: str | Path) -> Path:
@@ -37,18 +37,32 @@ def score_frame(model, frame: pd.DataFrame, source: str) -> tuple[ValidationResu
     return result, result.valid.assign(score=predictions["score"].to_numpy(), is_anomaly=predictions["is_anomaly"].to_numpy())
 
 
-def score_file(model_uri: str, input_path: str | Path, output_path: str | Path) -> dict:
-    """Write the valid input rows plus `score` and `is_anomaly` to `output_path`; bad rows go beside it."""
+def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, batch_rows: int = 100_000) -> dict:
+    """Write the valid input rows plus `score` and `is_anomaly` to `output_path`; bad rows go beside it.
+
+    The input streams through `batch_rows` at a time (Parquet row groups via pyarrow), each batch
+    validated, scored and appended, so memory stays flat however large the file.
+    """
     model = load_model(model_uri)
-    result, scored = score_frame(model, read_table(input_path), str(input_path))
-    report = {**result.report(), "output": str(output_path)}
-    if len(result.rejected):
-        write_table(result.rejected, rejected_path(output_path))
-        report["rejected_file"] = str(rejected_path(output_path))
-    if len(result.valid) == 0:
-        raise DataError(f"{input_path}: no valid rows to score; see {rejected_path(output_path)}")
-    write_table(scored, output_path)
-    report["n_anomalies"] = int(scored["is_anomaly"].sum())
+    counts = {"n_rows": 0, "n_valid": 0, "n_rejected": 0, "n_anomalies": 0}
+    rejected_file = rejected_path(output_path)
+    with TableWriter(output_path) as scored_out, TableWriter(rejected_file) as rejected_out:
+        for batch in iter_table(input_path, batch_rows):
+            result, scored = score_frame(model, batch, str(input_path))
+            if len(result.rejected):  # row numbers count from the start of the file, not the batch
+                rejected_out.write(result.rejected.assign(**{ROW_COLUMN: result.rejected[ROW_COLUMN] + counts["n_rows"]}))
+            counts["n_rows"] += result.n_rows
+            counts["n_rejected"] += len(result.rejected)
+            if len(scored):
+                scored_out.write(scored)
+                counts["n_valid"] += len(scored)
+                counts["n_anomalies"] += int(scored["is_anomaly"].sum())
+    if counts["n_valid"] == 0:
+        Path(output_path).unlink(missing_ok=True)
+        raise DataError(f"{input_path}: no valid rows to score; see {rejected_file}")
+    report = {**counts, "rejected_share": round(counts["n_rejected"] / counts["n_rows"], 6), "output": str(output_path)}
+    if counts["n_rejected"]:
+        report["rejected_file"] = str(rejected_file)
     return report
 
 

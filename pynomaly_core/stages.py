@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
 import mlflow
 import numpy as np
+import optuna
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -29,9 +32,10 @@ from .config import PipelineConfig
 from .explain import explain as shap_explain, plot_importance
 from .io import read_table, write_table
 from . import model as model_module
+from .detectors import registry
 from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, split
-from .tuning import train_detector
+from .tuning import FINISHED, candidate_names, open_study, select_detector, train_detector
 from .validation import ERRORS_COLUMN, ROW_COLUMN, check_rejected_share, expectation_report, validate as validate_frame
 
 
@@ -144,16 +148,72 @@ def _trial_logger(experiment_id: str, parent_run_id: str):
     return log_trial
 
 
-def train(cfg: PipelineConfig) -> TrainResult:
-    tracking.setup(cfg.tracking)
-    train_rows = pd.read_parquet(cfg.paths.train)
-    preprocessor = joblib.load(cfg.paths.preprocessor)
+@dataclass
+class Search:
+    """What every process running trials of one study needs."""
+    X: np.ndarray
+    y: np.ndarray | None
+    study_name: str
+    data_md5: str
+
+
+def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Search:
     X = preprocessor.transform(features(train_rows, cfg.data))
     y = train_rows[cfg.data.label_column].to_numpy(dtype=int) if cfg.train.use_labels else None
     data_md5 = tracking.file_md5(cfg.paths.train)
     # Same data and search settings -> same study, so an interrupted study resumes where it stopped.
-    search = cfg.train.model_dump(exclude={"timeout", "progress_bar", "storage"})
+    search = cfg.train.model_dump(exclude={"timeout", "progress_bar", "storage", "workers", "dask_address"})
     study_name = f"{cfg.name}-{hashlib.sha256(json.dumps([data_md5, search, cfg.seed], sort_keys=True).encode()).hexdigest()[:12]}"
+    return Search(X=X, y=y, study_name=study_name, data_md5=data_md5)
+
+
+def _study_settings(cfg: PipelineConfig):
+    """The train settings, with PYNOMALY_OPTUNA_STORAGE (set by the local services) as the study database."""
+    return cfg.train.model_copy(update={"storage": tracking.optuna_storage(cfg.train)})
+
+
+def _select(cfg: PipelineConfig, search: Search, **extra):
+    train = _study_settings(cfg)
+    return select_detector(
+        search.X, search.y,
+        candidates={name: registry.get(name) for name in candidate_names(train)},
+        n_trials=train.n_trials,
+        timeout=train.timeout,
+        n_folds=train.cv_folds,
+        contamination=train.contamination,
+        seed=cfg.seed,
+        metric=train.metric,
+        pruning=train.pruning,
+        storage=train.storage,
+        study_name=search.study_name,
+        **extra,
+    )
+
+
+def create_study(cfg: PipelineConfig) -> str:
+    """Create the training study (and its tables) once, before parallel workers join it at the same moment."""
+    search = _search(cfg, joblib.load(cfg.paths.preprocessor), pd.read_parquet(cfg.paths.train))
+    open_study(tracking.optuna_storage(cfg.train), search.study_name, cfg.seed, cfg.train.pruning)
+    return search.study_name
+
+
+def tune(cfg: PipelineConfig, worker: int) -> str:
+    """Join the training study as one of `train.workers` parallel processes and run trials until it is full.
+
+    `train` then finds the trials done and only picks the best; returns the study name.
+    """
+    search = _search(cfg, joblib.load(cfg.paths.preprocessor), pd.read_parquet(cfg.paths.train))
+    # Each worker its own sampler seed, or they would all propose the same candidates.
+    _select(cfg, search, sampler_seed=cfg.seed + 1 + worker, summarize=False, user_attrs={"worker": worker, "pid": os.getpid()})
+    return search.study_name
+
+
+def train(cfg: PipelineConfig) -> TrainResult:
+    tracking.setup(cfg.tracking)
+    train_rows = pd.read_parquet(cfg.paths.train)
+    preprocessor = joblib.load(cfg.paths.preprocessor)
+    search = _search(cfg, preprocessor, train_rows)
+    X, study_name, data_md5 = search.X, search.study_name, search.data_md5
 
     with mlflow.start_run(run_name=f"{cfg.name}-training") as run:
         mlflow.set_tags({
@@ -170,11 +230,13 @@ def train(cfg: PipelineConfig) -> TrainResult:
             context="training",
         )
         started = time.perf_counter()
-        detector, selection = train_detector(
-            X, y, cfg.train, cfg.seed,
-            study_name=study_name,
-            callbacks=[_trial_logger(run.info.experiment_id, run.info.run_id)],
-        )
+        log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
+        detector, selection = train_detector(X, search.y, _study_settings(cfg), cfg.seed, study_name=study_name, callbacks=[log_trial])
+        if cfg.train.workers > 1:  # the Dask workers' trials become child runs here, where the parent run is
+            study = optuna.load_study(study_name=study_name, storage=tracking.optuna_storage(cfg.train))
+            for trial in study.get_trials(deepcopy=False, states=FINISHED):
+                if "worker" in trial.user_attrs:
+                    log_trial(study, trial)
         fit_seconds = time.perf_counter() - started
         pipeline = Pipeline([("preprocess", preprocessor), ("detector", detector)])
         Path(cfg.paths.model).parent.mkdir(parents=True, exist_ok=True)

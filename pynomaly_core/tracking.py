@@ -12,13 +12,18 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from .config import TrackingConfig
+from .config import TrackingConfig, TrainConfig
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 def tracking_uri(tracking: TrackingConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri
+
+
+def optuna_storage(train: TrainConfig) -> str:
+    """The Optuna study database: PYNOMALY_OPTUNA_STORAGE (set by the local services) or the config's."""
+    return absolute_sqlite(os.environ.get("PYNOMALY_OPTUNA_STORAGE") or train.storage)
 
 
 def browse_command(uri: str) -> str:

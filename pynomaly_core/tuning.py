@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import optuna
+import sqlalchemy
 from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -112,6 +113,43 @@ def make_objective(X, y, folds, candidates, contamination, seed, metric):
     return objective
 
 
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+def open_study(storage: str, study_name: str, seed: int, pruning: bool, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Create the study, or join it: several processes sharing one RDB storage share its trials."""
+    return optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction="maximize",
+        sampler=sampler or optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5) if pruning else optuna.pruners.NopPruner(),
+        load_if_exists=True,
+    )
+
+
+def run_trials(study: optuna.Study, objective, n_trials: int, timeout: float | None, callbacks=(), progress_bar: bool = False) -> int:
+    """Run trials until the study holds `n_trials` finished ones, counting those of other processes too."""
+    remaining = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
+    if remaining <= 0:
+        return 0
+    before = len(study.get_trials(deepcopy=False))
+    study.optimize(
+        objective, n_trials=remaining, timeout=timeout, catch=TRIAL_ERRORS,
+        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), *callbacks], show_progress_bar=progress_bar,
+    )
+    return len(study.get_trials(deepcopy=False)) - before
+
+
+def _with_attrs(objective, attrs: dict):
+    def tagged(trial: optuna.Trial) -> float:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return objective(trial)
+
+    return tagged
+
+
 def select_detector(
     X: np.ndarray,
     y: np.ndarray | None,
@@ -129,27 +167,35 @@ def select_detector(
     progress_bar: bool = False,
     callbacks=(),
     sampler: optuna.samplers.BaseSampler | None = None,
-) -> Selection:
-    """Run (or resume) the study; trials already in `storage` under `study_name` count towards `n_trials`."""
+    sampler_seed: int | None = None,
+    summarize: bool = True,
+    user_attrs: dict | None = None,
+) -> Selection | None:
+    """Run (or resume, or join) the study; trials already in `storage` under `study_name` count towards `n_trials`.
+
+    Parallel workers join with their own `sampler_seed` (so they do not propose the same
+    candidates), `summarize=False` and `user_attrs` naming themselves on their trials.
+    """
     if progress_bar:  # the bar replaces Optuna's line per trial; every trial is in MLflow anyway
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        direction="maximize",
-        sampler=sampler or optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5) if pruning else optuna.pruners.NopPruner(),
-        load_if_exists=True,
-    )
-    finished = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL
-    remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished))
-    if remaining > 0:
-        folds = make_folds(X, y, n_folds, seed)
-        objective = make_objective(X, y, folds, candidates, contamination, seed, metric)
-        study.optimize(
-            objective, n_trials=remaining, timeout=timeout, catch=TRIAL_ERRORS,
-            callbacks=list(callbacks), show_progress_bar=progress_bar,
-        )
+    try:
+        study = open_study(storage, study_name, seed if sampler_seed is None else sampler_seed, pruning, sampler)
+        if len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
+            folds = make_folds(X, y, n_folds, seed)
+            objective = make_objective(X, y, folds, candidates, contamination, seed, metric)
+            if user_attrs:
+                objective = _with_attrs(objective, user_attrs)
+            run_trials(study, objective, n_trials, timeout, callbacks, progress_bar)
+    except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as err:
+        # Optuna wraps a failed commit; a lost connection is its cause.
+        lost = err if isinstance(err, sqlalchemy.exc.OperationalError) else err.__cause__ or err.__context__
+        if not isinstance(lost, sqlalchemy.exc.OperationalError):
+            raise
+        # A ConnectionError, so the Prefect task retries it; finished trials are kept in the study.
+        where = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+        raise ConnectionError(f"Optuna storage {where} unreachable during study '{study_name}': {lost.orig or lost}") from err
+    if not summarize:
+        return None
     states = [t.state for t in study.get_trials(deepcopy=False)]
     if optuna.trial.TrialState.COMPLETE not in states:
         raise RuntimeError(f"study '{study_name}': no trial completed ({len(states)} tried); see the failed trials in {storage}")

@@ -32,6 +32,8 @@ def _stage_task(stage):
 
 validate = _stage_task(stages.validate)
 preprocess = _stage_task(stages.preprocess)
+create_study = _stage_task(stages.create_study)
+tune = _stage_task(stages.tune)
 train = _stage_task(stages.train)
 evaluate = _stage_task(stages.evaluate)
 explain = _stage_task(stages.explain)

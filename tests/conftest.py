@@ -15,9 +15,10 @@ ADBENCH = ROOT.parent / "shared" / "benchmarks" / "adbench"
 
 
 def demo_config(**train) -> PipelineConfig:
-    """The demo config with a short search and no progress bar, for tests."""
+    """The demo config with a short Optuna search and no progress bar, for tests."""
     config = load_config(ROOT / "configs" / "demo.yaml")
-    return config.model_copy(update={"train": config.train.model_copy(update={"n_trials": 6, "progress_bar": False, **train})})
+    defaults = {"strategy": "consensus", "n_trials": 6, "progress_bar": False}
+    return config.model_copy(update={"train": config.train.model_copy(update={**defaults, **train})})
 
 
 @pytest.fixture

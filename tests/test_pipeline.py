@@ -32,7 +32,7 @@ def project(tmp_path_factory):
         patch.chdir(root)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         with prefect_test_harness(server_startup_timeout=180):  # a fresh venv compiles and migrates first
-            state = training_flow(demo_config(), return_state=True)
+            state = training_flow(demo_config(strategy="meta"), return_state=True)  # what `make run` does
         yield root, state
         mlflow.set_tracking_uri(None)
 

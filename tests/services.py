@@ -1,0 +1,128 @@
+"""Start and stop the local production services (infra/local/services.sh) for tests.
+
+Each test session gets free ports, its own state folder and its own PostgreSQL databases
+(dropped first), so it never touches a developer's running services or their data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from tests.conftest import ROOT
+
+SCRIPT = ROOT / "infra" / "local" / "services.sh"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def drop_databases(*names: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        for name in names:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Services:
+    env: dict[str, str]
+    state: Path
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://127.0.0.1:{self.env['MLFLOW_PORT']}"
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://127.0.0.1:{self.env['PREFECT_PORT']}/api"
+
+    @property
+    def optuna_storage(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.env['OPTUNA_DB']}"
+
+    def databases(self) -> list[str]:
+        return [self.env[key] for key in ("MLFLOW_DB", "PREFECT_DB", "OPTUNA_DB")]
+
+    def run(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(SCRIPT), *args], env={**self.env, **env}, capture_output=True, text=True, timeout=timeout
+        )
+
+    def pid(self, name: str) -> int:
+        return int((self.state / f"{name}.pid").read_text())
+
+
+def make_services(state: Path) -> Services:
+    prefix = f"pynomaly_test_{os.getpid()}"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+        "PYNOMALY_SERVICES_DIR": str(state),
+        "MLFLOW_PORT": str(free_port()),
+        "PREFECT_PORT": str(free_port()),
+        "MLFLOW_DB": f"{prefix}_mlflow",
+        "PREFECT_DB": f"{prefix}_prefect",
+        "OPTUNA_DB": f"{prefix}_optuna",
+        "PREFECT_WORK_POOL": "pynomaly-test",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",  # pick up triggered runs quickly
+    }
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "PYNOMALY_OPTUNA_STORAGE"):
+        env.pop(key, None)
+    return Services(env, state)
+
+
+class TcpProxy:
+    """Forward a local port to PostgreSQL; `stop()` is the database going away mid-run."""
+
+    def __init__(self, port: int, target: tuple[str, int] = ("127.0.0.1", 5432)):
+        self.port, self.target = port, target
+        self._sockets: list[socket.socket] = []
+
+    def start(self) -> TcpProxy:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self._sockets = [listener]
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._sockets = []

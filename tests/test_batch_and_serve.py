@@ -1,0 +1,108 @@
+"""Batch scoring streams a Parquet file through the registered model a batch at a time;
+`pynomaly serve` serves the same model over REST."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pynomaly_core import stages
+from pynomaly_core.io import DataError
+from pynomaly_core.scoring import score_file
+from tests.conftest import ROOT, demo_config
+from tests.services import free_port
+
+MODEL_URI = "models:/breast-cancer-detector@champion"
+
+
+@pytest.fixture
+def registered(workdir):
+    config = demo_config(detectors=["iforest"], n_trials=2)
+    for stage in ("validate", "preprocess", "train", "evaluate", "register"):
+        stages.STAGES[stage](config)
+    yield config
+    mlflow.set_tracking_uri(None)
+
+
+def test_parquet_is_scored_in_batches_like_all_at_once(registered, demo_frame):
+    rows = pd.concat([demo_frame.drop(columns=["malignant"])] * 3, ignore_index=True)
+    rows["mean_area"] = rows["mean_area"].astype(object)
+    rows.loc[[7, 650, 1100], "mean_area"] = [-1.0, None, -5.0]  # bad rows in three different batches
+    rows["mean_area"] = rows["mean_area"].astype(float)
+    pq.write_table(pa.Table.from_pandas(rows), "big.parquet", row_group_size=300)
+
+    report = score_file(MODEL_URI, "big.parquet", "scored.parquet", batch_rows=300)
+
+    assert (report["n_rows"], report["n_valid"], report["n_rejected"]) == (len(rows), len(rows) - 3, 3)
+    assert pq.ParquetFile("scored.parquet").metadata.num_row_groups == 4  # written as it went, not at the end
+    scored = pd.read_parquet("scored.parquet")
+    valid = rows.drop(index=[7, 650, 1100]).reset_index(drop=True)
+    expected = mlflow.pyfunc.load_model(MODEL_URI).predict(valid[list(registered.data.columns)])
+    np.testing.assert_allclose(scored["score"], expected["score"], rtol=0, atol=1e-9)
+    assert scored["sample_id"].tolist() == valid["sample_id"].tolist()
+    assert report["n_anomalies"] == int(expected["is_anomaly"].sum())
+    rejected = pd.read_csv("scored.rejected.csv")
+    assert rejected["_row"].tolist() == [8, 651, 1101]  # positions in the whole file, not the batch
+    assert "mean_area" in rejected["_errors"][0] and "mean_area" in rejected["_errors"][1]
+
+
+def test_unreadable_parquet_is_a_clear_error(registered):
+    with open("broken.parquet", "wb") as handle:
+        handle.write(b"not parquet at all")
+    with pytest.raises(DataError, match="cannot parse broken.parquet"):
+        score_file(MODEL_URI, "broken.parquet", "out.parquet")
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_serve_scores_posted_rows_and_rejects_malformed_payloads(registered, workdir, demo_frame):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}  # the venv's bin is added by `serve`
+    env.pop("MLFLOW_TRACKING_URI", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pynomaly_core.cli", "serve", "--port", str(port)],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            assert server.poll() is None, server.stdout.read()
+            try:
+                if urllib.request.urlopen(f"{url}/ping", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("pynomaly serve did not answer /ping in 120 s")
+        rows = demo_frame[list(registered.data.columns)].head(4)
+        status, body = _post(f"{url}/invocations", json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode())
+        assert status == 200, body
+        expected = mlflow.pyfunc.load_model(MODEL_URI).predict(rows)
+        assert [set(p) for p in body["predictions"]] == [{"score", "is_anomaly"}] * 4
+        np.testing.assert_allclose([p["score"] for p in body["predictions"]], expected["score"], rtol=0, atol=1e-9)
+        assert [p["is_anomaly"] for p in body["predictions"]] == expected["is_anomaly"].tolist()
+
+        status, body = _post(f"{url}/invocations", b'{"rows": [1, 2')
+        assert 400 <= status < 500 and body["message"]
+        status, body = _post(f"{url}/invocations", json.dumps({"dataframe_split": rows.drop(columns=["mean_area"]).to_dict(orient="split")}).encode())
+        assert 400 <= status < 500 and "mean_area" in body["message"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
