@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from prefect.testing.utilities import prefect_test_harness
 
 from pynomaly_core.config import PipelineConfig, load_config
 
@@ -53,3 +54,8 @@ def postgres_url() -> str:
         version = os.listdir("/etc/postgresql")[0]
         subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True)
     return "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def prefect_harness():
+    """A temporary Prefect API for flow runs; a fresh venv's first start compiles and migrates, so wait long."""
+    return prefect_test_harness(server_startup_timeout=180)

@@ -9,10 +9,9 @@ import mlflow
 import psycopg
 import pytest
 from mlflow import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.training import training_flow
-from tests.conftest import demo_config
+from tests.conftest import demo_config, prefect_harness
 from tests.services import PG_ADMIN, TcpProxy, drop_databases, free_port
 
 MODEL = "breast-cancer-detector"
@@ -58,7 +57,7 @@ def test_database_outage_mid_study_then_rerun_resumes(workdir, optuna_db, monkey
     # A search that takes long enough to be cut off after its 2nd trial.
     second = demo_config(detectors=["knn", "lof", "copod"], n_trials=8, storage=storage, pruning=False)
     try:
-        with prefect_test_harness():
+        with prefect_harness():
             assert training_flow(first, return_state=True).is_completed()
             client = MlflowClient()
             assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")] == ["1"]

@@ -19,7 +19,6 @@ from mlflow import MlflowClient
 from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.monitoring import monitoring_flow
 from flows.scoring import scoring_flow
@@ -27,7 +26,7 @@ from flows.training import training_flow
 from pynomaly_core import cli, stages, stream
 from pynomaly_core.preprocessing import features
 from tasks.monitoring import RETRAIN_EVENT
-from tests.conftest import ROOT, demo_config, write_config
+from tests.conftest import ROOT, demo_config, write_config, prefect_harness
 
 MODEL = "breast-cancer-detector"
 
@@ -49,7 +48,7 @@ def project(tmp_path_factory):
         config = small_config()
         for name in ("validate", "preprocess", "train", "evaluate", "register"):
             stages.STAGES[name](config)
-        with prefect_test_harness():
+        with prefect_harness():
             yield root
         mlflow.set_tracking_uri(None)
 

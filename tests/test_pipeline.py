@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.training import training_flow
 from pynomaly_core import stages
 from pynomaly_core.preprocessing import features
 from pynomaly_core.tracking import file_md5
-from tests.conftest import ROOT, demo_config
+from tests.conftest import ROOT, demo_config, prefect_harness
 
 MODEL = "breast-cancer-detector"
 
@@ -31,7 +30,7 @@ def project(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        with prefect_test_harness(server_startup_timeout=180):  # a fresh venv compiles and migrates first
+        with prefect_harness():
             state = training_flow(demo_config(strategy="meta"), return_state=True)  # what `make run` does
         yield root, state
         mlflow.set_tracking_uri(None)

@@ -6,10 +6,9 @@ import mlflow
 import optuna
 import psycopg
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.training import training_flow
-from tests.conftest import demo_config
+from tests.conftest import demo_config, prefect_harness
 from tests.services import PG_ADMIN, drop_databases
 
 
@@ -26,7 +25,7 @@ def optuna_db(postgres_url):
 def test_parallel_trials_on_dask_fill_one_postgres_study(workdir, optuna_db, monkeypatch):
     monkeypatch.delenv("PYNOMALY_OPTUNA_STORAGE", raising=False)
     config = demo_config(detectors=["iforest", "hbos", "copod", "knn"], n_trials=8, workers=2, storage=optuna_db)
-    with prefect_test_harness():
+    with prefect_harness():
         state = training_flow(config, return_state=True)
     mlflow.set_tracking_uri(None)
     assert state.is_completed(), state.message
