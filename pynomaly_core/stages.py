@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from . import __version__, evaluation, tracking
 from .config import PipelineConfig
 from .detectors import registry
+from .detectors.timeseries import series_windows
 from .explain import explain as shap_explain, plot_importance
 from .io import read_table, write_table
 from . import model as model_module
@@ -99,6 +100,8 @@ def _training(cfg: PipelineConfig) -> TrainResult:
 def validate(cfg: PipelineConfig) -> ValidateResult:
     source = cfg.data.source if cfg.data.query is None else f"query on {cfg.data.source.split('@')[-1]}"
     frame = read_table(cfg.data.source, cfg.data.query)
+    if cfg.data.series is not None:  # a series is validated and scored as its windows
+        frame = series_windows(frame, **cfg.data.series.model_dump())
     result = validate_frame(frame, cfg.data, source=source)
     write_table(result.rejected, cfg.paths.quarantine)
     expectations = expectation_report(frame, cfg.data)
@@ -151,7 +154,10 @@ def train(cfg: PipelineConfig) -> TrainResult:
     preprocessor = joblib.load(cfg.paths.preprocessor)
     X = preprocessor.transform(features(train_rows, cfg.data))
     y = train_rows[cfg.data.label_column].to_numpy(dtype=int) if cfg.train.use_labels else None
-    candidates = list(registry.REGISTRY) if cfg.train.detectors == "all" else [registry.get(n).name for n in cfg.train.detectors]
+    if cfg.train.detectors == "all":
+        candidates = registry.default_candidates(series=cfg.data.series is not None)
+    else:
+        candidates = [registry.get(n).name for n in cfg.train.detectors]
     data_md5 = tracking.file_md5(cfg.paths.train)
     # Same data and search settings -> same study, so an interrupted study resumes where it stopped.
     search = cfg.train.model_dump(exclude={"timeout", "progress_bar", "storage"})
@@ -267,10 +273,17 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
     return result
 
 
-def _pip_requirements() -> list[str]:
+# Import names of detector dependencies -> the distributions that provide them.
+DISTRIBUTIONS = {"torch_geometric": ["torch-geometric"], "jax": ["jax", "jaxlib"]}
+
+
+def _pip_requirements(detector: str) -> list[str]:
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("mlflow", "pyod", "scikit-learn", "pandas", "numpy", "pydantic", "pyyaml", "joblib")]
+    names = ["mlflow", "pyod", "scikit-learn", "pandas", "numpy", "pydantic", "pyyaml", "joblib", "cloudpickle"]
+    for package in registry.get(detector).tags["python_dependencies"]:
+        names += DISTRIBUTIONS.get(package, [package])
+    return [f"{name}=={version(name)}" for name in dict.fromkeys(names)]
 
 
 def register(cfg: PipelineConfig) -> RegisterResult:
@@ -289,7 +302,7 @@ def register(cfg: PipelineConfig) -> RegisterResult:
             signature=ModelSignature(inputs=infer_signature(example).inputs, outputs=OUTPUT_SCHEMA),
             input_example=example,
             registered_model_name=cfg.registry.model_name,
-            pip_requirements=_pip_requirements(),
+            pip_requirements=_pip_requirements(training.detector),
         )
     version = str(info.registered_model_version)
     decision = tracking.champion_gate(cfg.registry.model_name, version, cfg.registry.gate_metric, gate_value, cfg.registry.min_improvement)

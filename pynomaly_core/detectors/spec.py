@@ -15,6 +15,11 @@ class DetectorSpec:
     model: str
     search_space: Callable[[Any], dict]  # optuna.Trial -> hyper-parameters
     test_params: dict = field(default_factory=dict)
+    # In the default candidate set of `train.detectors: all`. Slow, deep and optional-dependency
+    # detectors are not: a search runs them only when they are named.
+    default: bool = False
+    # Packages this model needs beyond its backend's (e.g. PyOD's FeatureBagging needs `combo`).
+    dependencies: tuple[str, ...] = ()
 
     def build(self, params: dict | None = None, contamination: float = 0.1, random_state: int | None = None) -> BaseDetector:
         return self.estimator(model=self.model, params=params or {}, contamination=contamination, random_state=random_state)
@@ -27,5 +32,5 @@ class DetectorSpec:
             "input": cls.input,
             "gpu": cls.gpu,
             "proba": cls.proba,
-            "python_dependencies": list(cls.python_dependencies),
+            "python_dependencies": list(dict.fromkeys([*cls.python_dependencies, *self.dependencies])),
         }
