@@ -88,10 +88,10 @@ PYGOD_MODELS = {
     "anomalydae": "AnomalyDAE",
     "cola": "CoLA",
     "conad": "CONAD",
-    "done": "DONE",
-    "adone": "AdONE",
     "radar": "Radar",
 }
+# Left out: DONE/AdONE (~90 s for 20 epochs on 77 nodes here), GUIDE (~60 s), GAAN and GADNR
+# (fail in PyGOD 1.1.0 with torch_geometric 2.8.1).
 
 
 class GraphDetector(OutlierMixin, BaseEstimator):
@@ -172,6 +172,6 @@ def _space(name):
 
 
 SPECS = [
-    DetectorSpec(name, GraphDetector, name, _space(name), {"epoch": 20, "device": "cpu"})
+    DetectorSpec(name, GraphDetector, name, _space(name), {"epoch": 5 if name == "cola" else 10, "device": "cpu"})
     for name in PYGOD_MODELS
 ]
