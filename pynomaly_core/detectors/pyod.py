@@ -144,7 +144,8 @@ SEARCH_SPACES |= {
     "featurebagging": lambda t: {"n_estimators": t.suggest_int("featurebagging.n_estimators", 5, 30)},
     "lscp": lambda t: {"local_region_size": t.suggest_int("lscp.local_region_size", 10, 50)},
     "suod": lambda t: {},
-    "rgraph": lambda t: {"gamma": t.suggest_float("rgraph.gamma", 1.0, 100.0, log=True)},
+    # RGraph's default lasso_lars path can fail while scoring new rows (a shape mismatch inside PyOD).
+    "rgraph": lambda t: {"gamma": t.suggest_float("rgraph.gamma", 1.0, 100.0, log=True), "algorithm": "lasso_cd"},
 }
 
 # PyOD's catalogue omits that SUOD imports `combo` too.
@@ -162,7 +163,7 @@ TEST_PARAMS = {
     "loci": {"k": 2, "alpha": 0.3},
     "featurebagging": {"n_estimators": 5},
     "lscp": {"n_neighbors_list": [5, 10, 20]},
-    "rgraph": {"maxiter": 5, "transition_steps": 5},
+    "rgraph": {"maxiter": 5, "transition_steps": 5, "algorithm": "lasso_cd"},
     "kpca": {"kernel": "cosine"},
     "sos": {"perplexity": 30.0},
 }
