@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -18,8 +19,24 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ADBENCH = ROOT.parent / "shared" / "benchmarks" / "adbench"
+ADBENCH = Path(os.environ.get("ADBENCH_DIR", ROOT.parent / "shared" / "benchmarks" / "adbench"))
 DEEP = ["autoencoder", "vae", "deepsvdd", "dagmm", "tf_autoencoder", "tf_vae", "tf_deepsvdd", "jax_autoencoder", "jax_vae"]
+
+
+def _device(detector: str) -> str:
+    """Where the backend ran: `device="auto"` takes a GPU when there is one."""
+    backend = detector.split("_")[0] if detector.startswith(("tf_", "jax_")) else "torch"
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend()
+    if backend == "tf":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def one(detector: str, dataset: str) -> dict:
@@ -43,6 +60,7 @@ def one(detector: str, dataset: str) -> dict:
         "fit_s": round(fitted - started, 2), "score_s": round(scored - fitted, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "roc_auc": round(float(roc_auc_score(y, scores)), 4),
+        "device": _device(detector),
     }
 
 
@@ -55,7 +73,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(*args.one)))
         return
-    print(f"{'detector':<16}{'dataset':<11}{'rows':>6}{'fit s':>9}{'score s':>9}{'peak MB':>9}{'ROC-AUC':>9}", flush=True)
+    print(f"{'detector':<16}{'dataset':<11}{'rows':>6}{'fit s':>9}{'score s':>9}{'peak MB':>9}{'ROC-AUC':>9}  device", flush=True)
     for dataset in args.datasets:
         for detector in args.detectors:
             run = subprocess.run([sys.executable, __file__, "--one", detector, dataset], capture_output=True, text=True)
@@ -63,7 +81,7 @@ def main() -> None:
                 print(f"{detector:<16}{dataset:<11} failed: {run.stderr.strip().splitlines()[-1]}", flush=True)
                 continue
             r = json.loads(run.stdout.strip().splitlines()[-1])
-            print(f"{detector:<16}{dataset:<11}{r['rows']:>6}{r['fit_s']:>9}{r['score_s']:>9}{r['peak_rss_mb']:>9}{r['roc_auc']:>9}", flush=True)
+            print(f"{detector:<16}{dataset:<11}{r['rows']:>6}{r['fit_s']:>9}{r['score_s']:>9}{r['peak_rss_mb']:>9}{r['roc_auc']:>9}  {r['device']}", flush=True)
 
 
 if __name__ == "__main__":
