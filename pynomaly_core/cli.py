@@ -46,11 +46,12 @@ def _detectors(args) -> int:
     from .detectors.registry import REGISTRY
 
     if args.json:
-        print(json.dumps([{"name": name, **spec.tags} for name, spec in REGISTRY.items()], indent=2))
+        print(json.dumps([{"name": name, **spec.tags, "default": spec.default} for name, spec in REGISTRY.items()], indent=2))
     else:
         for name, spec in REGISTRY.items():
             tags = spec.tags
-            print(f"{name:<14} backend={tags['backend']:<8} input={tags['input']:<8} gpu={tags['gpu']}")
+            print(f"{name:<17} backend={tags['backend']:<10} input={tags['input']:<7} gpu={tags['gpu']!s:<5} "
+                  f"default={spec.default!s:<5} needs={','.join(tags['python_dependencies'])}")
     return 0
 
 

@@ -29,13 +29,41 @@ class ColumnSpec(Strict):
     allowed: list[str | int | float] | None = None
 
 
+def window_columns(window: int) -> list[str]:
+    """A series window's columns, oldest first; lag_0 is the current value."""
+    return [f"lag_{k}" for k in range(window - 1, -1, -1)]
+
+
+class SeriesConfig(Strict):
+    """A series (timestamp + value columns) read as sliding windows: one row per timestamp."""
+
+    timestamp: str
+    value: str
+    window: int = Field(ge=2, description="values per row: the current one and the window-1 before it")
+
+
 class DataConfig(Strict):
     source: str = Field(description="CSV or Parquet path, or a SQLAlchemy URL when `query` is set")
     query: str | None = None
     id_column: str | None = None
     label_column: str | None = Field(None, description="1 = anomaly; feeds evaluation, and selection only with train.use_labels")
-    columns: dict[str, ColumnSpec] = Field(min_length=1, description="the feature columns and their rules")
+    columns: dict[str, ColumnSpec] = Field({}, description="the feature columns and their rules (derived for a series)")
     max_rejected_share: float = Field(0.1, ge=0, le=1)
+    series: SeriesConfig | None = None
+
+    @model_validator(mode="after")
+    def _series_windows(self) -> DataConfig:
+        if self.series is not None:
+            lags = window_columns(self.series.window)
+            if self.columns and list(self.columns) != lags:
+                raise ValueError(f"data.columns must be left out for a series (they are the windows {lags[0]}..{lags[-1]})")
+            self.columns = {name: ColumnSpec() for name in lags}
+            if self.id_column not in (None, self.series.timestamp):
+                raise ValueError(f"data.id_column must be the series timestamp '{self.series.timestamp}' or left out")
+            self.id_column = self.series.timestamp
+        elif not self.columns:
+            raise ValueError("data.columns: name at least one feature column")
+        return self
 
 
 class PreprocessConfig(Strict):
@@ -48,7 +76,9 @@ class TrainConfig(Strict):
     strategy: Literal["meta", "consensus"] = Field("meta", description="see pynomaly_core/tuning.py train_detector")
     ensemble_size: int = Field(3, ge=1, description="meta: detectors in the label-free rank ensemble")
     meta_candidates: int = Field(8, ge=1, description="meta with labels: top-ranked detectors tried")
-    detectors: list[str] | Literal["all"] = "all"
+    detectors: list[str] | Literal["all"] = Field(
+        "all", description="'all' = the fast default set (see `pynomaly detectors`); deep, slow and graph detectors only by name"
+    )
     n_trials: int = Field(30, ge=1)
     timeout: float | None = Field(None, gt=0, description="seconds for the whole study")
     cv_folds: int = Field(3, ge=2)

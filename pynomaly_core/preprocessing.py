@@ -36,7 +36,10 @@ def build_preprocessor(data: DataConfig, options: PreprocessConfig) -> ColumnTra
 
 
 def split(frame: pd.DataFrame, data: DataConfig, options: PreprocessConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train/test split, stratified on the label when there is one."""
+    """Train/test split, stratified on the label when there is one; a series keeps time order (test = the latest rows)."""
+    if data.series is not None:
+        cut = len(frame) - round(options.test_size * len(frame))
+        return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
     labels = frame[data.label_column] if data.label_column else None
     stratify = labels if labels is not None and labels.value_counts().min() >= 2 else None
     train, test = train_test_split(frame, test_size=options.test_size, random_state=seed, stratify=stratify)

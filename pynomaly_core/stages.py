@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 
 from . import __version__, evaluation, tracking
 from .config import PipelineConfig
+from .detectors.timeseries import series_windows
 from .explain import explain as shap_explain, plot_importance
 from .io import read_table, write_table
 from . import model as model_module
@@ -102,6 +103,8 @@ def _training(cfg: PipelineConfig) -> TrainResult:
 def validate(cfg: PipelineConfig) -> ValidateResult:
     source = cfg.data.source if cfg.data.query is None else f"query on {cfg.data.source.split('@')[-1]}"
     frame = read_table(cfg.data.source, cfg.data.query)
+    if cfg.data.series is not None:  # a series is validated and scored as its windows
+        frame = series_windows(frame, **cfg.data.series.model_dump())
     result = validate_frame(frame, cfg.data, source=source)
     write_table(result.rejected, cfg.paths.quarantine)
     expectations = expectation_report(frame, cfg.data)
@@ -176,7 +179,7 @@ def _select(cfg: PipelineConfig, search: Search, **extra):
     train = _study_settings(cfg)
     return select_detector(
         search.X, search.y,
-        candidates={name: registry.get(name) for name in candidate_names(train)},
+        candidates={name: registry.get(name) for name in candidate_names(train, series=cfg.data.series is not None)},
         n_trials=train.n_trials,
         timeout=train.timeout,
         n_folds=train.cv_folds,
@@ -231,7 +234,9 @@ def train(cfg: PipelineConfig) -> TrainResult:
         )
         started = time.perf_counter()
         log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
-        detector, selection = train_detector(X, search.y, _study_settings(cfg), cfg.seed, study_name=study_name, callbacks=[log_trial])
+        detector, selection = train_detector(
+            X, search.y, _study_settings(cfg), cfg.seed, study_name=study_name, callbacks=[log_trial], series=cfg.data.series is not None
+        )
         if cfg.train.workers > 1:  # the Dask workers' trials become child runs here, where the parent run is
             study = optuna.load_study(study_name=study_name, storage=tracking.optuna_storage(cfg.train))
             for trial in study.get_trials(deepcopy=False, states=FINISHED):
@@ -316,10 +321,17 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
     return result
 
 
-def _pip_requirements() -> list[str]:
+# Import names of detector dependencies -> the distributions that provide them.
+DISTRIBUTIONS = {"torch_geometric": ["torch-geometric"], "jax": ["jax", "jaxlib"]}
+
+
+def _pip_requirements(detector: str) -> list[str]:
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("mlflow", "pyod", "scikit-learn", "pandas", "numpy", "pydantic", "pyyaml", "joblib")]
+    names = ["mlflow", "pyod", "scikit-learn", "pandas", "numpy", "pydantic", "pyyaml", "joblib", "cloudpickle"]
+    for package in registry.get(detector).tags["python_dependencies"]:
+        names += DISTRIBUTIONS.get(package, [package])
+    return [f"{name}=={version(name)}" for name in dict.fromkeys(names)]
 
 
 def reference_sample(cfg: PipelineConfig) -> pd.DataFrame:
@@ -348,7 +360,7 @@ def register(cfg: PipelineConfig) -> RegisterResult:
             signature=ModelSignature(inputs=infer_signature(example).inputs, outputs=OUTPUT_SCHEMA),
             input_example=example,
             registered_model_name=cfg.registry.model_name,
-            pip_requirements=_pip_requirements(),
+            pip_requirements=_pip_requirements(training.detector),
         )
     version = str(info.registered_model_version)
     decision = tracking.champion_gate(cfg.registry.model_name, version, cfg.registry.gate_metric, gate_value, cfg.registry.min_improvement)

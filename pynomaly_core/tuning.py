@@ -16,6 +16,7 @@ hopeless candidates after the first fold.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -213,8 +214,10 @@ def select_detector(
     )
 
 
-def candidate_names(train: TrainConfig) -> list[str]:
-    return list(registry.REGISTRY) if train.detectors == "all" else [registry.get(name).name for name in train.detectors]
+def candidate_names(train: TrainConfig, series: bool = False) -> list[str]:
+    if train.detectors == "all":
+        return registry.default_candidates(series=series)
+    return [registry.get(name).name for name in train.detectors]
 
 
 def ensemble_spec(members: list[str]) -> DetectorSpec:
@@ -222,11 +225,19 @@ def ensemble_spec(members: list[str]) -> DetectorSpec:
 
 
 def default_params(spec: DetectorSpec) -> DetectorSpec:
-    return DetectorSpec(spec.name, spec.estimator, spec.model, lambda trial: {}, spec.test_params)
+    return dataclasses.replace(spec, search_space=lambda trial: {})
 
 
 def train_detector(
-    X: np.ndarray, y: np.ndarray | None, train: TrainConfig, seed: int, *, study_name: str, callbacks=(), exclude_datasets: tuple[str, ...] = ()
+    X: np.ndarray,
+    y: np.ndarray | None,
+    train: TrainConfig,
+    seed: int,
+    *,
+    study_name: str,
+    callbacks=(),
+    exclude_datasets: tuple[str, ...] = (),
+    series: bool = False,
 ):
     """Select the detector and fit it on all of X: what the `train` stage and `pynomaly bench` share.
 
@@ -256,7 +267,7 @@ def train_detector(
         candidates[ensemble.name] = ensemble
         sampler = optuna.samplers.GridSampler({"detector": list(candidates)}, seed=seed)
     else:
-        candidates = {name: registry.get(name) for name in candidate_names(train)}
+        candidates = {name: registry.get(name) for name in candidate_names(train, series)}
     selection = select_detector(
         X, y,
         candidates=candidates,

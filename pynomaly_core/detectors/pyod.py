@@ -1,29 +1,68 @@
-"""PyOD detectors. PyOD already scores "higher = more anomalous", so the adapter only wraps."""
+"""PyOD detectors. PyOD already scores "higher = more anomalous", so the adapter only wraps.
+
+The list is generated from PyOD's own catalogue (`pyod/utils/knowledge/algorithms.json`):
+every detector it marks `shipped` for tabular data is registered under its lower-cased class
+name, except the few in `EXCLUDED`. The deep (PyTorch) ones are registered by `torch.py`.
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
+from functools import cache
+from importlib import resources
 
 from .base import BaseDetector
 from .spec import DetectorSpec
 
-# registry name -> (PyOD module, class)
-PYOD_MODELS = {
-    "iforest": ("pyod.models.iforest", "IForest"),
-    "knn": ("pyod.models.knn", "KNN"),
-    "lof": ("pyod.models.lof", "LOF"),
-    "copod": ("pyod.models.copod", "COPOD"),
-    "ecod": ("pyod.models.ecod", "ECOD"),
-    "hbos": ("pyod.models.hbos", "HBOS"),
-    "pca": ("pyod.models.pca", "PCA"),
-    "ocsvm": ("pyod.models.ocsvm", "OCSVM"),
-    "cblof": ("pyod.models.cblof", "CBLOF"),
-    "loda": ("pyod.models.loda", "LODA"),
-    "mcd": ("pyod.models.mcd", "MCD"),
-    "gmm": ("pyod.models.gmm", "GMM"),
-    "inne": ("pyod.models.inne", "INNE"),
-    "kde": ("pyod.models.kde", "KDE"),
+# Not registered, and why: the `train` search fits detectors without labels on tabular rows.
+EXCLUDED = {
+    "XGBOD": "semi-supervised: fit needs labels",
+    "DevNet": "semi-supervised: fit needs labels",
+    "MAD": "univariate only (one feature); see the series detectors",
+}
+# Python package -> the pynomaly extra that installs it; other packages are named as they are.
+EXTRAS = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax", "torch_geometric": "graph", "pygod": "graph"}
+
+
+def missing_dependency(detector: str, err: ModuleNotFoundError) -> ImportError:
+    package = (err.name or "").split(".")[0]
+    how = f"pip install 'pynomaly[{EXTRAS[package]}]'" if package in EXTRAS else f"pip install {package}"
+    return ImportError(f"detector '{detector}' needs the Python package '{package}', which is not installed: {how}")
+
+
+@cache
+def catalogue() -> dict[str, dict]:
+    """PyOD's shipped tabular detectors: registry name -> {class_path, requires}."""
+    algorithms = json.loads(resources.files("pyod.utils.knowledge").joinpath("algorithms.json").read_text())
+    return {
+        key.lower(): {"class_path": algo["class_path"], "requires": tuple(algo.get("requires") or ())}
+        for key, algo in algorithms.items()
+        if algo.get("status") == "shipped" and "tabular" in algo.get("data_types", ()) and key not in EXCLUDED
+    }
+
+
+def pyod_class(model: str):
+    module, name = catalogue()[model]["class_path"].rsplit(".", 1)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as err:
+        raise missing_dependency(model, err) from None
+
+
+def _lof_pool(params):
+    """LSCP needs a list of base detectors; a pool of LOFs over neighbourhood sizes, as in PyOD's example."""
+    from pyod.models.lof import LOF
+
+    sizes = params.pop("n_neighbors_list", [5, 10, 20, 40])
+    return {"detector_list": [LOF(n_neighbors=k) for k in sizes]}
+
+
+# Models whose constructor needs arguments built from the data or from plain hyper-parameters.
+BUILD_ARGS = {
+    "lscp": lambda params, X: _lof_pool(params),
+    "deepsvdd": lambda params, X: {"n_features": X.shape[1]},
 }
 
 
@@ -37,54 +76,108 @@ class PyODDetector(BaseDetector):
         self.contamination = contamination
         self.random_state = random_state
 
-    def _fit(self, X, y):
-        module, name = PYOD_MODELS[self.model]
-        cls = getattr(importlib.import_module(module), name)
-        kwargs = dict(self.params or {}, contamination=self.contamination)
-        if "random_state" in inspect.signature(cls).parameters:
+    def _kwargs(self, cls, X) -> dict:
+        params = dict(self.params or {})
+        built = BUILD_ARGS[self.model](params, X) if self.model in BUILD_ARGS else {}  # may consume params
+        kwargs = {**built, **params, "contamination": self.contamination}
+        accepted = inspect.signature(cls).parameters
+        if "random_state" in accepted:
             kwargs["random_state"] = self.random_state
-        self.estimator_ = cls(**kwargs).fit(X)
+        if "verbose" in accepted and "verbose" not in kwargs:
+            kwargs["verbose"] = 0
+        return kwargs
+
+    def _fit(self, X, y):
+        cls = pyod_class(self.model)
+        self.estimator_ = cls(**self._kwargs(cls, X)).fit(X)
         return self.estimator_.decision_scores_
 
     def _score(self, X):
         return self.estimator_.decision_function(X)
 
 
-def _spec(name, search_space, test_params=None):
-    return DetectorSpec(name, PyODDetector, name, search_space, test_params or {})
-
-
-SPECS = [
-    _spec("iforest", lambda t: {
+# The fast detectors searched by default (`train.detectors: all`), with hand-set spaces.
+SEARCH_SPACES = {
+    "iforest": lambda t: {
         "n_estimators": t.suggest_int("iforest.n_estimators", 50, 300, step=50),
         "max_features": t.suggest_float("iforest.max_features", 0.5, 1.0),
-    }, {"n_estimators": 20}),
-    _spec("knn", lambda t: {
+    },
+    "knn": lambda t: {
         "n_neighbors": t.suggest_int("knn.n_neighbors", 3, 50, log=True),
         "method": t.suggest_categorical("knn.method", ["largest", "mean", "median"]),
-    }, {"n_neighbors": 3}),
-    _spec("lof", lambda t: {"n_neighbors": t.suggest_int("lof.n_neighbors", 5, 60, log=True)}, {"n_neighbors": 10}),
-    _spec("copod", lambda t: {}),
-    _spec("ecod", lambda t: {}),
-    _spec("hbos", lambda t: {
-        "n_bins": t.suggest_int("hbos.n_bins", 5, 50),
-        "alpha": t.suggest_float("hbos.alpha", 0.05, 0.5),
-    }),
-    _spec("pca", lambda t: {"whiten": t.suggest_categorical("pca.whiten", [False, True])}),
-    _spec("ocsvm", lambda t: {
+    },
+    "lof": lambda t: {"n_neighbors": t.suggest_int("lof.n_neighbors", 5, 60, log=True)},
+    "copod": lambda t: {},
+    "ecod": lambda t: {},
+    "hbos": lambda t: {"n_bins": t.suggest_int("hbos.n_bins", 5, 50), "alpha": t.suggest_float("hbos.alpha", 0.05, 0.5)},
+    "pca": lambda t: {"whiten": t.suggest_categorical("pca.whiten", [False, True])},
+    "ocsvm": lambda t: {
         "nu": t.suggest_float("ocsvm.nu", 0.01, 0.5, log=True),
         "gamma": t.suggest_float("ocsvm.gamma", 1e-3, 1.0, log=True),
-    }),
-    _spec("cblof", lambda t: {
-        "n_clusters": t.suggest_int("cblof.n_clusters", 4, 16),
-        "alpha": t.suggest_float("cblof.alpha", 0.6, 0.95),
-    }, {"n_clusters": 3}),
-    _spec("loda", lambda t: {
+    },
+    "cblof": lambda t: {"n_clusters": t.suggest_int("cblof.n_clusters", 4, 16), "alpha": t.suggest_float("cblof.alpha", 0.6, 0.95)},
+    "loda": lambda t: {
         "n_bins": t.suggest_int("loda.n_bins", 5, 50),
         "n_random_cuts": t.suggest_int("loda.n_random_cuts", 50, 300, step=50),
-    }),
-    _spec("mcd", lambda t: {"support_fraction": t.suggest_float("mcd.support_fraction", 0.6, 1.0)}),
-    _spec("gmm", lambda t: {"n_components": t.suggest_int("gmm.n_components", 1, 8)}, {"n_components": 2}),
-    _spec("inne", lambda t: {"n_estimators": t.suggest_int("inne.n_estimators", 50, 300, step=50)}, {"n_estimators": 20}),
-    _spec("kde", lambda t: {"bandwidth": t.suggest_float("kde.bandwidth", 0.1, 5.0, log=True)}),
-]
+    },
+    "mcd": lambda t: {"support_fraction": t.suggest_float("mcd.support_fraction", 0.6, 1.0)},
+    "gmm": lambda t: {"n_components": t.suggest_int("gmm.n_components", 1, 8)},
+    "inne": lambda t: {"n_estimators": t.suggest_int("inne.n_estimators", 50, 300, step=50)},
+    "kde": lambda t: {"bandwidth": t.suggest_float("kde.bandwidth", 0.1, 5.0, log=True)},
+}
+DEFAULT = set(SEARCH_SPACES)
+
+# The rest of PyOD's tabular catalogue: slower (quadratic or worse) or needing extra packages.
+SEARCH_SPACES |= {
+    "abod": lambda t: {"n_neighbors": t.suggest_int("abod.n_neighbors", 5, 30)},
+    "sos": lambda t: {"perplexity": t.suggest_float("sos.perplexity", 2.0, 50.0, log=True)},
+    "qmcd": lambda t: {},
+    "sampling": lambda t: {"subset_size": t.suggest_int("sampling.subset_size", 10, 100, log=True)},
+    "kpca": lambda t: {"kernel": t.suggest_categorical("kpca.kernel", ["rbf", "poly", "cosine"])},
+    "cd": lambda t: {},
+    "lmdd": lambda t: {"dis_measure": t.suggest_categorical("lmdd.dis_measure", ["aad", "var", "iqr"])},
+    "cof": lambda t: {"n_neighbors": t.suggest_int("cof.n_neighbors", 5, 50, log=True)},
+    "loci": lambda t: {"alpha": t.suggest_float("loci.alpha", 0.2, 0.8), "k": t.suggest_int("loci.k", 2, 4)},
+    "hdbscan": lambda t: {"min_cluster_size": t.suggest_int("hdbscan.min_cluster_size", 5, 50, log=True)},
+    "sod": lambda t: {"n_neighbors": t.suggest_int("sod.n_neighbors", 10, 40), "ref_set": t.suggest_int("sod.ref_set", 5, 9)},
+    "rod": lambda t: {},
+    "featurebagging": lambda t: {"n_estimators": t.suggest_int("featurebagging.n_estimators", 5, 30)},
+    "lscp": lambda t: {"local_region_size": t.suggest_int("lscp.local_region_size", 10, 50)},
+    "suod": lambda t: {},
+    # RGraph's default lasso_lars path can fail while scoring new rows (a shape mismatch inside PyOD).
+    "rgraph": lambda t: {"gamma": t.suggest_float("rgraph.gamma", 1.0, 100.0, log=True), "algorithm": "lasso_cd"},
+}
+
+# PyOD's catalogue omits that SUOD imports `combo` too.
+DEPENDENCIES = {"suod": ("combo", "suod")}
+
+# Small settings for the contract test on 100 rows.
+TEST_PARAMS = {
+    "iforest": {"n_estimators": 20},
+    "knn": {"n_neighbors": 3},
+    "lof": {"n_neighbors": 10},
+    "cblof": {"n_clusters": 3},
+    "gmm": {"n_components": 2},
+    "inne": {"n_estimators": 20},
+    "sod": {"n_neighbors": 10, "ref_set": 5},
+    "loci": {"k": 2, "alpha": 0.3},
+    "featurebagging": {"n_estimators": 5},
+    "lscp": {"n_neighbors_list": [5, 10, 20]},
+    "rgraph": {"maxiter": 5, "transition_steps": 5, "algorithm": "lasso_cd"},
+    "kpca": {"kernel": "cosine"},
+    "sos": {"perplexity": 30.0},
+}
+
+
+def _spec(name: str, estimator=PyODDetector, default: bool | None = None, spaces=SEARCH_SPACES, test_params=TEST_PARAMS) -> DetectorSpec:
+    entry = catalogue()[name]
+    return DetectorSpec(
+        name, estimator, name, spaces[name], test_params.get(name, {}),
+        default=name in DEFAULT if default is None else default,
+        dependencies=DEPENDENCIES.get(name, tuple(p for p in entry["requires"] if p != "torch")),
+    )
+
+
+# PyTorch models (PyOD marks them `requires: torch`; DIF imports torch too) live in torch.py.
+TORCH_MODELS = {name for name, entry in catalogue().items() if "torch" in entry["requires"]} | {"dif"}
+SPECS = [_spec(name) for name in catalogue() if name not in TORCH_MODELS]

@@ -1,11 +1,15 @@
-"""Every detector Pynomaly can train, by name: a plain dict of specs."""
+"""Every detector Pynomaly can train, by name: a plain dict of specs.
+
+Backend modules import their frameworks (torch, tensorflow, jax, torch_geometric) only when a
+detector is fitted, so loading the registry stays cheap.
+"""
 
 from __future__ import annotations
 
-from . import pyod, sklearn
+from . import graph, jax, pyod, sklearn, tensorflow, timeseries, torch
 from .spec import DetectorSpec
 
-REGISTRY: dict[str, DetectorSpec] = {spec.name: spec for spec in [*pyod.SPECS, *sklearn.SPECS]}
+REGISTRY: dict[str, DetectorSpec] = {spec.name: spec for spec in [*pyod.SPECS, *sklearn.SPECS, *torch.SPECS, *tensorflow.SPECS, *jax.SPECS, *timeseries.SPECS, *graph.SPECS]}
 
 
 def get(name: str) -> DetectorSpec:
@@ -18,3 +22,10 @@ def get(name: str) -> DetectorSpec:
 def find(**tags) -> list[DetectorSpec]:
     """Specs whose tags equal every given tag, e.g. `find(backend="pyod", input="tabular")`."""
     return [spec for spec in REGISTRY.values() if all(spec.tags.get(k) == v for k, v in tags.items())]
+
+
+def default_candidates(series: bool = False) -> list[str]:
+    """`train.detectors: all`: the 18 fast tabular detectors (plus the fast series ones for a
+    series); deep, slow and optional-dependency detectors join a search only by name."""
+    inputs = {"tabular", "series"} if series else {"tabular"}
+    return [name for name, spec in REGISTRY.items() if spec.default and spec.tags["input"] in inputs]

@@ -45,7 +45,7 @@ class SklearnDetector(BaseDetector):
 
 
 def _spec(name, search_space, test_params=None):
-    return DetectorSpec(name, SklearnDetector, name, search_space, test_params or {})
+    return DetectorSpec(name, SklearnDetector, name, search_space, test_params or {}, default=True)
 
 
 SPECS = [

@@ -15,6 +15,11 @@ class DetectorSpec:
     model: str
     search_space: Callable[[Any], dict]  # optuna.Trial -> hyper-parameters
     test_params: dict = field(default_factory=dict)
+    # In the default candidate set of `train.detectors: all`. Slow, deep and optional-dependency
+    # detectors are not: a search runs them only when they are named.
+    default: bool = False
+    # Packages this model needs beyond its backend's (e.g. PyOD's FeatureBagging needs `combo`).
+    dependencies: tuple[str, ...] = ()
     build_with: str = "model"  # "members" for ensembles, which take their members instead of a model name
     fixed: dict = field(default_factory=dict)
 
@@ -31,5 +36,5 @@ class DetectorSpec:
             "input": cls.input,
             "gpu": cls.gpu,
             "proba": cls.proba,
-            "python_dependencies": list(cls.python_dependencies),
+            "python_dependencies": list(dict.fromkeys([*cls.python_dependencies, *self.dependencies])),
         }
