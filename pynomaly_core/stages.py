@@ -325,11 +325,12 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
 DISTRIBUTIONS = {"torch_geometric": ["torch-geometric"], "jax": ["jax", "jaxlib"]}
 
 
-def _pip_requirements(detector: str) -> list[str]:
+def _pip_requirements(training: TrainResult) -> list[str]:
     from importlib.metadata import version
 
     names = ["mlflow", "pyod", "scikit-learn", "pandas", "numpy", "pydantic", "pyyaml", "joblib", "cloudpickle"]
-    for package in registry.get(detector).tags["python_dependencies"]:
+    detectors = training.params.get("members", [training.detector])  # an ensemble needs what its members need
+    for package in (p for name in detectors for p in registry.get(name).tags["python_dependencies"]):
         names += DISTRIBUTIONS.get(package, [package])
     return [f"{name}=={version(name)}" for name in dict.fromkeys(names)]
 
@@ -360,7 +361,7 @@ def register(cfg: PipelineConfig) -> RegisterResult:
             signature=ModelSignature(inputs=infer_signature(example).inputs, outputs=OUTPUT_SCHEMA),
             input_example=example,
             registered_model_name=cfg.registry.model_name,
-            pip_requirements=_pip_requirements(training.detector),
+            pip_requirements=_pip_requirements(training),
         )
     version = str(info.registered_model_version)
     decision = tracking.champion_gate(cfg.registry.model_name, version, cfg.registry.gate_metric, gate_value, cfg.registry.min_improvement)
