@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import train_test_split
@@ -70,6 +71,7 @@ def run_benchmark(
     data_dir: Path, label_fraction: float, seeds: list[int], train: TrainConfig, progress=print, leave_one_out: bool = False
 ) -> dict:
     """With `leave_one_out`, meta-selection forgets what it learned from the dataset under test."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per dataset and seed instead
     results, errors = [], []
     for path in sorted(Path(data_dir).glob("*.npz"), key=lambda p: p.stem.lower()):
         for seed in seeds:
