@@ -73,7 +73,9 @@ class PreprocessConfig(Strict):
 
 
 class TrainConfig(Strict):
-    strategy: Literal["meta", "consensus"] = Field("meta", description="see pynomaly_core/tuning.py train_detector")
+    strategy: Literal["meta", "consensus"] = Field(
+        "meta", description="meta: learned label-free ranking (tabular, detectors: all); consensus: Optuna search. See docs/model-selection.md"
+    )
     ensemble_size: int = Field(3, ge=1, description="meta: detectors in the label-free rank ensemble")
     meta_candidates: int = Field(8, ge=1, description="meta with labels: top-ranked detectors tried")
     detectors: list[str] | Literal["all"] = Field(

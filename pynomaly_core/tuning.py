@@ -241,13 +241,15 @@ def train_detector(
 ):
     """Select the detector and fit it on all of X: what the `train` stage and `pynomaly bench` share.
 
-    strategy "meta": the meta-learned ranking (`metaselect`) proposes detectors. Without labels the
+    strategy "meta" (tabular data, `detectors: all`): the meta-learned ranking (`metaselect`) proposes detectors. Without labels the
     model is the rank ensemble of the top `ensemble_size`; with labels an Optuna study tries each of
     the top `meta_candidates` and that ensemble on the labelled anomalies.
-    strategy "consensus": an Optuna study over `train.detectors` and their hyper-parameters.
+    Otherwise ("consensus"): an Optuna study over `train.detectors` and their hyper-parameters.
     """
     sampler = None
-    if train.strategy == "meta":
+    # The knowledge base describes tabular data and the default detectors: named detectors or a
+    # series always go to the search.
+    if train.strategy == "meta" and train.detectors == "all" and not series:
         from . import metaselect
 
         ranking = metaselect.rank_detectors(metaselect.meta_features(X, seed), exclude_datasets)
