@@ -37,7 +37,7 @@ from .detectors import registry
 from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, split
 from .tuning import FINISHED, candidate_names, open_study, select_detector, train_detector
-from .validation import ERRORS_COLUMN, ROW_COLUMN, check_rejected_share, expectation_report, validate as validate_frame
+from .validation import check_rejected_share, expectation_report, validate as validate_frame
 
 
 class ValidateResult(BaseModel):

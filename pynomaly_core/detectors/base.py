@@ -56,3 +56,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         ranks = np.searchsorted(self._sorted_training_scores, self.decision_function(X), side="right")
         anomalous = ranks / len(self._sorted_training_scores)
         return np.column_stack([1.0 - anomalous, anomalous])
+
+
+class ModelDetector(BaseDetector):
+    """A detector wrapping one model, chosen by name, with its hyper-parameters in `params`."""
+
+    def __init__(self, model="", params=None, contamination=0.1, random_state=None):
+        self.model = model
+        self.params = params
+        self.contamination = contamination
+        self.random_state = random_state

@@ -10,7 +10,7 @@ from functools import partial
 
 import numpy as np
 
-from .base import BaseDetector
+from .base import ModelDetector
 from .pyod import missing_dependency
 from .spec import DetectorSpec
 
@@ -63,18 +63,13 @@ def _score(params, x, latent_dim, vae):
     return jnp.sum((_reconstruct(params, x, latent_dim, vae) - x) ** 2, axis=1)
 
 
-class JaxDetector(BaseDetector):
+class JaxDetector(ModelDetector):
     """`model` is "autoencoder" or "vae"; the score is the reconstruction error (the VAE decodes its latent mean)."""
 
     backend = "jax"
     gpu = True
     python_dependencies = ("jax",)
 
-    def __init__(self, model="autoencoder", params=None, contamination=0.1, random_state=None):
-        self.model = model
-        self.params = params
-        self.contamination = contamination
-        self.random_state = random_state
 
     def _settings(self) -> dict:
         return dict(hidden=(64, 32), latent_dim=4, epochs=30, batch_size=64, lr=1e-3) | (self.params or {})

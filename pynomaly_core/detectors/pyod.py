@@ -13,7 +13,7 @@ import json
 from functools import cache
 from importlib import resources
 
-from .base import BaseDetector
+from .base import ModelDetector
 from .spec import DetectorSpec
 
 # Not registered, and why: the `train` search fits detectors without labels on tabular rows.
@@ -66,15 +66,10 @@ BUILD_ARGS = {
 }
 
 
-class PyODDetector(BaseDetector):
+class PyODDetector(ModelDetector):
     backend = "pyod"
     python_dependencies = ("pyod",)
 
-    def __init__(self, model="iforest", params=None, contamination=0.1, random_state=None):
-        self.model = model
-        self.params = params
-        self.contamination = contamination
-        self.random_state = random_state
 
     def _kwargs(self, cls, X) -> dict:
         params = dict(self.params or {})

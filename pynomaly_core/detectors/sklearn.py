@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from .base import BaseDetector
+from .base import ModelDetector
 from .spec import DetectorSpec
 
 SKLEARN_MODELS = {
@@ -16,15 +16,10 @@ SKLEARN_MODELS = {
 }
 
 
-class SklearnDetector(BaseDetector):
+class SklearnDetector(ModelDetector):
     backend = "sklearn"
     python_dependencies = ("scikit-learn",)
 
-    def __init__(self, model="sk_iforest", params=None, contamination=0.1, random_state=None):
-        self.model = model
-        self.params = params
-        self.contamination = contamination
-        self.random_state = random_state
 
     def _fit(self, X, y):
         module, name = SKLEARN_MODELS[self.model]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BaseDetector
+from .base import ModelDetector
 from .pyod import missing_dependency
 from .spec import DetectorSpec
 
@@ -22,7 +22,7 @@ def _keras():
     return tf, keras
 
 
-class KerasDetector(BaseDetector):
+class KerasDetector(ModelDetector):
     """`model` is "autoencoder", "vae" or "deepsvdd". Scores: reconstruction error (from the latent
     mean for the VAE) or the squared distance to the hypersphere centre (Deep SVDD)."""
 
@@ -30,11 +30,6 @@ class KerasDetector(BaseDetector):
     gpu = True
     python_dependencies = ("tensorflow",)
 
-    def __init__(self, model="autoencoder", params=None, contamination=0.1, random_state=None):
-        self.model = model
-        self.params = params
-        self.contamination = contamination
-        self.random_state = random_state
 
     def _settings(self) -> dict:
         defaults = dict(hidden=(64, 32), latent_dim=4, epochs=30, batch_size=64, lr=1e-3)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..config import window_columns
 from ..io import DataError
-from .base import BaseDetector
+from .base import ModelDetector
 from .pyod import missing_dependency
 from .spec import DetectorSpec
 
@@ -46,14 +46,9 @@ def _znorm(X: np.ndarray) -> np.ndarray:
     return (X - X.mean(axis=1, keepdims=True)) / np.where(std < 1e-8, 1.0, std)
 
 
-class SeriesDetector(BaseDetector):
+class SeriesDetector(ModelDetector):
     input = "series"
 
-    def __init__(self, model="", params=None, contamination=0.1, random_state=None):
-        self.model = model
-        self.params = params
-        self.contamination = contamination
-        self.random_state = random_state
 
 
 class MatrixProfileDiscord(SeriesDetector):

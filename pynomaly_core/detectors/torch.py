@@ -10,7 +10,7 @@ import random
 
 import numpy as np
 
-from .base import BaseDetector
+from .base import ModelDetector
 from .pyod import TORCH_MODELS, PyODDetector, _spec, missing_dependency
 from .spec import DetectorSpec
 
@@ -122,7 +122,7 @@ TEST_PARAMS = {
 }
 
 
-class DAGMM(BaseDetector):
+class DAGMM(ModelDetector):
     """Deep Autoencoding Gaussian Mixture Model (Zong et al., ICLR 2018).
 
     An autoencoder compresses each row to a code plus two reconstruction features (relative
@@ -134,11 +134,6 @@ class DAGMM(BaseDetector):
     gpu = True
     python_dependencies = ("torch",)
 
-    def __init__(self, model="dagmm", params=None, contamination=0.1, random_state=None):
-        self.model = model
-        self.params = params
-        self.contamination = contamination
-        self.random_state = random_state
 
     def _settings(self) -> dict:
         defaults = dict(hidden=(32, 16), latent_dim=2, n_gmm=4, epochs=50, batch_size=64, lr=1e-3,
