@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -154,6 +153,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["overhead", "fixed", "scoring"])
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     if args.only in (None, "scoring"):
         scoring(args.data.resolve())

@@ -1,6 +1,5 @@
 """SHAP explanations point at the feature that makes a row anomalous."""
 
-import numpy as np
 import pandas as pd
 import pytest
 from sklearn.preprocessing import RobustScaler
