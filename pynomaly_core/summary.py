@@ -22,7 +22,7 @@ class TrainingSummary(BaseModel):
         rows = [
             ("rows valid / rejected", f"{self.validation.n_valid} / {self.validation.n_rejected}  (quarantine: {self.validation.quarantine})"),
             ("best detector", f"{self.training.detector}({params})"),
-            ("selection", f"{self.training.criterion} = {self.training.selection_score:.4f} over {self.training.n_trials} trials ({self.training.n_pruned} pruned)"),
+            ("selection", self._selection()),
         ]
         for name in ("roc_auc", "pr_auc", "precision_at_n", "f1", "false_positive_rate", "alert_rate", "threshold"):
             if name in metrics:
@@ -36,6 +36,12 @@ class TrainingSummary(BaseModel):
             rows.append((f"anomaly id={row['id']} score={row['score']:.4g}", top))
         rows.append(("MLflow run", self.training.run_id))
         return rows
+
+    def _selection(self) -> str:
+        score = f"{self.training.criterion} = {self.training.selection_score:.4f}"
+        if self.training.n_trials == 0:
+            return f"{score} (meta-learned ranking, no search)"
+        return f"{score} over {self.training.n_trials} trials ({self.training.n_pruned} pruned)"
 
     def markdown(self) -> str:
         lines = ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in self.rows()]]

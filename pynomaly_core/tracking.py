@@ -27,7 +27,12 @@ def optuna_storage(train: TrainConfig) -> str:
 
 
 def browse_command(uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else f"open {uri}"
+    if not uri.startswith("sqlite:///"):
+        return f"open {uri}"
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())  # the short form, run from the project folder
+    return f"mlflow ui --backend-store-uri sqlite:///{path}"
 
 
 def absolute_sqlite(uri: str) -> str:
