@@ -36,7 +36,7 @@ from . import model as model_module
 from .detectors import registry
 from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, split
-from .tuning import FINISHED, candidate_names, open_study, select_detector, train_detector
+from .tuning import FINISHED, candidate_names, open_study, search_options, select_detector, train_detector
 from .validation import check_rejected_share, expectation_report, validate as validate_frame
 
 
@@ -180,16 +180,9 @@ def _select(cfg: PipelineConfig, search: Search, **extra):
     return select_detector(
         search.X, search.y,
         candidates={name: registry.get(name) for name in candidate_names(train, series=cfg.data.series is not None)},
-        n_trials=train.n_trials,
-        timeout=train.timeout,
-        n_folds=train.cv_folds,
-        contamination=train.contamination,
         seed=cfg.seed,
-        metric=train.metric,
-        pruning=train.pruning,
-        storage=train.storage,
         study_name=search.study_name,
-        **extra,
+        **search_options(train) | {"progress_bar": False} | extra,  # workers run without a terminal
     )
 
 

@@ -220,6 +220,20 @@ def candidate_names(train: TrainConfig, series: bool = False) -> list[str]:
     return [registry.get(name).name for name in train.detectors]
 
 
+def search_options(train: TrainConfig) -> dict:
+    """`select_detector`'s settings from the config: the same for the train stage and parallel workers."""
+    return dict(
+        n_trials=train.n_trials,
+        timeout=train.timeout,
+        n_folds=train.cv_folds,
+        contamination=train.contamination,
+        metric=train.metric,
+        pruning=train.pruning,
+        storage=absolute_sqlite(train.storage),
+        progress_bar=train.progress_bar,
+    )
+
+
 def ensemble_spec(members: list[str]) -> DetectorSpec:
     return DetectorSpec("rank_ensemble", RankEnsemble, "rank_ensemble", lambda trial: {}, build_with="members", fixed={"members": tuple(members)})
 
@@ -270,21 +284,9 @@ def train_detector(
         sampler = optuna.samplers.GridSampler({"detector": list(candidates)}, seed=seed)
     else:
         candidates = {name: registry.get(name) for name in candidate_names(train, series)}
+    options = search_options(train) | ({"n_trials": min(train.n_trials, len(candidates))} if sampler else {})
     selection = select_detector(
-        X, y,
-        candidates=candidates,
-        n_trials=min(train.n_trials, len(candidates)) if sampler else train.n_trials,
-        timeout=train.timeout,
-        n_folds=train.cv_folds,
-        contamination=train.contamination,
-        seed=seed,
-        metric=train.metric,
-        pruning=train.pruning,
-        storage=absolute_sqlite(train.storage),
-        study_name=study_name,
-        progress_bar=train.progress_bar,
-        callbacks=callbacks,
-        sampler=sampler,
+        X, y, candidates=candidates, seed=seed, study_name=study_name, callbacks=callbacks, sampler=sampler, **options
     )
     detector = candidates[selection.detector].build(selection.params, train.contamination, seed).fit(X)
     return detector, selection
