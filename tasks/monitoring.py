@@ -10,12 +10,12 @@ from prefect.exceptions import ObjectNotFound
 
 from pynomaly_core import monitoring
 from pynomaly_core.config import PipelineConfig
-from tasks.training import is_transient
+from tasks.training import stage_task
 
 RETRAIN_EVENT = "pynomaly.retrain.requested"
 
-score_batch = task(monitoring.score_batch, name="score_batch", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient, cache_policy=NO_CACHE)
-monitor_drift = task(monitoring.monitor_drift, name="monitor_drift", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+score_batch = stage_task(monitoring.score_batch)
+monitor_drift = stage_task(monitoring.monitor_drift)
 
 
 @task(cache_policy=NO_CACHE)

@@ -18,7 +18,8 @@ def is_transient(task, task_run, state) -> bool:
     return isinstance(state.data, TRANSIENT_ERRORS)
 
 
-def _stage_task(stage):
+def stage_task(stage):
+    """A pipeline stage as a Prefect task that retries transient errors only."""
     # DVC owns stage caching (it hashes files); Prefect caching by inputs would miss changed data.
     return task(
         stage,
@@ -30,11 +31,11 @@ def _stage_task(stage):
     )
 
 
-validate = _stage_task(stages.validate)
-preprocess = _stage_task(stages.preprocess)
-create_study = _stage_task(stages.create_study)
-tune = _stage_task(stages.tune)
-train = _stage_task(stages.train)
-evaluate = _stage_task(stages.evaluate)
-explain = _stage_task(stages.explain)
-register = _stage_task(stages.register)
+validate = stage_task(stages.validate)
+preprocess = stage_task(stages.preprocess)
+create_study = stage_task(stages.create_study)
+tune = stage_task(stages.tune)
+train = stage_task(stages.train)
+evaluate = stage_task(stages.evaluate)
+explain = stage_task(stages.explain)
+register = stage_task(stages.register)
