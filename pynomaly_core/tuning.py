@@ -151,6 +151,16 @@ def _with_attrs(objective, attrs: dict):
     return tagged
 
 
+def _lost_connection(err: BaseException) -> sqlalchemy.exc.OperationalError | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, sqlalchemy.exc.OperationalError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def select_detector(
     X: np.ndarray,
     y: np.ndarray | None,
@@ -187,10 +197,11 @@ def select_detector(
             if user_attrs:
                 objective = _with_attrs(objective, user_attrs)
             run_trials(study, objective, n_trials, timeout, callbacks, progress_bar)
-    except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as err:
-        # Optuna wraps a failed commit; a lost connection is its cause.
-        lost = err if isinstance(err, sqlalchemy.exc.OperationalError) else err.__cause__ or err.__context__
-        if not isinstance(lost, sqlalchemy.exc.OperationalError):
+    except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError, UnboundLocalError) as err:
+        # Optuna wraps a failed commit, and when the database is gone while it records a failed
+        # trial its own clean-up raises UnboundLocalError: a lost connection is somewhere in the chain.
+        lost = _lost_connection(err)
+        if lost is None:
             raise
         # A ConnectionError, so the Prefect task retries it; finished trials are kept in the study.
         where = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)

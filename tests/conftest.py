@@ -1,3 +1,4 @@
+import contextlib
 import os
 import shutil
 import socket
@@ -56,6 +57,23 @@ def postgres_url() -> str:
     return "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+_prefect_api = contextlib.ExitStack()
+
+
+@contextlib.contextmanager
 def prefect_harness():
-    """A temporary Prefect API for flow runs; a fresh venv's first start compiles and migrates, so wait long."""
-    return prefect_test_harness(server_startup_timeout=180)
+    """A temporary Prefect API for flow runs, one for the whole session.
+
+    Prefect's event worker is a process-wide singleton bound to the first API it reached, so a
+    second temporary server would lose events. A fresh venv's first start compiles and migrates,
+    so the start-up allowance is long.
+    """
+    if not _prefect_api._exit_callbacks:
+        _prefect_api.enter_context(prefect_test_harness(server_startup_timeout=180))
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_prefect_api():
+    yield
+    _prefect_api.close()
