@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 import pytest
 import yaml
 from prefect.testing.utilities import prefect_test_harness
@@ -77,3 +78,16 @@ def prefect_harness():
 def _stop_prefect_api():
     yield
     _prefect_api.close()
+
+
+@pytest.fixture
+def scratch_database(postgres_url, request) -> str:
+    """The name of an empty PostgreSQL database of this test's own, dropped afterwards."""
+    from tests.services import PG_ADMIN, drop_databases
+
+    name = f"pynomaly_{request.node.module.__name__.split('.')[-1]}_{os.getpid()}"
+    drop_databases(name)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    drop_databases(name)

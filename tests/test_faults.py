@@ -1,7 +1,6 @@
 """PostgreSQL going away during a training run: a clear failure, no half-registered model, no
 alias moved; once it is back, a rerun completes and the Optuna study resumes."""
 
-import os
 import threading
 import time
 
@@ -12,19 +11,14 @@ from mlflow import MlflowClient
 
 from flows.training import training_flow
 from tests.conftest import demo_config, prefect_harness
-from tests.services import PG_ADMIN, TcpProxy, drop_databases, free_port
+from tests.services import TcpProxy, free_port
 
 MODEL = "breast-cancer-detector"
 
 
 @pytest.fixture
-def optuna_db(postgres_url):
-    name = f"pynomaly_test_faults_{os.getpid()}"
-    drop_databases(name)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    drop_databases(name)
+def optuna_db(scratch_database):
+    return scratch_database
 
 
 def finished_trials(database: str) -> int:

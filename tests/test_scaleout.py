@@ -4,22 +4,15 @@ import os
 
 import mlflow
 import optuna
-import psycopg
 import pytest
 
 from flows.training import training_flow
 from tests.conftest import demo_config, prefect_harness
-from tests.services import PG_ADMIN, drop_databases
 
 
 @pytest.fixture
-def optuna_db(postgres_url):
-    name = f"pynomaly_test_optuna_{os.getpid()}"
-    drop_databases(name)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    drop_databases(name)
+def optuna_db(scratch_database):
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{scratch_database}"
 
 
 def test_parallel_trials_on_dask_fill_one_postgres_study(workdir, optuna_db, monkeypatch):

@@ -14,7 +14,6 @@ import pandas as pd
 from ..config import window_columns
 from ..io import DataError
 from .base import ModelDetector
-from .pyod import missing_dependency
 from .spec import DetectorSpec
 
 
@@ -104,11 +103,9 @@ class LSTMForecaster(SeriesDetector):
         return net["head"](out[:, -1]).squeeze(1)
 
     def _fit(self, X, y):
-        try:
-            import torch
-        except ModuleNotFoundError as err:
-            raise missing_dependency(self.model, err) from None
-        from .torch import seed_torch, torch_device
+        from .torch import import_torch, seed_torch, torch_device
+
+        torch = import_torch(self.model)
 
         s = self._settings()
         seed_torch(self.random_state)

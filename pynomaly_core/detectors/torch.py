@@ -15,6 +15,15 @@ from .pyod import TORCH_MODELS, PyODDetector, _spec, missing_dependency
 from .spec import DetectorSpec
 
 
+def import_torch(detector: str):
+    """torch, or an ImportError saying which extra to install for `detector`."""
+    try:
+        import torch
+    except ModuleNotFoundError as err:
+        raise missing_dependency(detector, err) from None
+    return torch
+
+
 def torch_device(device: str = "auto") -> str:
     """`auto` takes the GPU when there is one."""
     import torch
@@ -190,10 +199,7 @@ class DAGMM(ModelDetector):
         return -torch.logsumexp(log_prob, dim=0)
 
     def _fit(self, X, y):
-        try:
-            import torch
-        except ModuleNotFoundError as err:
-            raise missing_dependency(self.model, err) from None
+        torch = import_torch(self.model)
         s = self._settings()
         seed_torch(self.random_state)
         device = torch_device(s["device"])
