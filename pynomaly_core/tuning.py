@@ -30,6 +30,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from .config import TrainConfig
 from .detectors import registry
 from .detectors.ensemble import RankEnsemble
+from .detectors.graph import Graph
 from .detectors.spec import DetectorSpec
 from .tracking import absolute_sqlite
 
@@ -53,6 +54,9 @@ class Selection:
 
 
 def make_folds(X: np.ndarray, y: np.ndarray | None, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    if isinstance(X, Graph):  # graph detectors are transductive: fitted on every node and score them all
+        every_node = np.arange(len(X))
+        return [(every_node, every_node)]
     if y is None:
         return list(KFold(n_folds, shuffle=True, random_state=seed).split(X))
     # Every held-out fold needs a labelled anomaly; with a single one, score the rows fitted on
@@ -225,9 +229,9 @@ def select_detector(
     )
 
 
-def candidate_names(train: TrainConfig, series: bool = False) -> list[str]:
+def candidate_names(train: TrainConfig, input: str = "tabular") -> list[str]:
     if train.detectors == "all":
-        return registry.default_candidates(series=series)
+        return registry.default_candidates(input)
     return [registry.get(name).name for name in train.detectors]
 
 
@@ -262,7 +266,7 @@ def train_detector(
     study_name: str,
     callbacks=(),
     exclude_datasets: tuple[str, ...] = (),
-    series: bool = False,
+    input: str = "tabular",
 ):
     """Select the detector and fit it on all of X: what the `train` stage and `pynomaly bench` share.
 
@@ -272,9 +276,9 @@ def train_detector(
     Otherwise ("consensus"): an Optuna study over `train.detectors` and their hyper-parameters.
     """
     sampler = None
-    # The knowledge base describes tabular data and the default detectors: named detectors or a
-    # series always go to the search.
-    if train.strategy == "meta" and train.detectors == "all" and not series:
+    # The knowledge base describes tabular data and the default detectors: named detectors, a
+    # series or a graph always go to the search.
+    if train.strategy == "meta" and train.detectors == "all" and input == "tabular":
         from . import metaselect
 
         ranking = metaselect.rank_detectors(metaselect.meta_features(X, seed), exclude_datasets)
@@ -294,7 +298,7 @@ def train_detector(
         candidates[ensemble.name] = ensemble
         sampler = optuna.samplers.GridSampler({"detector": list(candidates)}, seed=seed)
     else:
-        candidates = {name: registry.get(name) for name in candidate_names(train, series)}
+        candidates = {name: registry.get(name) for name in candidate_names(train, input)}
     options = search_options(train) | ({"n_trials": min(train.n_trials, len(candidates))} if sampler else {})
     selection = select_detector(
         X, y, candidates=candidates, seed=seed, study_name=study_name, callbacks=callbacks, sampler=sampler, **options
