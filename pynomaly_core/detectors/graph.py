@@ -20,6 +20,7 @@ from ..config import NEIGHBORS
 from ..io import DataError
 from .pyod import missing_dependency
 from .spec import DetectorSpec
+from .torch import torch_threads
 
 
 @dataclass
@@ -159,23 +160,10 @@ def _full_batch():
         pygod_base.NeighborLoader = original
 
 
+# Full-batch ops grow with the graph: only large graphs gain from several torch threads (DOMINANT,
+# 100 epochs on 77 nodes with the other core busy: 0.56 s on one thread, 85 s on two).
 SMALL_GRAPH = 10_000
 
-
-@contextmanager
-def _threads_for(n_nodes: int):
-    """One torch thread for small graphs: their ops are too small to share, and a second thread
-    waiting on a busy core stalls every op (DOMINANT, 100 epochs on 77 nodes: 0.56 s on one
-    thread, 85 s on two with the other core busy)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n_nodes < SMALL_GRAPH:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 PYGOD_MODELS = {
     "dominant": "DOMINANT",
@@ -227,7 +215,7 @@ class GraphDetector(OutlierMixin, BaseEstimator):
         kwargs = dict(params, contamination=self.contamination, verbose=0)
         if "gpu" in cls.__init__.__code__.co_varnames:
             kwargs["gpu"] = 0 if device == "cuda" else -1
-        with _full_batch(), _threads_for(len(graph)):
+        with _full_batch(), torch_threads(1 if len(graph) < SMALL_GRAPH else None):
             self.estimator_ = cls(**kwargs).fit(self._data(graph))
         self.n_features_in_ = graph.x.shape[1]
         self.decision_scores_ = self.decision_function(graph)
@@ -243,7 +231,7 @@ class GraphDetector(OutlierMixin, BaseEstimator):
         if graph.x.shape[1] != self.n_features_in_:
             raise ValueError(f"graph has {graph.x.shape[1]} node features, but the detector was fitted with {self.n_features_in_}")
         # CoLA and others sample while scoring: a fixed seed makes one graph score the same each time.
-        with torch.random.fork_rng(), _full_batch(), _threads_for(len(graph)):
+        with torch.random.fork_rng(), _full_batch(), torch_threads(1 if len(graph) < SMALL_GRAPH else None):
             torch.manual_seed(0 if self.random_state is None else self.random_state)
             return self.estimator_.decision_function(self._data(graph)).double().numpy()
 
