@@ -256,7 +256,7 @@ def select_detector(
             run_trials(study, objective, n_trials, timeout, callbacks, progress_bar)
         if not summarize:
             return None
-        selection = summary(study, candidates, criterion=metric if y is not None else "consensus_spearman", storage=storage)
+        selection = best_trial_selection(study, candidates, criterion=metric if y is not None else "consensus_spearman", storage=storage)
         if ensemble_size > 1:
             # The same folds as the trials: they are seeded (a study joined or resumed rebuilds them).
             evaluate = evaluate or make_evaluator(X, y, make_folds(X, y, n_folds, seed), contamination, seed, metric)
@@ -273,7 +273,7 @@ def select_detector(
     return selection
 
 
-def summary(study: optuna.Study, candidates: dict[str, DetectorSpec], criterion: str, storage: str) -> Selection:
+def best_trial_selection(study: optuna.Study, candidates: dict[str, DetectorSpec], criterion: str, storage: str) -> Selection:
     """The best trial of the study, and its counts."""
     states = [t.state for t in study.get_trials(deepcopy=False)]
     if optuna.trial.TrialState.COMPLETE not in states:

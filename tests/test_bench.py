@@ -122,7 +122,7 @@ def test_realised_false_positive_rate_on_test_normals(name):
         train = FAST.model_copy(update={"use_labels": True})
         detector, _ = train_detector(X_train, y_train, train, seed, study_name=f"s{seed}", threshold=threshold)
         fprs.append(np.mean(detector.predict(X_test[y_test == 0])))
-    assert np.mean(fprs) == pytest.approx(0.1, abs=0.025)
+    assert np.mean(fprs) == pytest.approx(0.1, abs=0.03)  # 3 seeds of ~140 calibration and ~200 test normals (breastw)
     # Label-free, the calibration rows hide anomalies, so the rate on normals stays at or below the target.
     row = run_one(X, y, seed=1, label_fraction=0.0, train=FAST, threshold=threshold)
     assert row["threshold_fpr"] <= 0.1 + 0.01
