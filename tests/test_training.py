@@ -234,3 +234,39 @@ def test_trial_ensemble_is_judged_on_the_trials_folds_and_reloads_exactly(demo_x
     joblib.dump(ensemble, buffer)
     buffer.seek(0)
     np.testing.assert_array_equal(joblib.load(buffer).decision_function(X), ensemble.decision_function(X))
+
+
+def test_train_stage_calibrates_a_conformal_threshold_and_registers_xgbod(workdir):
+    import joblib
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pynomaly_core import stages
+    from pynomaly_core.config import ThresholdConfig
+    from pynomaly_core.detectors.base import conformal_threshold
+    from pynomaly_core.tuning import calibration_split
+
+    config = demo_config(detectors=["xgbod"], use_labels=True, n_trials=2, cv_folds=2)
+    config = config.model_copy(update={
+        "threshold": ThresholdConfig(target_fpr=0.1),
+        "registry": config.registry.model_copy(update={"model_name": "bc-xgbod"}),
+    })
+    stages.validate(config)
+    stages.preprocess(config)
+    trained = stages.train(config)
+    assert trained.criterion == "roc_auc" and trained.n_failed == 0
+
+    train_rows = pd.read_parquet(config.paths.train)
+    pipeline = joblib.load(config.paths.model)
+    X = pipeline[0].transform(features(train_rows, config.data))
+    y = train_rows["malignant"].to_numpy()
+    fit_rows, calibration_rows = calibration_split(y, len(X), config.threshold, config.seed)
+    detector = pipeline[-1]
+    assert len(detector.decision_scores_) == len(fit_rows) and y[calibration_rows].sum() == 0  # calibrated on normal rows only
+    assert detector.threshold_ == conformal_threshold(detector.decision_function(X[calibration_rows]), 0.1)
+
+    params = MlflowClient().get_run(trained.run_id).data.params
+    assert params["trial_ensemble.members"] == "['xgbod', 'xgbod']" and params["trial_ensemble.chosen"] in {"True", "False"}
+    assert "false_positive_rate" in stages.evaluate(config).metrics
+    registered = stages.register(config)
+    assert "xgboost-cpu==3.2.0" in open(mlflow.pyfunc.get_model_dependencies(registered.model_uri)).read()
