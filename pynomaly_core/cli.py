@@ -8,7 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, TrainConfig, load_config
+from pydantic import ValidationError
+
+from .config import ConfigError, ThresholdConfig, TrainConfig, load_config
 from .io import DataError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
@@ -51,7 +53,7 @@ def _detectors(args) -> int:
         for name, spec in REGISTRY.items():
             tags = spec.tags
             print(f"{name:<17} backend={tags['backend']:<10} input={tags['input']:<7} gpu={tags['gpu']!s:<5} "
-                  f"default={spec.default!s:<5} needs={','.join(tags['python_dependencies'])}")
+                  f"default={spec.default!s:<5} labels={tags['needs_labels']!s:<5} needs={','.join(tags['python_dependencies'])}")
     return 0
 
 
@@ -69,19 +71,31 @@ def _bench(args) -> int:
     from .bench import comparison_table, run_benchmark, write_report
 
     started = time.perf_counter()
-    train = load_config(args.config).train if args.config else TrainConfig()
+    config = load_config(args.config) if args.config else None
+    train = config.train if config else TrainConfig()
+    threshold = config.threshold if config else ThresholdConfig()
+    if args.target_fpr is not None:
+        try:
+            threshold = ThresholdConfig.model_validate(threshold.model_dump() | {"target_fpr": args.target_fpr})
+        except ValidationError as err:
+            raise ConfigError(f"--target-fpr {args.target_fpr}: {err.errors()[0]['msg']}") from None
     overrides = {"storage": "sqlite:///:memory:", "progress_bar": False, "use_labels": args.label_fraction > 0}
     if args.n_trials:
         overrides["n_trials"] = args.n_trials
     if args.timeout:
         overrides["timeout"] = args.timeout
-    report = run_benchmark(args.data_dir, args.label_fraction, args.seeds, train.model_copy(update=overrides), leave_one_out=args.lodo)
+    report = run_benchmark(
+        args.data_dir, args.label_fraction, args.seeds, train.model_copy(update=overrides), leave_one_out=args.lodo, threshold=threshold
+    )
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_report(report, args.out)
     anchors = args.data_dir / "anchors_aucroc.csv"
     if anchors.exists() and report["results"]:
         print(comparison_table(report, anchors).to_string())
     print(f"mean AUCROC {report['mean_aucroc']}  ({len(report['errors'])} failed)  wall time {report['wall_seconds']} s  -> {args.out}")
+    if threshold.target_fpr is not None and report["results"]:
+        gap = report["mean_threshold_fpr"] - threshold.target_fpr
+        print(f"mean realised FPR on test normals {report['mean_threshold_fpr']:.4f}  (target {threshold.target_fpr}, gap {gap:+.4f})")
     return 0
 
 
@@ -174,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n-trials", type=int, help="override train.n_trials")
     bench.add_argument("--timeout", type=float, help="override train.timeout, seconds per dataset and seed")
     bench.add_argument("--lodo", action="store_true", help="leave each dataset out of the meta-selection knowledge base")
+    bench.add_argument("--target-fpr", type=float, help="override threshold.target_fpr: a conformal threshold for this false-positive rate")
     bench.set_defaults(handler=_bench)
 
 

@@ -98,7 +98,9 @@ class TrainConfig(Strict):
     strategy: Literal["meta", "consensus"] = Field(
         "meta", description="meta: learned label-free ranking (tabular, detectors: all); consensus: Optuna search. See docs/model-selection.md"
     )
-    ensemble_size: int = Field(3, ge=1, description="meta: detectors in the label-free rank ensemble")
+    ensemble_size: int = Field(
+        3, ge=1, description="meta: detectors in the label-free rank ensemble; consensus: best trials rank-averaged, kept when it wins (1 = off)"
+    )
     meta_candidates: int = Field(8, ge=1, description="meta with labels: top-ranked detectors tried")
     detectors: list[str] | Literal["all"] = Field(
         "all", description="'all' = the fast default set (see `pynomaly detectors`); deep, slow and graph detectors only by name"
@@ -114,6 +116,15 @@ class TrainConfig(Strict):
     progress_bar: bool = True
     workers: int = Field(1, ge=1, description="parallel trial processes; above 1 they run on a Dask cluster and share the study in `storage`")
     dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster; default: a LocalCluster of `workers` processes")
+
+
+class ThresholdConfig(Strict):
+    """How `threshold_` (and so `is_anomaly`) is set; see docs/model-selection.md."""
+
+    target_fpr: float | None = Field(
+        None, gt=0, lt=0.5, description="false-positive rate to aim for with a conformal threshold; null: the train.contamination quantile"
+    )
+    calibration_share: float = Field(0.2, gt=0, lt=1, description="share of training rows held aside to calibrate target_fpr")
 
 
 class ExplainConfig(Strict):
@@ -180,6 +191,7 @@ class PipelineConfig(Strict):
     data: DataConfig
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
+    threshold: ThresholdConfig = ThresholdConfig()
     explain: ExplainConfig = ExplainConfig()
     registry: RegistryConfig
     tracking: TrackingConfig = TrackingConfig()
@@ -188,6 +200,8 @@ class PipelineConfig(Strict):
 
     @model_validator(mode="after")
     def _labels_where_needed(self) -> PipelineConfig:
+        if self.data.graph is not None and self.threshold.target_fpr is not None:
+            raise ValueError("threshold.target_fpr is not supported for graph input: every node is fitted on, none is held aside to calibrate")
         if self.data.label_column is None:
             if self.train.use_labels:
                 raise ValueError("train.use_labels is true but data.label_column is not set")

@@ -37,7 +37,7 @@ from . import model as model_module
 from .detectors import registry
 from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, input_columns, split
-from .tuning import FINISHED, candidate_names, open_study, search_options, select_detector, train_detector
+from .tuning import FINISHED, calibration_split, open_study, search_candidates, search_options, select_detector, train_detector
 from .validation import check_rejected_share, expectation_report, validate as validate_frame
 
 
@@ -190,6 +190,8 @@ def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Sear
     data_md5 = tracking.file_md5(cfg.paths.train)
     # Same data and search settings -> same study, so an interrupted study resumes where it stopped.
     search = cfg.train.model_dump(exclude={"timeout", "progress_bar", "storage", "workers", "dask_address"})
+    if cfg.threshold.target_fpr is not None:  # the study then runs on the rows left after the calibration split
+        search["threshold"] = cfg.threshold.model_dump()
     study_name = f"{cfg.name}-{hashlib.sha256(json.dumps([data_md5, search, cfg.seed], sort_keys=True).encode()).hexdigest()[:12]}"
     return Search(X=X, y=y, study_name=study_name, data_md5=data_md5)
 
@@ -201,9 +203,11 @@ def _study_settings(cfg: PipelineConfig):
 
 def _select(cfg: PipelineConfig, search: Search, **extra):
     train = _study_settings(cfg)
+    rows, _ = calibration_split(search.y, len(search.X), cfg.threshold, cfg.seed)  # the rows `train` selects on
+    y = None if search.y is None else search.y[rows]
     return select_detector(
-        search.X, search.y,
-        candidates={name: registry.get(name) for name in candidate_names(train, cfg.data.input)},
+        search.X[rows], y,
+        candidates=search_candidates(train, y, cfg.data.input),
         seed=cfg.seed,
         study_name=search.study_name,
         **search_options(train) | {"progress_bar": False} | extra,  # workers run without a terminal
@@ -252,7 +256,8 @@ def train(cfg: PipelineConfig) -> TrainResult:
         started = time.perf_counter()
         log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
         detector, selection = train_detector(
-            X, search.y, _study_settings(cfg), cfg.seed, study_name=study_name, callbacks=[log_trial], input=cfg.data.input
+            X, search.y, _study_settings(cfg), cfg.seed,
+            study_name=study_name, threshold=cfg.threshold, callbacks=[log_trial], input=cfg.data.input,
         )
         if cfg.train.workers > 1:  # the Dask workers' trials become child runs here, where the parent run is
             study = optuna.load_study(study_name=study_name, storage=tracking.optuna_storage(cfg.train))
@@ -264,6 +269,9 @@ def train(cfg: PipelineConfig) -> TrainResult:
         Path(cfg.paths.model).parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(pipeline, cfg.paths.model)
         mlflow.log_params({"detector": selection.detector, **{f"detector.{k}": v for k, v in selection.params.items()}})
+        if selection.trial_ensemble:  # weighed against the best trial, chosen or not
+            mlflow.log_params({f"trial_ensemble.{k}": v for k, v in selection.trial_ensemble.items() if k != "score"})
+            mlflow.log_metric("trial_ensemble_score", selection.trial_ensemble["score"])
         mlflow.log_metrics({"selection_score": selection.score, "threshold": detector.threshold_, "search_seconds": fit_seconds})
         result = TrainResult(
             run_id=run.info.run_id,
@@ -345,7 +353,7 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
 
 
 # Import names of detector dependencies -> the distributions that provide them.
-DISTRIBUTIONS = {"torch_geometric": ["torch-geometric"], "jax": ["jax", "jaxlib"]}
+DISTRIBUTIONS = {"torch_geometric": ["torch-geometric"], "jax": ["jax", "jaxlib"], "xgboost": ["xgboost-cpu"]}
 
 
 def _pip_requirements(training: TrainResult) -> list[str]:

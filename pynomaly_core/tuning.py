@@ -10,13 +10,18 @@ the "model centrality" criterion studied by Ma, Zhao & Akoglu (2023) for unsuper
 selection. It needs no labels and rewards detectors whose ranking generalises to unseen rows.
 
 With `train.use_labels`, the objective is the cross-validated ROC-AUC (or PR-AUC) of the
-held-out folds instead. Either way each fold is reported to Optuna, so a pruner stops
+held-out folds instead, and semi-supervised detectors (XGBOD) join the candidates, fitted with
+the labels of the fit folds only. Either way each fold is reported to Optuna, so a pruner stops
 hopeless candidates after the first fold.
+
+After the study, a rank ensemble of the `ensemble_size` best distinct trials is scored with the
+same objective on the same folds, and chosen only when it beats the best trial.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 
@@ -27,7 +32,7 @@ from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from .config import TrainConfig
+from .config import ThresholdConfig, TrainConfig
 from .detectors import registry
 from .detectors.ensemble import RankEnsemble
 from .detectors.graph import Graph
@@ -35,6 +40,7 @@ from .detectors.spec import DetectorSpec
 from .tracking import absolute_sqlite
 
 REFERENCE_POOL = ("iforest", "copod", "hbos", "knn", "pca")
+ENSEMBLE = "rank_ensemble"
 LABEL_METRICS = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score}
 # Failures of one candidate (a degenerate fit, a singular covariance) fail that trial, not the study.
 TRIAL_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
@@ -51,6 +57,13 @@ class Selection:
     n_pruned: int
     n_failed: int
     study_name: str
+    # The ensemble of the best trials, whether chosen or not: members, member_params, score, chosen.
+    trial_ensemble: dict | None = None
+
+
+def labels_held_out(y: np.ndarray | None) -> bool:
+    """Whether cross-validation can hold out labelled anomalies: every held-out fold needs one."""
+    return y is not None and int(np.sum(y == 1)) >= 2
 
 
 def make_folds(X: np.ndarray, y: np.ndarray | None, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -59,12 +72,12 @@ def make_folds(X: np.ndarray, y: np.ndarray | None, n_folds: int, seed: int) -> 
         return [(every_node, every_node)]
     if y is None:
         return list(KFold(n_folds, shuffle=True, random_state=seed).split(X))
-    # Every held-out fold needs a labelled anomaly; with a single one, score the rows fitted on
-    # (the detectors never see labels, so this ranks without leaking them into the fit).
-    n_splits = min(n_folds, int(np.sum(y == 1)))
-    if n_splits < 2:
+    # With a single labelled anomaly, score the rows fitted on: unsupervised detectors never see
+    # labels, so this ranks without leaking them (semi-supervised ones are left out then).
+    if not labels_held_out(y):
         every_row = np.arange(len(X))
         return [(every_row, every_row)]
+    n_splits = min(n_folds, int(np.sum(y == 1)))
     return list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y))
 
 
@@ -93,22 +106,36 @@ def best_configuration(frozen: optuna.trial.FrozenTrial, candidates: dict[str, D
     return suggest(optuna.trial.FixedTrial(frozen.params), candidates)
 
 
-def make_objective(X, y, folds, candidates, contamination, seed, metric):
+def make_evaluator(X, y, folds, contamination, seed, metric):
+    """`evaluate(spec, params)` yields the selection criterion of one candidate fold by fold.
+
+    Each fold's candidate is fitted on the fold's fit rows (with their labels, and only theirs,
+    when it is semi-supervised) and judged on its held-out rows: by agreement with the reference
+    consensus without labels, by `metric` with them.
+    """
     consensus = None if y is not None else consensus_scores(X, folds, contamination, seed)
 
+    def evaluate(spec: DetectorSpec, params: dict):
+        for step, (fit_rows, held_out) in enumerate(folds):
+            detector = spec.build(params, contamination, seed).fit(X[fit_rows], y[fit_rows] if spec.needs_labels else None)
+            scores = detector.decision_function(X[held_out])
+            if not np.all(np.isfinite(scores)):
+                raise ValueError(f"{spec.name} gave non-finite scores")
+            if consensus is None:
+                yield LABEL_METRICS[metric](y[held_out], scores)
+            else:
+                yield spearmanr(scores, consensus[step]).statistic
+
+    return evaluate
+
+
+def make_objective(evaluate, candidates: dict[str, DetectorSpec]):
     def objective(trial: optuna.Trial) -> float:
         name, params = suggest(trial, candidates)
         fold_values = []
         started = time.perf_counter()
-        for step, (fit_rows, held_out) in enumerate(folds):
-            detector = candidates[name].build(params, contamination, seed).fit(X[fit_rows])
-            scores = detector.decision_function(X[held_out])
-            if not np.all(np.isfinite(scores)):
-                raise ValueError(f"{name} gave non-finite scores")
-            if consensus is None:
-                fold_values.append(LABEL_METRICS[metric](y[held_out], scores))
-            else:
-                fold_values.append(spearmanr(scores, consensus[step]).statistic)
+        for step, value in enumerate(evaluate(candidates[name], params)):
+            fold_values.append(value)
             trial.report(float(np.mean(fold_values)), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -116,6 +143,33 @@ def make_objective(X, y, folds, candidates, contamination, seed, metric):
         return float(np.mean(fold_values))
 
     return objective
+
+
+def top_configurations(study: optuna.Study, candidates: dict[str, DetectorSpec], k: int) -> list[tuple[str, dict]]:
+    """The `k` best distinct (detector, parameters) among the completed trials, best first."""
+    completed = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.value, reverse=True)
+    distinct: dict[str, tuple[str, dict]] = {}
+    for trial in completed:
+        name, params = best_configuration(trial, candidates)
+        distinct.setdefault(json.dumps([name, params], sort_keys=True), (name, params))
+        if len(distinct) == k:
+            break
+    return list(distinct.values())
+
+
+def with_trial_ensemble(selection: Selection, study: optuna.Study, candidates: dict[str, DetectorSpec], size: int, evaluate) -> Selection:
+    """Score the rank ensemble of the `size` best distinct trials like a trial; it replaces the best trial only when it beats it."""
+    configurations = top_configurations(study, candidates, size)
+    if len(configurations) < 2:
+        return selection
+    params = {"members": [name for name, _ in configurations], "member_params": [p for _, p in configurations]}
+    score = float(np.mean(list(evaluate(ensemble_spec(**params), {}))))
+    chosen = score > selection.score
+    record = {**params, "score": score, "chosen": chosen}
+    study.set_user_attr("trial_ensemble", record)  # kept with the study, beside its trials
+    if not chosen:
+        return dataclasses.replace(selection, trial_ensemble=record)
+    return dataclasses.replace(selection, detector=ENSEMBLE, params=params, score=score, trial_ensemble=record)
 
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -185,22 +239,32 @@ def select_detector(
     sampler_seed: int | None = None,
     summarize: bool = True,
     user_attrs: dict | None = None,
+    ensemble_size: int = 1,
 ) -> Selection | None:
     """Run (or resume, or join) the study; trials already in `storage` under `study_name` count towards `n_trials`.
 
     Parallel workers join with their own `sampler_seed` (so they do not propose the same
     candidates), `summarize=False` and `user_attrs` naming themselves on their trials.
+    With `ensemble_size` above 1 the summary weighs the ensemble of that many best trials too.
     """
     if progress_bar:  # the bar replaces Optuna's line per trial; every trial is in MLflow anyway
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+    evaluate = None
     try:
         study = open_study(storage, study_name, seed if sampler_seed is None else sampler_seed, pruning, sampler)
         if len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
-            folds = make_folds(X, y, n_folds, seed)
-            objective = make_objective(X, y, folds, candidates, contamination, seed, metric)
+            evaluate = make_evaluator(X, y, make_folds(X, y, n_folds, seed), contamination, seed, metric)
+            objective = make_objective(evaluate, candidates)
             if user_attrs:
                 objective = _with_attrs(objective, user_attrs)
             run_trials(study, objective, n_trials, timeout, callbacks, progress_bar)
+        if not summarize:
+            return None
+        selection = best_trial_selection(study, candidates, criterion=metric if y is not None else "consensus_spearman", storage=storage)
+        if ensemble_size > 1:
+            # The same folds as the trials: they are seeded (a study joined or resumed rebuilds them).
+            evaluate = evaluate or make_evaluator(X, y, make_folds(X, y, n_folds, seed), contamination, seed, metric)
+            selection = with_trial_ensemble(selection, study, candidates, ensemble_size, evaluate)
     except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError, UnboundLocalError) as err:
         # Optuna wraps a failed commit, and when the database is gone while it records a failed
         # trial its own clean-up raises UnboundLocalError: a lost connection is somewhere in the chain.
@@ -210,29 +274,45 @@ def select_detector(
         # A ConnectionError, so the Prefect task retries it; finished trials are kept in the study.
         where = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
         raise ConnectionError(f"Optuna storage {where} unreachable during study '{study_name}': {lost.orig or lost}") from err
-    if not summarize:
-        return None
+    return selection
+
+
+def best_trial_selection(study: optuna.Study, candidates: dict[str, DetectorSpec], criterion: str, storage: str) -> Selection:
+    """The best trial of the study, and its counts."""
     states = [t.state for t in study.get_trials(deepcopy=False)]
     if optuna.trial.TrialState.COMPLETE not in states:
-        raise RuntimeError(f"study '{study_name}': no trial completed ({len(states)} tried); see the failed trials in {storage}")
+        raise RuntimeError(f"study '{study.study_name}': no trial completed ({len(states)} tried); see the failed trials in {storage}")
     name, params = best_configuration(study.best_trial, candidates)
     return Selection(
         detector=name,
         params=params,
         score=float(study.best_value),
-        criterion=metric if y is not None else "consensus_spearman",
+        criterion=criterion,
         n_trials=len(states),
         n_complete=states.count(optuna.trial.TrialState.COMPLETE),
         n_pruned=states.count(optuna.trial.TrialState.PRUNED),
         n_failed=states.count(optuna.trial.TrialState.FAIL),
-        study_name=study_name,
+        study_name=study.study_name,
     )
 
 
 def candidate_names(train: TrainConfig, input: str = "tabular") -> list[str]:
+    """`train.detectors`, with the installed semi-supervised detectors added to `all` when the search uses labels."""
     if train.detectors == "all":
-        return registry.default_candidates(input)
-    return [registry.get(name).name for name in train.detectors]
+        semi_supervised = registry.semi_supervised_candidates() if train.use_labels and input == "tabular" else []
+        return registry.default_candidates(input) + semi_supervised
+    names = [registry.get(name).name for name in train.detectors]
+    unlabelled = [name for name in names if registry.get(name).needs_labels and not train.use_labels]
+    if unlabelled:
+        raise ValueError(f"train.detectors: {', '.join(unlabelled)} fit with labels; set train.use_labels (and data.label_column)")
+    return names
+
+
+def search_candidates(train: TrainConfig, y: np.ndarray | None, input: str = "tabular") -> dict[str, DetectorSpec]:
+    """The search's candidates. Semi-supervised ones only where labelled anomalies can be held out:
+    otherwise they would be judged on the very labels they were fitted with."""
+    specs = {name: registry.get(name) for name in candidate_names(train, input)}
+    return {name: spec for name, spec in specs.items() if not spec.needs_labels or labels_held_out(y)}
 
 
 def search_options(train: TrainConfig) -> dict:
@@ -249,12 +329,30 @@ def search_options(train: TrainConfig) -> dict:
     )
 
 
-def ensemble_spec(members: list[str]) -> DetectorSpec:
-    return DetectorSpec("rank_ensemble", RankEnsemble, "rank_ensemble", lambda trial: {}, build_with="members", fixed={"members": tuple(members)})
+def ensemble_spec(members: list[str], member_params: list[dict] | None = None) -> DetectorSpec:
+    """A rank ensemble as a candidate; its "parameters" are its members, so a selection records them."""
+    params = {"members": list(members)} | ({"member_params": list(member_params)} if member_params is not None else {})
+    fixed = {"members": tuple(members), "member_params": None if member_params is None else tuple(member_params)}
+    return DetectorSpec(ENSEMBLE, RankEnsemble, ENSEMBLE, lambda trial: dict(params), build_with="members", fixed=fixed)
 
 
 def default_params(spec: DetectorSpec) -> DetectorSpec:
     return dataclasses.replace(spec, search_space=lambda trial: {})
+
+
+def calibration_split(y: np.ndarray | None, n_rows: int, threshold: ThresholdConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows to select and fit on, and rows held aside to calibrate `threshold.target_fpr` (seeded).
+
+    Known anomalies (y == 1) always stay with the fit rows: a false-positive rate is calibrated
+    on normal rows, and the labelled objective and semi-supervised detectors need them.
+    """
+    every_row = np.arange(n_rows)
+    if threshold.target_fpr is None:
+        return every_row, every_row[:0]
+    unlabelled = every_row if y is None else np.flatnonzero(y != 1)
+    count = int(round(threshold.calibration_share * n_rows))
+    calibration = np.sort(np.random.default_rng(seed).choice(unlabelled, count, replace=False))
+    return np.setdiff1d(every_row, calibration), calibration
 
 
 def train_detector(
@@ -264,18 +362,34 @@ def train_detector(
     seed: int,
     *,
     study_name: str,
+    threshold: ThresholdConfig = ThresholdConfig(),
     callbacks=(),
     exclude_datasets: tuple[str, ...] = (),
     input: str = "tabular",
 ):
-    """Select the detector and fit it on all of X: what the `train` stage and `pynomaly bench` share.
+    """Select the detector and fit it: what the `train` stage and `pynomaly bench` share.
 
-    strategy "meta" (tabular data, `detectors: all`): the meta-learned ranking (`metaselect`) proposes detectors. Without labels the
+    Without `threshold.target_fpr` on all of X, with the `train.contamination` quantile as
+    threshold. With it, on the rows `calibration_split` leaves, and the threshold is the conformal
+    one of the held-aside rows.
+    """
+    if threshold.target_fpr is None:
+        return _select_and_fit(X, y, train, seed, study_name, callbacks, exclude_datasets, input)
+    fit_rows, calibration_rows = calibration_split(y, len(X), threshold, seed)
+    y_fit = None if y is None else y[fit_rows]
+    detector, selection = _select_and_fit(X[fit_rows], y_fit, train, seed, study_name, callbacks, exclude_datasets, input)
+    return detector.calibrate(X[calibration_rows], threshold.target_fpr), selection
+
+
+def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callbacks, exclude_datasets, input: str):
+    """strategy "meta" (tabular data, `detectors: all`): the meta-learned ranking (`metaselect`) proposes detectors. Without labels the
     model is the rank ensemble of the top `ensemble_size`; with labels an Optuna study tries each of
-    the top `meta_candidates` and that ensemble on the labelled anomalies.
-    Otherwise ("consensus"): an Optuna study over `train.detectors` and their hyper-parameters.
+    the top `meta_candidates`, that ensemble and the semi-supervised detectors on the labelled anomalies.
+    Otherwise ("consensus"): an Optuna study over `train.detectors` and their hyper-parameters, and
+    the rank ensemble of its `ensemble_size` best trials.
     """
     sampler = None
+    ensemble_size = 1
     # The knowledge base describes tabular data and the default detectors: named detectors, a
     # series or a graph always go to the search.
     if train.strategy == "meta" and train.detectors == "all" and input == "tabular":
@@ -294,14 +408,19 @@ def train_detector(
                 n_trials=0, n_complete=0, n_pruned=0, n_failed=0, study_name="",
             )
         # Few labels cannot tune hyper-parameters without over-fitting: default parameters only.
-        candidates = {name: default_params(registry.get(name)) for name in ranked[: train.meta_candidates]}
+        # The knowledge base has no semi-supervised detectors (it is label-free): they join as they are.
+        names = ranked[: train.meta_candidates] + (registry.semi_supervised_candidates() if labels_held_out(y) else [])
+        candidates = {name: default_params(registry.get(name)) for name in names}
         candidates[ensemble.name] = ensemble
         sampler = optuna.samplers.GridSampler({"detector": list(candidates)}, seed=seed)
     else:
-        candidates = {name: registry.get(name) for name in candidate_names(train, input)}
+        candidates = search_candidates(train, y, input)
+        ensemble_size = train.ensemble_size
     options = search_options(train) | ({"n_trials": min(train.n_trials, len(candidates))} if sampler else {})
     selection = select_detector(
-        X, y, candidates=candidates, seed=seed, study_name=study_name, callbacks=callbacks, sampler=sampler, **options
+        X, y, candidates=candidates, seed=seed, study_name=study_name, callbacks=callbacks, sampler=sampler,
+        ensemble_size=ensemble_size, **options,
     )
-    detector = candidates[selection.detector].build(selection.params, train.contamination, seed).fit(X)
+    spec = ensemble_spec(**selection.params) if selection.detector == ENSEMBLE else candidates[selection.detector]
+    detector = spec.build(selection.params, train.contamination, seed).fit(X, y if spec.needs_labels else None)
     return detector, selection

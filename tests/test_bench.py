@@ -7,7 +7,9 @@ import pytest
 
 import pynomaly_core.bench as bench
 from pynomaly_core.bench import adbench_split, reveal_labels, run_benchmark, run_one
-from pynomaly_core.config import TrainConfig
+from pynomaly_core.config import ThresholdConfig, TrainConfig
+from pynomaly_core.detectors.base import conformal_threshold
+from pynomaly_core.tuning import train_detector
 from tests.conftest import ADBENCH
 
 FAST = TrainConfig(detectors=["iforest", "copod", "hbos"], n_trials=3, cv_folds=2, storage="sqlite:///:memory:", progress_bar=False)
@@ -74,3 +76,73 @@ def test_a_failing_dataset_is_reported_and_the_others_go_on(tmp_path):
     assert report["errors"][0]["dataset"] == "broken" and "KeyError" in report["errors"][0]["error"]
     assert report["mean_aucroc"] == report["results"][0]["aucroc"] > 0.8
     json.dumps(report)
+
+
+def test_conformal_quantile_on_known_scores():
+    scores = np.arange(100, 0, -1.0)  # 1..100, unsorted
+    assert conformal_threshold(scores, 0.1) == 91  # ceil(101 * 0.9) = 91st smallest
+    assert conformal_threshold(scores, 0.05) == 96  # ceil(101 * 0.95) = 96
+    assert conformal_threshold(np.arange(1.0, 20), 0.05) == 19  # (19+1) * 0.95 = 19 exactly: the largest
+    with pytest.raises(ValueError, match="18 calibration rows cannot bound the false-positive rate at 0.05: at least 19 are needed"):
+        conformal_threshold(np.arange(1.0, 19), 0.05)
+
+
+def test_calibration_rows_are_held_aside_from_selection_and_fit(monkeypatch):
+    import pynomaly_core.tuning as tuning
+
+    X_train, _, y_train, _ = adbench_split(*load("cardio"), seed=1)
+    known = reveal_labels(y_train, 0.05, seed=1)
+    threshold = ThresholdConfig(target_fpr=0.1, calibration_share=0.25)
+    seen = {}
+    real = tuning._select_and_fit
+
+    def spy(X, y, *args):
+        seen.update(X=X, y=y)
+        return real(X, y, *args)
+
+    monkeypatch.setattr(tuning, "_select_and_fit", spy)
+    detector, _ = tuning.train_detector(X_train, known, FAST.model_copy(update={"use_labels": True}), 1, study_name="s", threshold=threshold)
+    fit_rows, calibration_rows = tuning.calibration_split(known, len(X_train), threshold, seed=1)
+    assert len(calibration_rows) == round(0.25 * len(X_train)) and not set(fit_rows) & set(calibration_rows)
+    assert known[calibration_rows].sum() == 0  # labelled anomalies stay with the fit rows
+    np.testing.assert_array_equal(seen["X"], X_train[fit_rows])
+    np.testing.assert_array_equal(seen["y"], known[fit_rows])
+    assert len(detector.decision_scores_) == len(fit_rows)
+    assert detector.threshold_ == conformal_threshold(detector.decision_function(X_train[calibration_rows]), 0.1)
+    np.testing.assert_array_equal(detector.labels_, detector.decision_scores_ > detector.threshold_)
+
+
+@pytest.mark.parametrize("name", ["cardio", "breastw"])
+def test_realised_false_positive_rate_on_test_normals(name):
+    X, y = load(name)
+    threshold = ThresholdConfig(target_fpr=0.1)
+    fprs = []
+    for seed in (1, 2, 3):  # with every training label known, the calibration rows are normal rows
+        X_train, X_test, y_train, y_test = adbench_split(X, y, seed)
+        train = FAST.model_copy(update={"use_labels": True})
+        detector, _ = train_detector(X_train, y_train, train, seed, study_name=f"s{seed}", threshold=threshold)
+        fprs.append(np.mean(detector.predict(X_test[y_test == 0])))
+    assert np.mean(fprs) == pytest.approx(0.1, abs=0.03)  # 3 seeds of ~140 calibration and ~200 test normals (breastw)
+    # Label-free, the calibration rows hide anomalies, so the rate on normals stays at or below the target.
+    row = run_one(X, y, seed=1, label_fraction=0.0, train=FAST, threshold=threshold)
+    assert row["threshold_fpr"] <= 0.1 + 0.01
+
+
+def test_bench_records_the_realised_rate_and_its_gap(tmp_path, capsys):
+    from pynomaly_core.cli import main
+
+    X, y = load("WBC")
+    np.savez(tmp_path / "wbc.npz", X=X, y=y)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: t\ndata: {source: x.csv, columns: {a: {}}}\nregistry: {model_name: m, gate_metric: selection_score}\n"
+                      "train: {strategy: consensus, detectors: [iforest], n_trials: 1, cv_folds: 2}\n"
+                      "paths: {validated: a, quarantine: a, validation_report: a, train: a, test: a, preprocessor: a, model: a, "
+                      "training: a, metrics: a, plots: a, figures: a, explanation: a, registration: a}\n")
+    out = tmp_path / "r.json"
+    assert main(["bench", str(tmp_path), "--seeds", "1", "--config", str(config), "--target-fpr", "0.05", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    (result,) = report["results"]
+    assert report["target_fpr"] == 0.05 and report["mean_threshold_fpr"] == result["threshold_fpr"]
+    assert f"mean realised FPR on test normals {result['threshold_fpr']:.4f}  (target 0.05, gap {result['threshold_fpr'] - 0.05:+.4f})" in capsys.readouterr().out
+    assert main(["bench", str(tmp_path), "--target-fpr", "0.7"]) == 2
+    assert "--target-fpr 0.7: Input should be less than 0.5" in capsys.readouterr().err

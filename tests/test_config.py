@@ -38,3 +38,21 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: [unclosed")
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("threshold, message", [
+    ("{target_fpr: 0}", r"threshold\.target_fpr: Input should be greater than 0"),
+    ("{target_fpr: 0.5}", r"threshold\.target_fpr: Input should be less than 0\.5"),
+    ("{target_fpr: often}", r"threshold\.target_fpr: Input should be a valid number"),
+    ("{target_fpr: 0.05, calibration_share: 1}", r"threshold\.calibration_share: Input should be less than 1"),
+    ("{target_fp: 0.05}", r"threshold\.target_fp: Extra inputs are not permitted"),
+])
+def test_threshold_section_is_validated(tmp_path, threshold, message):
+    (tmp_path / "c.yaml").write_text((ROOT / "configs" / "demo.yaml").read_text() + f"\nthreshold: {threshold}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_threshold_defaults_to_the_contamination_quantile():
+    threshold = load_config(ROOT / "configs" / "demo.yaml").threshold
+    assert (threshold.target_fpr, threshold.calibration_share) == (None, 0.2)

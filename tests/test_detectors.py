@@ -34,7 +34,7 @@ def tiny():
 def test_registry_has_at_least_ten_detectors_with_tags():
     assert len(REGISTRY) >= 10
     for spec in REGISTRY.values():
-        assert set(spec.tags) == {"backend", "input", "gpu", "proba", "python_dependencies"}
+        assert set(spec.tags) == {"backend", "input", "gpu", "proba", "needs_labels", "python_dependencies"}
     assert {s.name for s in find(backend="sklearn")} == {"sk_iforest", "sk_lof", "sk_ocsvm", "sk_elliptic"}
     with pytest.raises(KeyError, match="unknown detector 'nope'; known: abod"):
         get("nope")
@@ -77,11 +77,12 @@ def test_every_shipped_pyod_tabular_detector_is_registered_or_excluded_with_a_re
 
 @pytest.mark.parametrize("name", [s.name for s in REGISTRY.values() if not _installed(s)])
 def test_missing_optional_dependency_says_what_to_install(name, tiny):
-    X, _ = tiny
     spec = REGISTRY[name]
+    X, y = tiny
     missing = next(p for p in spec.tags["python_dependencies"] if not importlib.util.find_spec(p))
-    with pytest.raises(ImportError, match=f"detector '{name}' needs the Python package '{missing}'.*pip install {missing}"):
-        spec.build(spec.test_params).fit(X)
+    how = f"pip install 'pynomaly\\[{pyod.EXTRAS[missing]}\\]'" if missing in pyod.EXTRAS else f"pip install {missing}"
+    with pytest.raises(ImportError, match=f"detector '{name}' needs the Python package '{missing}'.*{how}"):
+        spec.build(spec.test_params).fit(X, y if spec.needs_labels else None)
 
 
 def test_every_backend_is_registered_with_its_tags():
@@ -105,7 +106,8 @@ def test_detector_contract(name, tiny):
     assert detector.set_params(contamination=0.2).contamination == 0.2
     detector.set_params(contamination=0.1)
 
-    assert detector.fit(X) is detector
+    # Semi-supervised detectors are fitted with the labels; the others never see them.
+    assert detector.fit(X, y if spec.needs_labels else None) is detector
     assert detector.n_features_in_ == X.shape[1]
     assert detector.decision_scores_.shape == (len(X),)
     assert np.isfinite(detector.decision_scores_).all()
@@ -159,3 +161,13 @@ def test_device_auto_picks_the_gpu_only_when_there_is_one():
 
     assert torch_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert torch_device("cpu") == "cpu"
+
+
+def test_semi_supervised_detector_is_tagged_and_refuses_to_fit_without_labels(tiny):
+    X, y = tiny
+    assert [s.name for s in find(needs_labels=True)] == ["xgbod"]
+    assert "xgbod" not in default_candidates() and "xgboost" in REGISTRY["xgbod"].tags["python_dependencies"]
+    spec = REGISTRY["xgbod"]
+    for labels in (None, np.zeros_like(y)):
+        with pytest.raises(ValueError, match="detector 'xgbod' is semi-supervised: fit it with labels holding at least one anomaly"):
+            spec.build(spec.test_params).fit(X, labels)

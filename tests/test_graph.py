@@ -177,8 +177,12 @@ def test_graph_config_errors(change, message):
         DataConfig.model_validate({**data, **change, "columns": {} if "series" in change else data["columns"]})
 
 
-def test_graph_config_refuses_labels_in_selection():
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "use_labels", True, "train.use_labels is not supported for graph input"),
+    ("threshold", "target_fpr", 0.05, "threshold.target_fpr is not supported for graph input"),
+])
+def test_graph_config_refuses_what_needs_held_out_nodes(section, key, value, message):
     raw = load_config(ROOT / "configs" / "lesmis.yaml").model_dump()
-    raw["data"]["label_column"], raw["train"]["use_labels"] = "outlier", True
-    with pytest.raises(ValueError, match="train.use_labels is not supported for graph input"):
+    raw["data"]["label_column"], raw[section][key] = "outlier", value
+    with pytest.raises(ValueError, match=message):
         PipelineConfig.model_validate(raw)

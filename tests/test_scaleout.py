@@ -31,7 +31,8 @@ def test_parallel_trials_on_dask_fill_one_postgres_study(workdir, optuna_db, mon
     pids = {t.user_attrs["pid"] for t in trials}
     assert len(pids) == 2 and os.getpid() not in pids
     assert len(trials) >= 8 and summary.training.n_trials == len(trials)  # `train` found the study full
-    assert summary.training.detector in config.train.detectors
+    selected = summary.training.params.get("members", [summary.training.detector])  # a detector, or the ensemble of the best trials
+    assert set(selected) <= set(config.train.detectors)
     assert summary.registration.aliases == ["champion", "challenger"]
     client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlflow/mlflow.db")
     run = client.get_run(summary.training.run_id)

@@ -1,5 +1,7 @@
 """Preprocessing, the Optuna selection and the metrics, on the real demo data."""
 
+import json
+
 import numpy as np
 import optuna
 import pandas as pd
@@ -120,10 +122,151 @@ def test_meta_selection_ranks_and_ensembles_without_labels(demo_xy):
     assert roc_auc_score(y, detector.decision_scores_) > 0.85  # the labels only grade the choice
 
 
-def test_meta_selection_with_few_labels_tries_the_top_candidates_and_the_ensemble(demo_xy, tmp_path):
+def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_and_xgbod(demo_xy, tmp_path):
     X, y = demo_xy
     known = np.zeros_like(y)
     known[np.flatnonzero(y == 1)[:2]] = 1  # two labelled anomalies, every other row unknown
-    train = TrainConfig(use_labels=True, meta_candidates=4, storage=f"sqlite:///{tmp_path}/o.db", progress_bar=False)
+    storage = f"sqlite:///{tmp_path}/o.db"
+    train = TrainConfig(use_labels=True, meta_candidates=4, storage=storage, progress_bar=False)
     _, selection = train_detector(X, known, train, seed=0, study_name="few")
-    assert selection.n_trials == 5 and selection.criterion == "roc_auc"
+    assert selection.n_trials == 6 and selection.criterion == "roc_auc"
+    tried = {t.params["detector"] for t in optuna.load_study(study_name="few", storage=storage).trials}
+    assert {"rank_ensemble", "xgbod"} <= tried and len(tried) == 6
+
+    # One labelled anomaly cannot be held out: XGBOD would be judged on the label it was fitted with.
+    known[np.flatnonzero(known)[1]] = 0
+    _, selection = train_detector(X, known, train, seed=0, study_name="one")
+    tried = {t.params["detector"] for t in optuna.load_study(study_name="one", storage=storage).trials}
+    assert selection.n_trials == 5 and "xgbod" not in tried
+
+
+def test_semi_supervised_candidates_only_with_labels():
+    from pynomaly_core.tuning import candidate_names, search_candidates
+
+    assert "xgbod" not in candidate_names(TrainConfig(strategy="consensus"))
+    assert "xgbod" in candidate_names(TrainConfig(strategy="consensus", use_labels=True))
+    with pytest.raises(ValueError, match="train.detectors: xgbod fit with labels; set train.use_labels"):
+        candidate_names(TrainConfig(detectors=["iforest", "xgbod"]))
+    labelled = TrainConfig(detectors=["iforest", "xgbod"], use_labels=True)
+    assert list(search_candidates(labelled, np.array([0, 1, 0, 1]))) == ["iforest", "xgbod"]
+    assert list(search_candidates(labelled, np.array([0, 1, 0, 0]))) == ["iforest"]
+
+
+def test_xgbod_is_fitted_with_the_labels_of_the_fit_folds_only(demo_xy, monkeypatch):
+    from pynomaly_core.detectors.pyod import PyODSemiSupervisedDetector
+    from pynomaly_core.tuning import make_folds
+
+    X, y = demo_xy
+    known = np.zeros_like(y)
+    known[np.flatnonzero(y == 1)[:6]] = 1
+    fits = []
+    real_fit = PyODSemiSupervisedDetector._fit
+
+    def spy(self, X_fit, y_fit):
+        fits.append((X_fit.copy(), y_fit.copy()))
+        return real_fit(self, X_fit, y_fit)
+
+    monkeypatch.setattr(PyODSemiSupervisedDetector, "_fit", spy)
+    spec = registry.get("xgbod")
+    _select(X, known, candidates={"xgbod": spec}, n_trials=1, pruning=False)
+    folds = make_folds(X, known, 3, seed=1)
+    assert len(fits) == len(folds) == 3
+    for (X_fit, y_fit), (fit_rows, held_out) in zip(fits, folds):
+        np.testing.assert_array_equal(X_fit, X[fit_rows])
+        np.testing.assert_array_equal(y_fit, known[fit_rows])
+        assert known[held_out].sum() == 2  # each held-out fold's labelled anomalies ...
+        held_out_anomalies = X[held_out][known[held_out] == 1]
+        assert not any((X_fit == row).all(axis=1).any() for row in held_out_anomalies)  # ... are never in its fit
+
+
+def _study_with_trials(X, storage):
+    candidates = {name: registry.get(name) for name in ["iforest", "knn", "hbos"]}
+    selection = _select(X, candidates=candidates, storage=storage, ensemble_size=1)
+    return selection, optuna.load_study(study_name="s", storage=storage), candidates
+
+
+@pytest.mark.parametrize("margin", [0.01, -0.01])
+def test_trial_ensemble_replaces_the_best_trial_only_when_it_wins(demo_xy, tmp_path, margin):
+    from pynomaly_core.tuning import top_configurations, with_trial_ensemble
+
+    X, _ = demo_xy
+    best, study, candidates = _study_with_trials(X, f"sqlite:///{tmp_path}/o.db")
+    evaluated = []
+
+    def evaluate(spec, params):  # the ensemble scores `margin` above or below the best trial on each fold
+        evaluated.append(spec.fixed)
+        yield from [best.score + margin] * 3
+
+    selection = with_trial_ensemble(best, study, candidates, 3, evaluate)
+    top = top_configurations(study, candidates, 3)
+    assert len(top) == 3 and len({json.dumps(c, sort_keys=True) for c in top}) == 3
+    completed = sorted((t.value for t in study.trials if t.value is not None), reverse=True)
+    assert top[0] == (best.detector, best.params) and completed[0] == best.score
+    assert evaluated == [{"members": tuple(n for n, _ in top), "member_params": tuple(p for _, p in top)}]
+    record = {"members": [n for n, _ in top], "member_params": [p for _, p in top], "score": pytest.approx(best.score + margin), "chosen": margin > 0}
+    assert selection.trial_ensemble == record and study.user_attrs["trial_ensemble"] == record
+    if margin > 0:
+        assert (selection.detector, selection.score) == ("rank_ensemble", pytest.approx(best.score + margin))
+        assert selection.params == {"members": record["members"], "member_params": record["member_params"]}
+    else:
+        assert (selection.detector, selection.params, selection.score) == (best.detector, best.params, best.score)
+
+
+def test_trial_ensemble_is_judged_on_the_trials_folds_and_reloads_exactly(demo_xy, tmp_path):
+    import io
+
+    import joblib
+
+    X, _ = demo_xy
+    train = TrainConfig(strategy="consensus", detectors=["iforest", "knn", "hbos"], n_trials=6, ensemble_size=3,
+                        storage=f"sqlite:///{tmp_path}/o.db", progress_bar=False)
+    detector, selection = train_detector(X, None, train, seed=1, study_name="s")
+    study = optuna.load_study(study_name="s", storage=train.storage)
+    record = selection.trial_ensemble
+    assert record["chosen"] == (record["score"] > study.best_value)
+    assert selection.score == max(record["score"], study.best_value)
+    if record["chosen"]:
+        assert isinstance(detector, RankEnsemble) and list(detector.members) == record["members"]
+    # An ensemble of trials, with their parameters, through joblib: the same scores.
+    ensemble = RankEnsemble(record["members"], record["member_params"], random_state=1).fit(X)
+    assert [d.params for d in ensemble.detectors_] == record["member_params"]
+    buffer = io.BytesIO()
+    joblib.dump(ensemble, buffer)
+    buffer.seek(0)
+    np.testing.assert_array_equal(joblib.load(buffer).decision_function(X), ensemble.decision_function(X))
+
+
+def test_train_stage_calibrates_a_conformal_threshold_and_registers_xgbod(workdir):
+    import joblib
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pynomaly_core import stages
+    from pynomaly_core.config import ThresholdConfig
+    from pynomaly_core.detectors.base import conformal_threshold
+    from pynomaly_core.tuning import calibration_split
+
+    config = demo_config(detectors=["xgbod"], use_labels=True, n_trials=2, cv_folds=2)
+    config = config.model_copy(update={
+        "threshold": ThresholdConfig(target_fpr=0.1),
+        "registry": config.registry.model_copy(update={"model_name": "bc-xgbod"}),
+    })
+    stages.validate(config)
+    stages.preprocess(config)
+    trained = stages.train(config)
+    assert trained.criterion == "roc_auc" and trained.n_failed == 0
+
+    train_rows = pd.read_parquet(config.paths.train)
+    pipeline = joblib.load(config.paths.model)
+    X = pipeline[0].transform(features(train_rows, config.data))
+    y = train_rows["malignant"].to_numpy()
+    fit_rows, calibration_rows = calibration_split(y, len(X), config.threshold, config.seed)
+    detector = pipeline[-1]
+    assert len(detector.decision_scores_) == len(fit_rows) and y[calibration_rows].sum() == 0  # calibrated on normal rows only
+    assert detector.threshold_ == conformal_threshold(detector.decision_function(X[calibration_rows]), 0.1)
+
+    params = MlflowClient().get_run(trained.run_id).data.params
+    assert params["trial_ensemble.members"] == "['xgbod', 'xgbod']" and params["trial_ensemble.chosen"] in {"True", "False"}
+    assert "false_positive_rate" in stages.evaluate(config).metrics
+    registered = stages.register(config)
+    assert "xgboost-cpu==3.2.0" in open(mlflow.pyfunc.get_model_dependencies(registered.model_uri)).read()

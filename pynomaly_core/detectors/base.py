@@ -3,16 +3,36 @@
 - `__init__` stores hyper-parameters only; `get_params`/`set_params` come from BaseEstimator.
 - `fit` sets `decision_scores_`, `threshold_`, `labels_`, `n_features_in_` and returns self.
 - `decision_function`: higher means more anomalous, in every backend.
-- `threshold_` is set once, here, from `contamination`.
+- `threshold_` is set once, here, from `contamination`; `calibrate` replaces it by a conformal
+  threshold for a target false-positive rate.
+- `needs_labels` detectors (semi-supervised) get the known labels in `fit`; the others never do.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_array, check_is_fitted
+
+
+def conformal_threshold(calibration_scores: np.ndarray, target_fpr: float) -> float:
+    """Split-conformal threshold: the ceil((n+1)(1-target_fpr))-th smallest of n calibration scores.
+
+    A normal row exchangeable with normal calibration rows scores above it with probability at
+    most `target_fpr` (Vovk et al. 2005; Bates et al. 2023 for outlier detection).
+    """
+    scores = np.sort(np.asarray(calibration_scores, dtype=np.float64))
+    n = len(scores)
+    rank = math.ceil(round((n + 1) * (1 - target_fpr), 9))  # round: (n+1)(1-a) = 19.000000000000004 must give 19
+    if rank > n:
+        raise ValueError(
+            f"{n} calibration rows cannot bound the false-positive rate at {target_fpr}: "
+            f"at least {math.ceil(round(1 / target_fpr - 1, 9))} are needed; raise threshold.calibration_share"
+        )
+    return float(scores[rank - 1])
 
 
 class BaseDetector(OutlierMixin, BaseEstimator):
@@ -22,6 +42,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     python_dependencies: ClassVar[tuple[str, ...]] = ()
     gpu: ClassVar[bool] = False
     proba: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = False
 
     contamination: float
 
@@ -39,6 +60,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.contamination))
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         self._sorted_training_scores = np.sort(self.decision_scores_)
+        return self
+
+    def calibrate(self, X, target_fpr: float):
+        """Set `threshold_` from held-aside rows `X` (never fitted on) for a false-positive rate of `target_fpr`."""
+        self.threshold_ = conformal_threshold(self.decision_function(X), target_fpr)
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         return self
 
     def decision_function(self, X) -> np.ndarray:

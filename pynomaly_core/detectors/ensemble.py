@@ -8,19 +8,31 @@ from .base import BaseDetector
 
 
 class RankEnsemble(BaseDetector):
-    """Averages each member's score percentile among its own training scores."""
+    """Averages each member's score percentile among its own training scores.
+
+    `members` are registry names; `member_params` their hyper-parameters, one dict per member
+    (default parameters when None). A name may appear twice with different parameters.
+    """
 
     backend = "ensemble"
 
-    def __init__(self, members=("iforest", "copod", "hbos"), contamination=0.1, random_state=None):
+    def __init__(self, members=("iforest", "copod", "hbos"), member_params=None, contamination=0.1, random_state=None):
         self.members = members
+        self.member_params = member_params
         self.contamination = contamination
         self.random_state = random_state
 
     def _fit(self, X, y):
         from . import registry  # the registry lists the members; it never lists ensembles
 
-        self.detectors_ = [registry.get(name).build({}, self.contamination, self.random_state).fit(X) for name in self.members]
+        params = self.member_params or [{}] * len(self.members)
+        if len(params) != len(self.members):
+            raise ValueError(f"RankEnsemble: {len(self.members)} members but {len(params)} member_params")
+        self.detectors_ = []
+        for name, member_params in zip(self.members, params):
+            spec = registry.get(name)
+            # Only semi-supervised members see the labels.
+            self.detectors_.append(spec.build(member_params, self.contamination, self.random_state).fit(X, y if spec.needs_labels else None))
         self.member_training_scores_ = [np.sort(d.decision_scores_) for d in self.detectors_]
         return self._average([d.decision_scores_ for d in self.detectors_])
 

@@ -3,6 +3,8 @@
 The list is generated from PyOD's own catalogue (`pyod/utils/knowledge/algorithms.json`):
 every detector it marks `shipped` for tabular data is registered under its lower-cased class
 name, except the few in `EXCLUDED`. The deep (PyTorch) ones are registered by `torch.py`.
+XGBOD is semi-supervised: it is fitted with the known labels and is a candidate only when the
+search uses labels.
 """
 
 from __future__ import annotations
@@ -10,20 +12,22 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import warnings
 from functools import cache
 from importlib import resources
+
+import numpy as np
 
 from .base import ModelDetector
 from .spec import DetectorSpec
 
-# Not registered, and why: the `train` search fits detectors without labels on tabular rows.
+# Not registered, and why.
 EXCLUDED = {
-    "XGBOD": "semi-supervised: fit needs labels",
-    "DevNet": "semi-supervised: fit needs labels",
+    "DevNet": "semi-supervised deep model: fit needs labels; XGBOD is the semi-supervised detector registered",
     "MAD": "univariate only (one feature); see the series detectors",
 }
 # Python package -> the pynomaly extra that installs it; other packages are named as they are.
-EXTRAS = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax", "torch_geometric": "graph", "pygod": "graph"}
+EXTRAS = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax", "torch_geometric": "graph", "pygod": "graph", "xgboost": "xgbod"}
 
 
 def missing_dependency(detector: str, err: ModuleNotFoundError) -> ImportError:
@@ -59,10 +63,29 @@ def _lof_pool(params):
     return {"detector_list": [LOF(n_neighbors=k) for k in sizes]}
 
 
+def _xgbod_representation(params, random_state):
+    """XGBOD's unsupervised features: KNN, LOF, HBOS and IForest scores at a few sizes each.
+
+    PyOD's default list adds 11 one-class SVMs, whose fits are quadratic in the rows.
+    """
+    from pyod.models.hbos import HBOS
+    from pyod.models.iforest import IForest
+    from pyod.models.knn import KNN
+    from pyod.models.lof import LOF
+
+    sizes = params.pop("n_neighbors_list", [5, 10, 20, 40])
+    bins = params.pop("n_bins_list", [10, 20, 30])
+    detectors = [KNN(n_neighbors=k) for k in sizes] + [LOF(n_neighbors=k) for k in sizes]
+    standardized = [True] * len(detectors)  # distance-based: XGBOD standardises their input
+    detectors += [HBOS(n_bins=b) for b in bins] + [IForest(random_state=random_state)]
+    return {"estimator_list": detectors, "standardization_flag_list": standardized + [False] * (len(bins) + 1)}
+
+
 # Models whose constructor needs arguments built from the data or from plain hyper-parameters.
 BUILD_ARGS = {
-    "lscp": lambda params, X: _lof_pool(params),
-    "deepsvdd": lambda params, X: {"n_features": X.shape[1]},
+    "lscp": lambda params, X, seed: _lof_pool(params),
+    "deepsvdd": lambda params, X, seed: {"n_features": X.shape[1]},
+    "xgbod": lambda params, X, seed: _xgbod_representation(params, seed),
 }
 
 
@@ -73,9 +96,11 @@ class PyODDetector(ModelDetector):
 
     def _kwargs(self, cls, X) -> dict:
         params = dict(self.params or {})
-        built = BUILD_ARGS[self.model](params, X) if self.model in BUILD_ARGS else {}  # may consume params
-        kwargs = {**built, **params, "contamination": self.contamination}
+        built = BUILD_ARGS[self.model](params, X, self.random_state) if self.model in BUILD_ARGS else {}  # may consume params
+        kwargs = {**built, **params}
         accepted = inspect.signature(cls).parameters
+        if "contamination" in accepted:  # XGBOD has none: it would reach XGBoost as an unknown parameter
+            kwargs["contamination"] = self.contamination
         if "random_state" in accepted:
             kwargs["random_state"] = self.random_state
         if "verbose" in accepted and "verbose" not in kwargs:
@@ -89,6 +114,26 @@ class PyODDetector(ModelDetector):
 
     def _score(self, X):
         return self.estimator_.decision_function(X)
+
+
+class PyODSemiSupervisedDetector(PyODDetector):
+    """XGBOD: fitted on the rows and their known labels (1 = labelled anomaly, 0 = the rest).
+
+    In few-label mode the 0s are unlabelled rows, hidden anomalies among them (positive-unlabelled).
+    """
+
+    needs_labels = True
+
+    def _fit(self, X, y):
+        if y is None or not np.any(np.asarray(y) == 1):
+            raise ValueError(f"detector '{self.model}' is semi-supervised: fit it with labels holding at least one anomaly (train.use_labels)")
+        cls = pyod_class(self.model)
+        with warnings.catch_warnings():
+            # PyOD warns whenever y reaches its base class, and XGBOD passes XGBoost 1.x's `silent`.
+            warnings.filterwarnings("ignore", message="y should not be presented")
+            warnings.filterwarnings("ignore", message=r'[\s\S]*Parameters: \{ "silent" \} are not used')
+            self.estimator_ = cls(**self._kwargs(cls, X)).fit(X, y)
+        return self.estimator_.decision_scores_
 
 
 # The fast detectors searched by default (`train.detectors: all`), with hand-set spaces.
@@ -141,6 +186,11 @@ SEARCH_SPACES |= {
     "suod": lambda t: {},
     # RGraph's default lasso_lars path can fail while scoring new rows (a shape mismatch inside PyOD).
     "rgraph": lambda t: {"gamma": t.suggest_float("rgraph.gamma", 1.0, 100.0, log=True), "algorithm": "lasso_cd"},
+    "xgbod": lambda t: {
+        "n_estimators": t.suggest_int("xgbod.n_estimators", 50, 300, step=50),
+        "max_depth": t.suggest_int("xgbod.max_depth", 2, 6),
+        "learning_rate": t.suggest_float("xgbod.learning_rate", 0.01, 0.3, log=True),
+    },
 }
 
 # PyOD's catalogue omits that SUOD imports `combo` too.
@@ -161,6 +211,7 @@ TEST_PARAMS = {
     "rgraph": {"maxiter": 5, "transition_steps": 5, "algorithm": "lasso_cd"},
     "kpca": {"kernel": "cosine"},
     "sos": {"perplexity": 30.0},
+    "xgbod": {"n_estimators": 20, "n_neighbors_list": [5, 10], "n_bins_list": [10]},
 }
 
 
@@ -175,4 +226,8 @@ def _spec(name: str, estimator=PyODDetector, default: bool | None = None, spaces
 
 # PyTorch models (PyOD marks them `requires: torch`; DIF imports torch too) live in torch.py.
 TORCH_MODELS = {name for name, entry in catalogue().items() if "torch" in entry["requires"]} | {"dif"}
-SPECS = [_spec(name) for name in catalogue() if name not in TORCH_MODELS]
+SEMI_SUPERVISED = {"xgbod"}
+SPECS = [
+    _spec(name, PyODSemiSupervisedDetector if name in SEMI_SUPERVISED else PyODDetector)
+    for name in catalogue() if name not in TORCH_MODELS
+]

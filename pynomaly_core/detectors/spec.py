@@ -29,6 +29,15 @@ class DetectorSpec:
         return self.estimator(model=self.model, params=params or {}, contamination=contamination, random_state=random_state)
 
     @property
+    def needs_labels(self) -> bool:
+        """Semi-supervised: `fit` needs the known labels. An ensemble does when one of its members does."""
+        if self.build_with == "members":
+            from . import registry
+
+            return any(registry.get(name).needs_labels for name in self.fixed["members"])
+        return getattr(self.estimator, "needs_labels", False)  # the graph detectors keep their own base class
+
+    @property
     def tags(self) -> dict:
         cls = self.estimator
         return {
@@ -36,5 +45,6 @@ class DetectorSpec:
             "input": cls.input,
             "gpu": cls.gpu,
             "proba": cls.proba,
+            "needs_labels": self.needs_labels,
             "python_dependencies": list(dict.fromkeys([*cls.python_dependencies, *self.dependencies])),
         }
