@@ -415,7 +415,7 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
         sampler = optuna.samplers.GridSampler({"detector": list(candidates)}, seed=seed)
     else:
         candidates = search_candidates(train, y, input)
-        ensemble_size = train.ensemble_size
+        ensemble_size = train.ensemble_size if input != "graph" else 1  # RankEnsemble takes rows, not a graph
     options = search_options(train) | ({"n_trials": min(train.n_trials, len(candidates))} if sampler else {})
     selection = select_detector(
         X, y, candidates=candidates, seed=seed, study_name=study_name, callbacks=callbacks, sampler=sampler,
