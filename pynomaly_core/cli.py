@@ -60,7 +60,7 @@ def _detectors(args) -> int:
 def _score(args) -> int:
     from .scoring import score_file
 
-    report = score_file(args.model, args.input, args.output, batch_rows=args.batch_rows)
+    report = score_file(args.model, args.input, args.output, batch_rows=args.batch_rows, edges_path=args.edges)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("input")
     score.add_argument("output")
     score.add_argument("--batch-rows", type=int, default=100_000, help="rows read, validated and scored at a time")
+    score.add_argument("--edges", help="graph models: the edge list of the node table INPUT (CSV or Parquet)")
     score.set_defaults(handler=_score)
 
     bench = commands.add_parser("bench", help="measure model selection on ADBench-style .npz datasets")

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 LABEL_METRICS = {"roc_auc", "pr_auc", "precision_at_n", "f1"}
+NEIGHBORS = "neighbors"  # graph node rows carry their edges as a list of neighbour ids in this column
 
 
 class Strict(BaseModel):
@@ -42,6 +43,14 @@ class SeriesConfig(Strict):
     window: int = Field(ge=2, description="values per row: the current one and the window-1 before it")
 
 
+class GraphConfig(Strict):
+    """A graph: `data.source` is the node table (one row per `data.id_column`), plus an edge list."""
+
+    edges: str = Field(description="CSV or Parquet edge list")
+    source: str = "source"
+    target: str = "target"
+
+
 class DataConfig(Strict):
     source: str = Field(description="CSV or Parquet path, or a SQLAlchemy URL when `query` is set")
     query: str | None = None
@@ -50,9 +59,17 @@ class DataConfig(Strict):
     columns: dict[str, ColumnSpec] = Field({}, description="the feature columns and their rules (derived for a series)")
     max_rejected_share: float = Field(0.1, ge=0, le=1)
     series: SeriesConfig | None = None
+    graph: GraphConfig | None = None
+
+    @property
+    def input(self) -> str:
+        """The detector input tag this data needs: tabular, series or graph."""
+        return "series" if self.series else "graph" if self.graph else "tabular"
 
     @model_validator(mode="after")
     def _series_windows(self) -> DataConfig:
+        if self.series is not None and self.graph is not None:
+            raise ValueError("data: set either series or graph, not both")
         if self.series is not None:
             lags = window_columns(self.series.window)
             if self.columns and list(self.columns) != lags:
@@ -63,6 +80,11 @@ class DataConfig(Strict):
             self.id_column = self.series.timestamp
         elif not self.columns:
             raise ValueError("data.columns: name at least one feature column")
+        if self.graph is not None:
+            if self.id_column is None:
+                raise ValueError("data.id_column: a graph needs the node id column its edges refer to")
+            if NEIGHBORS in self.columns:
+                raise ValueError(f"data.columns: '{NEIGHBORS}' is reserved for a node's neighbour ids")
         return self
 
 
@@ -186,8 +208,18 @@ class PipelineConfig(Strict):
                     f"registry.gate_metric '{self.registry.gate_metric}' needs data.label_column; "
                     "use 'selection_score' for unlabelled data"
                 )
+        elif self.data.graph is not None and self.train.use_labels:
+            # Graph detectors are fitted on every node (transductively), test nodes included.
+            raise ValueError("train.use_labels is not supported for graph input: the detectors are fitted on every node")
         elif self.data.label_column in self.data.columns:
             raise ValueError(f"data.label_column '{self.data.label_column}' must not also be a feature column")
+        return self
+
+    @model_validator(mode="after")
+    def _calibration_rows_exist(self) -> PipelineConfig:
+        # A graph's detectors score the very nodes they were fitted on: none is left to calibrate on.
+        if self.data.graph is not None and self.threshold.target_fpr is not None:
+            raise ValueError("threshold.target_fpr is not supported for graph input: the detectors are fitted on every node")
         return self
 
     def digest(self, *sections: str) -> str:

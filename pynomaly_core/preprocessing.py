@@ -10,12 +10,13 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
-from .config import DataConfig, PreprocessConfig
+from .config import NEIGHBORS, DataConfig, PreprocessConfig
+from .detectors.graph import NodeGraph
 
 SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
 
 
-def build_preprocessor(data: DataConfig, options: PreprocessConfig) -> ColumnTransformer:
+def build_preprocessor(data: DataConfig, options: PreprocessConfig) -> ColumnTransformer | NodeGraph:
     numeric = [name for name, spec in data.columns.items() if spec.type in ("float", "int")]
     categorical = [name for name, spec in data.columns.items() if spec.type in ("str", "bool")]
     transformer = ColumnTransformer(
@@ -32,7 +33,8 @@ def build_preprocessor(data: DataConfig, options: PreprocessConfig) -> ColumnTra
         ],
         verbose_feature_names_out=False,
     )
-    return transformer
+    # A graph's node rows become a Graph: the features transformed, the edges from the neighbour lists.
+    return NodeGraph(transformer, data.id_column) if data.graph else transformer
 
 
 def split(frame: pd.DataFrame, data: DataConfig, options: PreprocessConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -46,8 +48,14 @@ def split(frame: pd.DataFrame, data: DataConfig, options: PreprocessConfig, seed
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
+def input_columns(data: DataConfig) -> list[str]:
+    """The columns a model takes: the features, and for a graph the node id and its neighbour ids."""
+    return [*data.columns, *((data.id_column, NEIGHBORS) if data.graph else ())]
+
+
 def features(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
-    """The feature columns as scikit-learn wants them: float64 numbers, object categories, NaN for missing."""
+    """The feature columns as scikit-learn wants them: float64 numbers, object categories, NaN for
+    missing; a graph's node id and neighbour columns pass through."""
     converted = {}
     for name, spec in data.columns.items():
         column = frame[name]
@@ -55,4 +63,5 @@ def features(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
             converted[name] = pd.to_numeric(column, errors="raise").astype("float64")
         else:
             converted[name] = column.astype(object).where(column.notna(), np.nan)
-    return pd.DataFrame(converted, index=frame.index)
+    passthrough = {name: frame[name] for name in input_columns(data)[len(data.columns):] if name in frame}
+    return pd.DataFrame(converted | passthrough, index=frame.index)

@@ -8,8 +8,10 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from .config import TrackingConfig
-from .io import DataError, TableWriter, iter_table
+from .config import NEIGHBORS, TrackingConfig
+from .detectors.graph import with_neighbors
+from .io import DataError, TableWriter, iter_table, read_table
+from .preprocessing import input_columns
 from .tracking import absolute_sqlite, tracking_uri
 from .validation import ROW_COLUMN, ValidationResult, validate
 
@@ -27,28 +29,44 @@ def load_model(model_uri: str, tracking: TrackingConfig | None = None):
         raise DataError(f"cannot load model {model_uri}: {getattr(err, 'message', err)}") from None
 
 
-def score_frame(model, frame: pd.DataFrame, source: str) -> tuple[ValidationResult, pd.DataFrame]:
-    """Validate `frame` with the model's training schema; the valid rows come back with `score` and `is_anomaly`."""
+def score_frame(model, frame: pd.DataFrame, source: str, edges: pd.DataFrame | None = None) -> tuple[ValidationResult, pd.DataFrame]:
+    """Validate `frame` with the model's training schema; the valid rows come back with `score` and `is_anomaly`.
+
+    For a graph model `frame` is the node table: its rows carry a `neighbors` column, or `edges` gives the edge list.
+    """
     data_config = model.unwrap_python_model().data_config
+    if data_config.graph is not None and edges is None and NEIGHBORS not in frame:
+        raise DataError(f"{source}: a graph model scores nodes with their edges: give the edge list (--edges) or a '{NEIGHBORS}' column of neighbour ids")
     result = validate(frame, data_config, with_label=False, source=source)
-    if len(result.valid) == 0:
-        return result, result.valid.assign(score=pd.Series(dtype="float64"), is_anomaly=pd.Series(dtype="int64"))
-    predictions = model.predict(result.valid[list(data_config.columns)])
-    return result, result.valid.assign(score=predictions["score"].to_numpy(), is_anomaly=predictions["is_anomaly"].to_numpy())
+    valid = result.valid
+    if len(valid) == 0:
+        return result, valid.assign(score=pd.Series(dtype="float64"), is_anomaly=pd.Series(dtype="int64"))
+    if edges is not None:
+        graph = data_config.graph
+        valid, _ = with_neighbors(valid, frame, edges, id_column=data_config.id_column, source=graph.source, target=graph.target)
+    predictions = model.predict(valid[[c for c in input_columns(data_config) if c in valid]])
+    scored = valid.drop(columns=NEIGHBORS) if edges is not None else valid  # the user's columns, not the derived lists
+    return result, scored.assign(score=predictions["score"].to_numpy(), is_anomaly=predictions["is_anomaly"].to_numpy())
 
 
-def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, batch_rows: int = 100_000) -> dict:
+def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, batch_rows: int = 100_000,
+               edges_path: str | Path | None = None) -> dict:
     """Write the valid input rows plus `score` and `is_anomaly` to `output_path`; bad rows go beside it.
 
     The input streams through `batch_rows` at a time (Parquet row groups via pyarrow), each batch
-    validated, scored and appended, so memory stays flat however large the file.
+    validated, scored and appended, so memory stays flat however large the file. A graph (node
+    table, with `edges_path` or a `neighbors` column) is scored whole.
     """
     model = load_model(model_uri)
+    graph = model.unwrap_python_model().data_config.graph is not None
+    if edges_path is not None and not graph:
+        raise DataError(f"{model_uri} is not a graph model: it takes no edge list")
+    edges = read_table(edges_path) if edges_path is not None else None
     counts = {"n_rows": 0, "n_valid": 0, "n_rejected": 0, "n_anomalies": 0}
     rejected_file = rejected_path(output_path)
     with TableWriter(output_path) as scored_out, TableWriter(rejected_file) as rejected_out:
-        for batch in iter_table(input_path, batch_rows):
-            result, scored = score_frame(model, batch, str(input_path))
+        for batch in [read_table(input_path)] if graph else iter_table(input_path, batch_rows):
+            result, scored = score_frame(model, batch, str(input_path), edges)
             if len(result.rejected):  # row numbers count from the start of the file, not the batch
                 rejected_out.write(result.rejected.assign(**{ROW_COLUMN: result.rejected[ROW_COLUMN] + counts["n_rows"]}))
             counts["n_rows"] += result.n_rows

@@ -29,13 +29,14 @@ from sklearn.pipeline import Pipeline
 
 from . import __version__, evaluation, tracking
 from .config import PipelineConfig
+from .detectors.graph import induced, with_neighbors
 from .detectors.timeseries import series_windows
-from .explain import explain as shap_explain, plot_importance
+from .explain import explain as shap_explain, explain_nodes, plot_importance
 from .io import read_table, write_table
 from . import model as model_module
 from .detectors import registry
 from .model import OUTPUT_SCHEMA, model_artifacts
-from .preprocessing import build_preprocessor, features, split
+from .preprocessing import build_preprocessor, features, input_columns, split
 from .tuning import FINISHED, calibration_split, open_study, search_candidates, search_options, select_detector, train_detector
 from .validation import check_rejected_share, expectation_report, validate as validate_frame
 
@@ -47,6 +48,7 @@ class ValidateResult(BaseModel):
     n_rejected: int
     quarantine: str
     expectations_success: bool
+    edges_dropped: int | None = None  # a graph's edges that touch a rejected node
 
 
 class PreprocessResult(BaseModel):
@@ -110,12 +112,19 @@ def validate(cfg: PipelineConfig) -> ValidateResult:
     expectations = expectation_report(frame, cfg.data)
     _write_json({"pandera": result.report(), "great_expectations": expectations}, cfg.paths.validation_report)
     check_rejected_share(result, cfg.data.max_rejected_share, source)
-    write_table(result.valid, cfg.paths.validated)
+    valid, edges_dropped = result.valid, None
+    if cfg.data.graph is not None:
+        graph = cfg.data.graph
+        valid, edges_dropped = with_neighbors(
+            valid, frame, read_table(graph.edges), id_column=cfg.data.id_column, source=graph.source, target=graph.target
+        )
+    write_table(valid, cfg.paths.validated)
     return ValidateResult(
         source=source,
         **result.report(include_share=False),
         quarantine=cfg.paths.quarantine,
         expectations_success=expectations["success"],
+        edges_dropped=edges_dropped,
     )
 
 
@@ -160,6 +169,21 @@ class Search:
     data_md5: str
 
 
+def _fit_rows(cfg: PipelineConfig) -> pd.DataFrame:
+    """The rows the detector is fitted on: the training rows, or for a graph every node (graph
+    detectors are transductive; labels are never used for a graph, so test labels stay unseen)."""
+    return pd.read_parquet(cfg.paths.validated if cfg.data.graph else cfg.paths.train)
+
+
+def _scores(cfg: PipelineConfig, pipeline, rows: pd.DataFrame) -> np.ndarray:
+    """The pipeline's scores of `rows`; graph nodes are scored inside the whole validated graph."""
+    if cfg.data.graph is None:
+        return pipeline.decision_function(features(rows, cfg.data))
+    nodes = pd.read_parquet(cfg.paths.validated)
+    scores = pipeline.decision_function(features(nodes, cfg.data))
+    return scores[pd.Index(nodes[cfg.data.id_column]).get_indexer(rows[cfg.data.id_column])]
+
+
 def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Search:
     X = preprocessor.transform(features(train_rows, cfg.data))
     y = train_rows[cfg.data.label_column].to_numpy(dtype=int) if cfg.train.use_labels else None
@@ -183,7 +207,7 @@ def _select(cfg: PipelineConfig, search: Search, **extra):
     y = None if search.y is None else search.y[rows]
     return select_detector(
         search.X[rows], y,
-        candidates=search_candidates(train, y, series=cfg.data.series is not None),
+        candidates=search_candidates(train, y, cfg.data.input),
         seed=cfg.seed,
         study_name=search.study_name,
         **search_options(train) | {"progress_bar": False} | extra,  # workers run without a terminal
@@ -192,7 +216,7 @@ def _select(cfg: PipelineConfig, search: Search, **extra):
 
 def create_study(cfg: PipelineConfig) -> str:
     """Create the training study (and its tables) once, before parallel workers join it at the same moment."""
-    search = _search(cfg, joblib.load(cfg.paths.preprocessor), pd.read_parquet(cfg.paths.train))
+    search = _search(cfg, joblib.load(cfg.paths.preprocessor), _fit_rows(cfg))
     open_study(tracking.optuna_storage(cfg.train), search.study_name, cfg.seed, cfg.train.pruning)
     return search.study_name
 
@@ -202,7 +226,7 @@ def tune(cfg: PipelineConfig, worker: int) -> str:
 
     `train` then finds the trials done and only picks the best; returns the study name.
     """
-    search = _search(cfg, joblib.load(cfg.paths.preprocessor), pd.read_parquet(cfg.paths.train))
+    search = _search(cfg, joblib.load(cfg.paths.preprocessor), _fit_rows(cfg))
     # Each worker its own sampler seed, or they would all propose the same candidates.
     _select(cfg, search, sampler_seed=cfg.seed + 1 + worker, summarize=False, user_attrs={"worker": worker, "pid": os.getpid()})
     return search.study_name
@@ -210,7 +234,7 @@ def tune(cfg: PipelineConfig, worker: int) -> str:
 
 def train(cfg: PipelineConfig) -> TrainResult:
     tracking.setup(cfg.tracking)
-    train_rows = pd.read_parquet(cfg.paths.train)
+    train_rows = _fit_rows(cfg)
     preprocessor = joblib.load(cfg.paths.preprocessor)
     search = _search(cfg, preprocessor, train_rows)
     X, study_name, data_md5 = search.X, search.study_name, search.data_md5
@@ -233,7 +257,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
         log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
         detector, selection = train_detector(
             X, search.y, _study_settings(cfg), cfg.seed,
-            study_name=study_name, threshold=cfg.threshold, callbacks=[log_trial], series=cfg.data.series is not None,
+            study_name=study_name, threshold=cfg.threshold, callbacks=[log_trial], input=cfg.data.input,
         )
         if cfg.train.workers > 1:  # the Dask workers' trials become child runs here, where the parent run is
             study = optuna.load_study(study_name=study_name, storage=tracking.optuna_storage(cfg.train))
@@ -269,7 +293,7 @@ def _test_scores(cfg: PipelineConfig):
     pipeline = joblib.load(cfg.paths.model)
     test = pd.read_parquet(cfg.paths.test)
     labels = test[cfg.data.label_column].to_numpy(dtype=int) if cfg.data.label_column else None
-    return pipeline, test, pipeline.decision_function(features(test, cfg.data)), labels
+    return pipeline, test, _scores(cfg, pipeline, test), labels
 
 
 def evaluate(cfg: PipelineConfig) -> EvaluateResult:
@@ -298,16 +322,22 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
     top = np.argsort(-scores, kind="stable")[: cfg.explain.top_k]
     train_rows = pd.read_parquet(cfg.paths.train)
     background = train_rows.sample(min(cfg.explain.background, len(train_rows)), random_state=cfg.seed)
-    explanation = shap_explain(
-        detector,
-        preprocessor.transform(features(test.iloc[top], cfg.data)),
-        preprocessor.transform(features(background, cfg.data)),
-        list(preprocessor.get_feature_names_out()),
-    )
-    ids = test[cfg.data.id_column] if cfg.data.id_column else pd.Series(test.index)
+    names = list(preprocessor.get_feature_names_out())
+    if cfg.data.graph is None:
+        explanation = shap_explain(
+            detector, preprocessor.transform(features(test.iloc[top], cfg.data)), preprocessor.transform(features(background, cfg.data)), names
+        )
+    else:  # nodes are explained inside the whole graph
+        nodes = pd.read_parquet(cfg.paths.validated)
+        position = pd.Index(nodes[cfg.data.id_column]).get_indexer
+        graph = preprocessor.transform(features(nodes, cfg.data))
+        explanation = explain_nodes(
+            detector, graph, position(test[cfg.data.id_column].iloc[top]), graph.x[position(background[cfg.data.id_column])], names
+        )
+    ids = (test[cfg.data.id_column] if cfg.data.id_column else test.index).tolist()  # plain Python values for JSON
     rows = [
         {
-            "id": ids.iloc[i].item(),
+            "id": ids[i],
             "score": float(scores[i]),
             "top_features": [{"feature": f, "contribution": round(v, 6)} for f, v in explanation.top_features(k)],
         }
@@ -341,8 +371,8 @@ def reference_sample(cfg: PipelineConfig) -> pd.DataFrame:
     pipeline = joblib.load(cfg.paths.model)
     train_rows = pd.read_parquet(cfg.paths.train)
     sample = train_rows.sample(min(cfg.monitoring.reference_rows, len(train_rows)), random_state=cfg.seed)
+    scores = _scores(cfg, pipeline, sample)
     reference = sample[list(cfg.data.columns)].reset_index(drop=True)
-    scores = pipeline.decision_function(features(reference, cfg.data))
     return reference.assign(score=scores, is_anomaly=(scores > pipeline[-1].threshold_).astype("int64"))
 
 
@@ -350,7 +380,9 @@ def register(cfg: PipelineConfig) -> RegisterResult:
     tracking.setup(cfg.tracking)
     training = _training(cfg)
     test = pd.read_parquet(cfg.paths.test)
-    example = test[list(cfg.data.columns)].head(5)
+    example = test[input_columns(cfg.data)].head(5)
+    if cfg.data.graph is not None:  # the example must be a graph on its own
+        example = induced(example, cfg.data.id_column)
     gate_value = {**json.loads(Path(cfg.paths.metrics).read_text()), "selection_score": training.selection_score}.get(cfg.registry.gate_metric)
     if gate_value is None:
         raise ValueError(f"registry.gate_metric '{cfg.registry.gate_metric}' was not computed; see {cfg.paths.metrics}")

@@ -35,6 +35,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from .config import ThresholdConfig, TrainConfig
 from .detectors import registry
 from .detectors.ensemble import RankEnsemble
+from .detectors.graph import Graph
 from .detectors.spec import DetectorSpec
 from .tracking import absolute_sqlite
 
@@ -66,6 +67,9 @@ def labels_held_out(y: np.ndarray | None) -> bool:
 
 
 def make_folds(X: np.ndarray, y: np.ndarray | None, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    if isinstance(X, Graph):  # graph detectors are transductive: fitted on every node and score them all
+        every_node = np.arange(len(X))
+        return [(every_node, every_node)]
     if y is None:
         return list(KFold(n_folds, shuffle=True, random_state=seed).split(X))
     # With a single labelled anomaly, score the rows fitted on: unsupervised detectors never see
@@ -292,11 +296,11 @@ def best_trial_selection(study: optuna.Study, candidates: dict[str, DetectorSpec
     )
 
 
-def candidate_names(train: TrainConfig, series: bool = False) -> list[str]:
-    """`train.detectors`, with the installed semi-supervised detectors added to `all` when the search uses labels."""
+def candidate_names(train: TrainConfig, input: str = "tabular") -> list[str]:
+    """`train.detectors`, with the installed semi-supervised detectors added to `all` when a tabular search uses labels."""
     if train.detectors == "all":
-        semi_supervised = registry.semi_supervised_candidates() if train.use_labels and not series else []
-        return registry.default_candidates(series=series) + semi_supervised
+        semi_supervised = registry.semi_supervised_candidates() if train.use_labels and input == "tabular" else []
+        return registry.default_candidates(input) + semi_supervised
     names = [registry.get(name).name for name in train.detectors]
     unlabelled = [name for name in names if registry.get(name).needs_labels and not train.use_labels]
     if unlabelled:
@@ -304,10 +308,10 @@ def candidate_names(train: TrainConfig, series: bool = False) -> list[str]:
     return names
 
 
-def search_candidates(train: TrainConfig, y: np.ndarray | None, series: bool = False) -> dict[str, DetectorSpec]:
+def search_candidates(train: TrainConfig, y: np.ndarray | None, input: str = "tabular") -> dict[str, DetectorSpec]:
     """The search's candidates. Semi-supervised ones only where labelled anomalies can be held out:
     otherwise they would be judged on the very labels they were fitted with."""
-    specs = {name: registry.get(name) for name in candidate_names(train, series)}
+    specs = {name: registry.get(name) for name in candidate_names(train, input)}
     return {name: spec for name, spec in specs.items() if not spec.needs_labels or labels_held_out(y)}
 
 
@@ -361,7 +365,7 @@ def train_detector(
     threshold: ThresholdConfig = ThresholdConfig(),
     callbacks=(),
     exclude_datasets: tuple[str, ...] = (),
-    series: bool = False,
+    input: str = "tabular",
 ):
     """Select the detector and fit it: what the `train` stage and `pynomaly bench` share.
 
@@ -370,14 +374,14 @@ def train_detector(
     one of the held-aside rows.
     """
     if threshold.target_fpr is None:
-        return _select_and_fit(X, y, train, seed, study_name, callbacks, exclude_datasets, series)
+        return _select_and_fit(X, y, train, seed, study_name, callbacks, exclude_datasets, input)
     fit_rows, calibration_rows = calibration_split(y, len(X), threshold, seed)
     y_fit = None if y is None else y[fit_rows]
-    detector, selection = _select_and_fit(X[fit_rows], y_fit, train, seed, study_name, callbacks, exclude_datasets, series)
+    detector, selection = _select_and_fit(X[fit_rows], y_fit, train, seed, study_name, callbacks, exclude_datasets, input)
     return detector.calibrate(X[calibration_rows], threshold.target_fpr), selection
 
 
-def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callbacks, exclude_datasets, series: bool):
+def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callbacks, exclude_datasets, input: str):
     """strategy "meta" (tabular data, `detectors: all`): the meta-learned ranking (`metaselect`) proposes detectors. Without labels the
     model is the rank ensemble of the top `ensemble_size`; with labels an Optuna study tries each of
     the top `meta_candidates`, that ensemble and the semi-supervised detectors on the labelled anomalies.
@@ -386,9 +390,9 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
     """
     sampler = None
     ensemble_size = 1
-    # The knowledge base describes tabular data and the default detectors: named detectors or a
-    # series always go to the search.
-    if train.strategy == "meta" and train.detectors == "all" and not series:
+    # The knowledge base describes tabular data and the default detectors: named detectors, a
+    # series or a graph always go to the search.
+    if train.strategy == "meta" and train.detectors == "all" and input == "tabular":
         from . import metaselect
 
         ranking = metaselect.rank_detectors(metaselect.meta_features(X, seed), exclude_datasets)
@@ -410,8 +414,9 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
         candidates[ensemble.name] = ensemble
         sampler = optuna.samplers.GridSampler({"detector": list(candidates)}, seed=seed)
     else:
-        candidates = search_candidates(train, y, series)
-        ensemble_size = train.ensemble_size
+        candidates = search_candidates(train, y, input)
+        # A rank ensemble takes rows, not a graph's nodes with their edges.
+        ensemble_size = train.ensemble_size if input != "graph" else 1
     options = search_options(train) | ({"n_trials": min(train.n_trials, len(candidates))} if sampler else {})
     selection = select_detector(
         X, y, candidates=candidates, seed=seed, study_name=study_name, callbacks=callbacks, sampler=sampler,

@@ -54,4 +54,5 @@ def test_cli_lists_every_backend_without_importing_any_framework(tmp_path):
     assert detectors["tf_vae"]["python_dependencies"] == ["tensorflow"] and detectors["jax_vae"]["backend"] == "jax"
     assert detectors["dominant"]["input"] == "graph" and detectors["lstm_forecast"]["input"] == "series"
     assert detectors["featurebagging"]["python_dependencies"] == ["pyod", "combo"]
-    assert detectors["iforest"]["default"] and not detectors["autoencoder"]["default"] and not detectors["dominant"]["default"]
+    assert detectors["iforest"]["default"] and not detectors["autoencoder"]["default"] and not detectors["cola"]["default"]
+    assert {n for n, d in detectors.items() if d["default"] and d["input"] == "graph"} == {"dominant", "gcnae", "anomalydae"}

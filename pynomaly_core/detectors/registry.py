@@ -26,10 +26,11 @@ def find(**tags) -> list[DetectorSpec]:
     return [spec for spec in REGISTRY.values() if all(spec.tags.get(k) == v for k, v in tags.items())]
 
 
-def default_candidates(series: bool = False) -> list[str]:
+def default_candidates(input: str = "tabular") -> list[str]:
     """`train.detectors: all`: the 18 fast tabular detectors (plus the fast series ones for a
-    series); deep, slow and optional-dependency detectors join a search only by name."""
-    inputs = {"tabular", "series"} if series else {"tabular"}
+    series; three PyGOD detectors for a graph); deep, slow and optional-dependency detectors join
+    a search only by name."""
+    inputs = {"tabular", "series"} if input == "series" else {input}
     return [name for name, spec in REGISTRY.items() if spec.default and spec.tags["input"] in inputs]
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from ..config import window_columns
 from ..io import DataError
 from .base import ModelDetector
+from .torch import on_one_thread
 from .spec import DetectorSpec
 
 
@@ -102,6 +103,7 @@ class LSTMForecaster(SeriesDetector):
         out, _ = net["lstm"](history)
         return net["head"](out[:, -1]).squeeze(1)
 
+    @on_one_thread
     def _fit(self, X, y):
         from .torch import import_torch, seed_torch, torch_device
 
@@ -126,6 +128,7 @@ class LSTMForecaster(SeriesDetector):
         self.net_ = net.cpu().eval()  # on the CPU, so the pickled pipeline loads anywhere
         return self._score(X)
 
+    @on_one_thread
     def _score(self, X):
         import torch
 
