@@ -217,6 +217,13 @@ class PipelineConfig(Strict):
             raise ValueError(f"data.label_column '{self.data.label_column}' must not also be a feature column")
         return self
 
+    @model_validator(mode="after")
+    def _calibration_rows_exist(self) -> PipelineConfig:
+        # A graph's detectors score the very nodes they were fitted on: none is left to calibrate on.
+        if self.data.graph is not None and self.threshold.target_fpr is not None:
+            raise ValueError("threshold.target_fpr is not supported for graph input: the detectors are fitted on every node")
+        return self
+
     def digest(self, *sections: str) -> str:
         """A short stable hash of the named sections (all of them when none are named)."""
         dumped = self.model_dump(include=set(sections) or None)

@@ -297,7 +297,7 @@ def best_trial_selection(study: optuna.Study, candidates: dict[str, DetectorSpec
 
 
 def candidate_names(train: TrainConfig, input: str = "tabular") -> list[str]:
-    """`train.detectors`, with the installed semi-supervised detectors added to `all` when the search uses labels."""
+    """`train.detectors`, with the installed semi-supervised detectors added to `all` when a tabular search uses labels."""
     if train.detectors == "all":
         semi_supervised = registry.semi_supervised_candidates() if train.use_labels and input == "tabular" else []
         return registry.default_candidates(input) + semi_supervised
@@ -415,7 +415,8 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
         sampler = optuna.samplers.GridSampler({"detector": list(candidates)}, seed=seed)
     else:
         candidates = search_candidates(train, y, input)
-        ensemble_size = train.ensemble_size if input != "graph" else 1  # RankEnsemble takes rows, not a graph
+        # A rank ensemble takes rows, not a graph's nodes with their edges.
+        ensemble_size = train.ensemble_size if input != "graph" else 1
     options = search_options(train) | ({"n_trials": min(train.n_trials, len(candidates))} if sampler else {})
     selection = select_detector(
         X, y, candidates=candidates, seed=seed, study_name=study_name, callbacks=callbacks, sampler=sampler,

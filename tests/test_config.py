@@ -56,3 +56,9 @@ def test_threshold_section_is_validated(tmp_path, threshold, message):
 def test_threshold_defaults_to_the_contamination_quantile():
     threshold = load_config(ROOT / "configs" / "demo.yaml").threshold
     assert (threshold.target_fpr, threshold.calibration_share) == (None, 0.2)
+
+
+def test_conformal_threshold_is_refused_for_a_graph(tmp_path):
+    (tmp_path / "c.yaml").write_text((ROOT / "configs" / "lesmis.yaml").read_text() + "\nthreshold: {target_fpr: 0.05}\n")
+    with pytest.raises(ConfigError, match="threshold.target_fpr is not supported for graph input"):
+        load_config(tmp_path / "c.yaml")
