@@ -200,8 +200,6 @@ class PipelineConfig(Strict):
 
     @model_validator(mode="after")
     def _labels_where_needed(self) -> PipelineConfig:
-        if self.data.graph is not None and self.threshold.target_fpr is not None:
-            raise ValueError("threshold.target_fpr is not supported for graph input: every node is fitted on, none is held aside to calibrate")
         if self.data.label_column is None:
             if self.train.use_labels:
                 raise ValueError("train.use_labels is true but data.label_column is not set")
