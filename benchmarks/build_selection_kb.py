@@ -1,11 +1,14 @@
-"""Build `pynomaly_core/selection_kb.json`, the knowledge base of label-free meta-selection.
+"""Build `pynomaly_core/selection_kb.json`, the knowledge base of meta-selection.
 
 For every development dataset and seed (ADBench protocol, `pynomaly_core.bench.adbench_split`),
-fit every knowledge-base detector with default parameters on the training part, record its
-AUCROC on the test part, and the landmark meta-features of the training part.
+fit every knowledge-base model on the training part, record its AUCROC on the test part, the
+landmark meta-features of the training part, and how much the rank of one labelled anomaly
+varies. Then, leaving each dataset out in turn, measure how far the predicted AUCROC is from
+the real one: the ratio of the two variances is `prior_labels`, how many labelled anomalies
+the prediction is worth when few labels refine it (`metaselect.shrink_to_prior`).
 
 Run:  .venv/bin/python benchmarks/build_selection_kb.py [--data ../shared/benchmarks/adbench]
-      (about 40 minutes on 2 cores; `--scores FILE` saves/reuses the fitted scores)
+      (about 20 minutes on 2 cores; `--scores DIR` saves/reuses the fitted scores)
 """
 
 from __future__ import annotations
@@ -15,61 +18,93 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from pynomaly_core.bench import adbench_split
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.metaselect import KNOWLEDGE_BASE, LANDMARKS, features_from_scores
+from pynomaly_core.metaselect import KNOWLEDGE_BASE, LANDMARKS, features_from_scores, model_name, rank_models
 
-# Fast, default-parameter detectors the selection chooses among. PyOD's PCA is left out: its
-# weighted scores are infinite on data with constant columns (optdigits, mnist).
-DETECTORS = ["iforest", "knn", "lof", "copod", "ecod", "hbos", "ocsvm", "cblof", "loda", "mcd", "gmm", "inne", "kde", "sk_elliptic"]
+# Fast detectors with default parameters, plus hyper-parameter variants of the cheap ones
+# (MetaOD's models are detector-and-parameter pairs too). PyOD's PCA is left out: its weighted
+# scores are infinite on data with constant columns (optdigits, mnist).
+MODELS = [(name, {}) for name in ["iforest", "knn", "lof", "copod", "ecod", "hbos", "ocsvm", "cblof", "loda", "mcd", "gmm", "inne", "kde", "sk_elliptic"]] + [
+    ("knn", {"n_neighbors": 10}), ("knn", {"n_neighbors": 20}), ("knn", {"n_neighbors": 50}),
+    ("lof", {"n_neighbors": 10}), ("lof", {"n_neighbors": 40}), ("lof", {"n_neighbors": 80}),
+    ("hbos", {"n_bins": 5}), ("hbos", {"n_bins": 30}),
+    ("iforest", {"max_features": 0.5}), ("ocsvm", {"nu": 0.1, "gamma": "scale"}),
+]
 SEEDS = (1, 2, 3)
 
 
 def fit_scores(X, y, seed) -> dict:
+    """Per model: training and test scores (absent when the model cannot fit this data)."""
     X_train, X_test, y_train, y_test = adbench_split(X, y, seed)
-    record = {"n_train": len(X_train), "aucroc": {}, "training_scores": {}}
-    for name in DETECTORS:
+    scores = {"y_train": y_train, "y_test": y_test}
+    for detector, params in MODELS:
         try:
-            detector = get(name).build({}, 0.1, seed).fit(X_train)
-            record["aucroc"][name] = float(roc_auc_score(y_test, detector.decision_function(X_test)))
-            if name in LANDMARKS:
-                record["training_scores"][name] = detector.decision_scores_.tolist()
-        except ValueError:  # a detector that cannot fit this data ranks like a coin flip
+            fitted = get(detector).build(dict(params), 0.1, seed).fit(X_train)
+        except ValueError:
+            continue
+        scores[f"train:{model_name(detector, params)}"] = fitted.decision_scores_
+        scores[f"test:{model_name(detector, params)}"] = fitted.decision_function(X_test)
+    return scores
+
+
+def entry(dataset: str, seed: int, scores) -> dict:
+    y_train, y_test = scores["y_train"], scores["y_test"]
+    record = {"dataset": dataset, "seed": seed, "aucroc": {}, "anomaly_rank_variance": {}}
+    for detector, params in MODELS:
+        name = model_name(detector, params)
+        if f"test:{name}" not in scores:  # a model that cannot fit this data ranks like a coin flip
             record["aucroc"][name] = 0.5
+            continue
+        record["aucroc"][name] = round(float(roc_auc_score(y_test, scores[f"test:{name}"])), 4)
+        ranks = (rankdata(scores[f"train:{name}"]) - 1) / (len(y_train) - 1)
+        record["anomaly_rank_variance"][name] = float(np.var(ranks[y_train == 1]))
+    landmarks = {name: scores[f"train:{name}"] for name in LANDMARKS}
+    record["features"] = [round(float(v), 6) for v in features_from_scores(landmarks, len(y_train))]
     return record
+
+
+def prior_labels(kb: dict) -> float:
+    """Variance one labelled anomaly's rank adds / variance of the leave-one-dataset-out prediction error."""
+    errors, label_variance = [], []
+    for e in kb["entries"]:
+        predicted = dict(rank_models(np.array(e["features"]), (e["dataset"],), kb))
+        for name, variance in e["anomaly_rank_variance"].items():
+            errors.append(predicted[name] - e["aucroc"][name])
+            label_variance.append(variance)
+    return float(np.mean(label_variance) / np.mean(np.square(errors)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "adbench")
-    parser.add_argument("--scores", type=Path, help="JSON cache of the fitted scores: read if it exists, else written")
+    parser.add_argument("--scores", type=Path, help="folder caching the fitted scores (one .npz per dataset and seed)")
     args = parser.parse_args()
-    if args.scores and args.scores.exists():
-        records = json.loads(args.scores.read_text())
-    else:
-        records = {}
-        for path in sorted(args.data.glob("*.npz"), key=lambda p: p.stem.lower()):
-            with np.load(path) as data:
-                X, y = data["X"].astype(np.float64), data["y"].astype(int)
-            for seed in SEEDS:
-                records[f"{path.stem}|{seed}"] = fit_scores(X, y, seed)
-                print(path.stem, seed, {k: round(v, 3) for k, v in records[f"{path.stem}|{seed}"]["aucroc"].items()}, flush=True)
-        if args.scores:
-            args.scores.write_text(json.dumps(records))
     entries = []
-    for key, record in records.items():
-        dataset, seed = key.split("|")
-        scores = {name: np.asarray(record["training_scores"][name]) for name in LANDMARKS}
-        entries.append({
-            "dataset": dataset,
-            "seed": int(seed),
-            "features": [round(float(v), 6) for v in features_from_scores(scores, record["n_train"])],
-            "aucroc": {name: round(record["aucroc"][name], 4) for name in DETECTORS},
-        })
-    KNOWLEDGE_BASE.write_text(json.dumps({"detectors": DETECTORS, "landmarks": list(LANDMARKS), "entries": entries}, indent=1) + "\n")
-    print(f"wrote {len(entries)} entries to {KNOWLEDGE_BASE}")
+    for path in sorted(args.data.glob("*.npz"), key=lambda p: p.stem.lower()):
+        with np.load(path) as data:
+            X, y = data["X"].astype(np.float64), data["y"].astype(int)
+        for seed in SEEDS:
+            cached = args.scores / f"{path.stem}_{seed}.npz" if args.scores else None
+            if cached and cached.exists():
+                scores = dict(np.load(cached))
+            else:
+                scores = fit_scores(X, y, seed)
+                if cached:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(cached, **scores)
+            entries.append(entry(path.stem, seed, scores))
+            print(path.stem, seed, {k: round(v, 3) for k, v in entries[-1]["aucroc"].items()}, flush=True)
+    models = [{"model": model_name(d, p), "detector": d, "params": p} for d, p in MODELS]
+    kb = {"models": models, "landmarks": list(LANDMARKS), "entries": entries}
+    kb["prior_labels"] = round(prior_labels(kb), 4)
+    for e in entries:  # only `prior_labels` needs them
+        del e["anomaly_rank_variance"]
+    KNOWLEDGE_BASE.write_text(json.dumps(kb, indent=1) + "\n")
+    print(f"wrote {len(entries)} entries, {len(models)} models, prior_labels {kb['prior_labels']} to {KNOWLEDGE_BASE}")
 
 
 if __name__ == "__main__":

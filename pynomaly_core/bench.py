@@ -20,6 +20,7 @@ from sklearn.preprocessing import MinMaxScaler
 
 from .config import ThresholdConfig, TrainConfig
 from .evaluation import metrics
+from .metaselect import model_name
 from .tuning import train_detector
 
 
@@ -52,6 +53,14 @@ def reveal_labels(y_train: np.ndarray, fraction: float, seed: int) -> np.ndarray
     return known
 
 
+def _described(selection) -> str:
+    """The detector's name; an ensemble's members with their parameters (`knn(n_neighbors=20)+iforest`)."""
+    members = selection.params.get("members")
+    if members is None:
+        return selection.detector
+    return "+".join(map(model_name, members, selection.params.get("member_params") or [{}] * len(members)))
+
+
 def run_one(
     X, y, seed: int, label_fraction: float, train: TrainConfig, exclude_datasets: tuple[str, ...] = (), threshold: ThresholdConfig = ThresholdConfig()
 ) -> dict:
@@ -68,7 +77,7 @@ def run_one(
         "aucroc": round(test["roc_auc"], 4),
         "aucpr": round(test["pr_auc"], 4),
         "threshold_fpr": round(test["false_positive_rate"], 4),
-        "detector": selection.detector if "members" not in selection.params else "+".join(selection.params["members"]),
+        "detector": _described(selection),
         "fit_seconds": round(fit_seconds, 2),
     }
 

@@ -101,7 +101,7 @@ class TrainConfig(Strict):
     ensemble_size: int = Field(
         3, ge=1, description="meta: detectors in the label-free rank ensemble; consensus: best trials rank-averaged, kept when it wins (1 = off)"
     )
-    meta_candidates: int = Field(8, ge=1, description="meta with labels: top-ranked detectors tried")
+    meta_candidates: int | None = Field(None, ge=1, description="meta with labels: top-ranked knowledge-base models tried (None: all)")
     detectors: list[str] | Literal["all"] = Field(
         "all", description="'all' = the fast default set (see `pynomaly detectors`); deep, slow and graph detectors only by name"
     )

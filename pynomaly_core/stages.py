@@ -175,13 +175,18 @@ def _fit_rows(cfg: PipelineConfig) -> pd.DataFrame:
     return pd.read_parquet(cfg.paths.validated if cfg.data.graph else cfg.paths.train)
 
 
+def _whole_graph(cfg: PipelineConfig, preprocessor):
+    """Every validated node's id, and the preprocessed graph they form (nodes are scored and explained inside it)."""
+    nodes = pd.read_parquet(cfg.paths.validated)
+    return pd.Index(nodes[cfg.data.id_column]), preprocessor.transform(features(nodes, cfg.data))
+
+
 def _scores(cfg: PipelineConfig, pipeline, rows: pd.DataFrame) -> np.ndarray:
     """The pipeline's scores of `rows`; graph nodes are scored inside the whole validated graph."""
     if cfg.data.graph is None:
         return pipeline.decision_function(features(rows, cfg.data))
-    nodes = pd.read_parquet(cfg.paths.validated)
-    scores = pipeline.decision_function(features(nodes, cfg.data))
-    return scores[pd.Index(nodes[cfg.data.id_column]).get_indexer(rows[cfg.data.id_column])]
+    node_ids, graph = _whole_graph(cfg, pipeline[0])
+    return pipeline[-1].decision_function(graph)[node_ids.get_indexer(rows[cfg.data.id_column])]
 
 
 def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Search:
@@ -328,9 +333,8 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
             detector, preprocessor.transform(features(test.iloc[top], cfg.data)), preprocessor.transform(features(background, cfg.data)), names
         )
     else:  # nodes are explained inside the whole graph
-        nodes = pd.read_parquet(cfg.paths.validated)
-        position = pd.Index(nodes[cfg.data.id_column]).get_indexer
-        graph = preprocessor.transform(features(nodes, cfg.data))
+        node_ids, graph = _whole_graph(cfg, preprocessor)
+        position = node_ids.get_indexer
         explanation = explain_nodes(
             detector, graph, position(test[cfg.data.id_column].iloc[top]), graph.x[position(background[cfg.data.id_column])], names
         )

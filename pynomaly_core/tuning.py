@@ -9,10 +9,11 @@ diverse detectors are robust on average (ADBench, Han et al. 2022), and agreemen
 the "model centrality" criterion studied by Ma, Zhao & Akoglu (2023) for unsupervised model
 selection. It needs no labels and rewards detectors whose ranking generalises to unseen rows.
 
-With `train.use_labels`, the objective is the cross-validated ROC-AUC (or PR-AUC) of the
-held-out folds instead, and semi-supervised detectors (XGBOD) join the candidates, fitted with
-the labels of the fit folds only. Either way each fold is reported to Optuna, so a pruner stops
-hopeless candidates after the first fold.
+With `train.use_labels`, the objective is the ROC-AUC (or PR-AUC) of the labelled anomalies
+instead. A candidate that never sees labels is fitted once on every row and judged on all of
+them; semi-supervised detectors (XGBOD) join the candidates and are cross-validated, fitted with
+the labels of the fit folds only. Each fold is reported to Optuna, so a pruner stops hopeless
+candidates after the first fold.
 
 After the study, a rank ensemble of the `ensemble_size` best distinct trials is scored with the
 same objective on the same folds, and chosen only when it beats the best trial.
@@ -116,6 +117,12 @@ def make_evaluator(X, y, folds, contamination, seed, metric):
     consensus = None if y is not None else consensus_scores(X, folds, contamination, seed)
 
     def evaluate(spec: DetectorSpec, params: dict):
+        if y is not None and not spec.needs_labels and not isinstance(X, Graph):
+            # It never sees the labels, so it is fitted once on every row and judged on every
+            # labelled anomaly: with a handful of them, folds would each hold one or two.
+            detector = spec.build(params, contamination, seed).fit(X)
+            yield LABEL_METRICS[metric](y, detector.decision_scores_)
+            return
         for step, (fit_rows, held_out) in enumerate(folds):
             detector = spec.build(params, contamination, seed).fit(X[fit_rows], y[fit_rows] if spec.needs_labels else None)
             scores = detector.decision_function(X[held_out])
@@ -129,7 +136,9 @@ def make_evaluator(X, y, folds, contamination, seed, metric):
     return evaluate
 
 
-def make_objective(evaluate, candidates: dict[str, DetectorSpec]):
+def make_objective(evaluate, candidates: dict[str, DetectorSpec], prior=None):
+    """`prior(name, value)`, when given, turns a candidate's measured criterion into the objective."""
+
     def objective(trial: optuna.Trial) -> float:
         name, params = suggest(trial, candidates)
         fold_values = []
@@ -140,7 +149,10 @@ def make_objective(evaluate, candidates: dict[str, DetectorSpec]):
             if trial.should_prune():
                 raise optuna.TrialPruned()
         trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 4))
-        return float(np.mean(fold_values))
+        if prior is None:
+            return float(np.mean(fold_values))
+        trial.set_user_attr("measured", float(np.mean(fold_values)))
+        return float(prior(name, np.mean(fold_values)))
 
     return objective
 
@@ -240,6 +252,7 @@ def select_detector(
     summarize: bool = True,
     user_attrs: dict | None = None,
     ensemble_size: int = 1,
+    prior=None,
 ) -> Selection | None:
     """Run (or resume, or join) the study; trials already in `storage` under `study_name` count towards `n_trials`.
 
@@ -254,7 +267,7 @@ def select_detector(
         study = open_study(storage, study_name, seed if sampler_seed is None else sampler_seed, pruning, sampler)
         if len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
             evaluate = make_evaluator(X, y, make_folds(X, y, n_folds, seed), contamination, seed, metric)
-            objective = make_objective(evaluate, candidates)
+            objective = make_objective(evaluate, candidates, prior)
             if user_attrs:
                 objective = _with_attrs(objective, user_attrs)
             run_trials(study, objective, n_trials, timeout, callbacks, progress_bar)
@@ -336,8 +349,13 @@ def ensemble_spec(members: list[str], member_params: list[dict] | None = None) -
     return DetectorSpec(ENSEMBLE, RankEnsemble, ENSEMBLE, lambda trial: dict(params), build_with="members", fixed=fixed)
 
 
+def fixed_params(spec: DetectorSpec, params: dict) -> DetectorSpec:
+    """The detector with these hyper-parameters only, as a candidate."""
+    return dataclasses.replace(spec, search_space=lambda trial: dict(params))
+
+
 def default_params(spec: DetectorSpec) -> DetectorSpec:
-    return dataclasses.replace(spec, search_space=lambda trial: {})
+    return fixed_params(spec, {})
 
 
 def calibration_split(y: np.ndarray | None, n_rows: int, threshold: ThresholdConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -382,46 +400,61 @@ def train_detector(
 
 
 def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callbacks, exclude_datasets, input: str):
-    """strategy "meta" (tabular data, `detectors: all`): the meta-learned ranking (`metaselect`) proposes detectors. Without labels the
-    model is the rank ensemble of the top `ensemble_size`; with labels an Optuna study tries each of
-    the top `meta_candidates`, that ensemble and the semi-supervised detectors on the labelled anomalies.
-    Otherwise ("consensus"): an Optuna study over `train.detectors` and their hyper-parameters, and
-    the rank ensemble of its `ensemble_size` best trials.
+    """strategy "meta" (tabular data, `detectors: all`): the meta-learned ranking (`metaselect`) of
+    the knowledge base's models. Without labels the model is the rank ensemble of the top
+    `ensemble_size`; with labels an Optuna grid tries the top `meta_candidates` models, that ensemble
+    and the semi-supervised detectors on the labelled anomalies, each candidate's ROC-AUC shrunk to
+    its predicted one. Otherwise ("consensus"): an Optuna study over `train.detectors` and their
+    hyper-parameters, and the rank ensemble of its `ensemble_size` best trials.
     """
-    sampler = None
+    sampler, prior, options = None, None, search_options(train)
     ensemble_size = 1
     # The knowledge base describes tabular data and the default detectors: named detectors, a
     # series or a graph always go to the search.
     if train.strategy == "meta" and train.detectors == "all" and input == "tabular":
         from . import metaselect
 
-        ranking = metaselect.rank_detectors(metaselect.meta_features(X, seed), exclude_datasets)
-        ranked = [name for name, _ in ranking]
-        ensemble = ensemble_spec(ranked[: train.ensemble_size])
+        ranking = metaselect.rank_models(metaselect.meta_features(X, seed), exclude_datasets)
+        catalogue = metaselect.models()
+        top = [catalogue[name] for name, _ in ranking[: train.ensemble_size]]
+        ensemble = ensemble_spec([d for d, _ in top], [p for _, p in top])
+        predicted = dict(ranking)
+        predicted[ensemble.name] = float(np.mean([p for _, p in ranking[: train.ensemble_size]]))
         if y is None:
             detector = ensemble.build({}, train.contamination, seed).fit(X)
-            predicted = dict(ranking)
-            members = ranked[: train.ensemble_size]
             return detector, Selection(
-                detector=ensemble.name, params={"members": members},
-                score=float(np.mean([predicted[m] for m in members])), criterion="meta_predicted_aucroc",
-                n_trials=0, n_complete=0, n_pruned=0, n_failed=0, study_name="",
+                detector=ensemble.name, params=ensemble.search_space(None), score=predicted[ensemble.name],
+                criterion="meta_predicted_aucroc", n_trials=0, n_complete=0, n_pruned=0, n_failed=0, study_name="",
             )
-        # Few labels cannot tune hyper-parameters without over-fitting: default parameters only.
-        # The knowledge base has no semi-supervised detectors (it is label-free): they join as they are.
-        names = ranked[: train.meta_candidates] + (registry.semi_supervised_candidates() if labels_held_out(y) else [])
-        candidates = {name: default_params(registry.get(name)) for name in names}
+        # Few labels cannot tune hyper-parameters without over-fitting: the knowledge base's models only.
+        candidates = {name: fixed_params(registry.get(catalogue[name][0]), catalogue[name][1]) for name, _ in ranking[: train.meta_candidates]}
         candidates[ensemble.name] = ensemble
+        # The knowledge base has no semi-supervised detectors (it is label-free): they join as they
+        # are, expected to do as well as the best model they build on until their labels say otherwise.
+        for name in registry.semi_supervised_candidates() if labels_held_out(y) else []:
+            candidates[name] = default_params(registry.get(name))
+            predicted[name] = ranking[0][1]
+        if train.metric == "roc_auc":  # the predictions are ROC-AUCs
+            n_labelled, prior_labels = int(np.sum(y == 1)), metaselect.knowledge_base()["prior_labels"]
+
+            def prior(name: str, measured: float) -> float:
+                return metaselect.shrink_to_prior(measured, predicted[name], n_labelled, prior_labels)
+
         sampler = optuna.samplers.GridSampler({"detector": list(candidates)}, seed=seed)
+        # Every candidate is fitted once: a pruner would only drop some on their raw score.
+        options |= {"n_trials": min(train.n_trials, len(candidates)), "pruning": False}
     else:
         candidates = search_candidates(train, y, input)
         # A rank ensemble takes rows, not a graph's nodes with their edges.
         ensemble_size = train.ensemble_size if input != "graph" else 1
-    options = search_options(train) | ({"n_trials": min(train.n_trials, len(candidates))} if sampler else {})
     selection = select_detector(
         X, y, candidates=candidates, seed=seed, study_name=study_name, callbacks=callbacks, sampler=sampler,
-        ensemble_size=ensemble_size, **options,
+        ensemble_size=ensemble_size, prior=prior, **options,
     )
     spec = ensemble_spec(**selection.params) if selection.detector == ENSEMBLE else candidates[selection.detector]
+    if prior is not None:
+        selection = dataclasses.replace(selection, criterion=f"{selection.criterion}, shrunk to the meta prediction")
+    # A knowledge-base model is recorded as its detector and parameters.
+    selection = dataclasses.replace(selection, detector=spec.name)
     detector = spec.build(selection.params, train.contamination, seed).fit(X, y if spec.needs_labels else None)
     return detector, selection

@@ -7,6 +7,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from pynomaly_core import metaselect
 from pynomaly_core.config import PreprocessConfig, TrainConfig
 from pynomaly_core.detectors import registry
 from pynomaly_core.detectors.ensemble import RankEnsemble
@@ -82,7 +83,21 @@ def test_selection_never_sees_labels_unless_asked(demo_xy, monkeypatch):
 def test_labelled_selection_finds_a_good_detector(demo_xy):
     X, y = demo_xy
     selection = _select(X, y, n_trials=8)
-    assert selection.score > 0.85  # cross-validated ROC-AUC on held-out folds
+    assert selection.score > 0.85  # ROC-AUC of the labelled anomalies, the detectors fitted without labels
+
+
+def test_unsupervised_candidates_are_judged_on_every_labelled_anomaly_in_one_fit(demo_xy):
+    from sklearn.metrics import roc_auc_score
+
+    from pynomaly_core.tuning import make_evaluator, make_folds
+
+    X, y = demo_xy
+    known = np.zeros_like(y)
+    known[np.flatnonzero(y == 1)[:4]] = 1
+    evaluate = make_evaluator(X, known, make_folds(X, known, 3, seed=1), 0.1, 1, "roc_auc")
+    fitted_without_labels = registry.get("iforest").build({}, 0.1, 1).fit(X)
+    assert list(evaluate(registry.get("iforest"), {})) == [pytest.approx(roc_auc_score(known, fitted_without_labels.decision_scores_))]
+    assert len(list(evaluate(registry.get("xgbod"), {}))) == 3  # a semi-supervised one is cross-validated
 
 
 def test_interrupted_study_resumes(demo_xy, tmp_path):
@@ -116,6 +131,10 @@ def test_meta_selection_ranks_and_ensembles_without_labels(demo_xy):
     detector, selection = train_detector(X, None, TrainConfig(), seed=0, study_name="unused")
     assert isinstance(detector, RankEnsemble) and len(selection.params["members"]) == 3
     assert selection.criterion == "meta_predicted_aucroc" and 0.5 < selection.score <= 1
+    ranking = metaselect.rank_models(metaselect.meta_features(X, 0))
+    top = [metaselect.models()[name] for name, _ in ranking[:3]]  # knowledge-base models: detectors with their parameters
+    assert selection.params == {"members": [d for d, _ in top], "member_params": [p for _, p in top]}
+    assert selection.score == pytest.approx(np.mean([p for _, p in ranking[:3]]))
     assert set(selection.params["members"]) <= set(registry.REGISTRY)
     from sklearn.metrics import roc_auc_score
 
@@ -129,15 +148,34 @@ def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_an
     storage = f"sqlite:///{tmp_path}/o.db"
     train = TrainConfig(use_labels=True, meta_candidates=4, storage=storage, progress_bar=False)
     _, selection = train_detector(X, known, train, seed=0, study_name="few")
-    assert selection.n_trials == 6 and selection.criterion == "roc_auc"
-    tried = {t.params["detector"] for t in optuna.load_study(study_name="few", storage=storage).trials}
-    assert {"rank_ensemble", "xgbod"} <= tried and len(tried) == 6
+    assert selection.n_trials == 6 and selection.criterion == "roc_auc, shrunk to the meta prediction"
+    trials = optuna.load_study(study_name="few", storage=storage).trials
+    assert {"rank_ensemble", "xgbod"} <= {t.params["detector"] for t in trials} and len(trials) == 6
+
+    # Each candidate's measured ROC-AUC is shrunk to its predicted one, worth `prior_labels` labels.
+    ranking = metaselect.rank_models(metaselect.meta_features(X, 0))
+    predicted = dict(ranking) | {"rank_ensemble": np.mean([p for _, p in ranking[:3]]), "xgbod": ranking[0][1]}
+    prior_labels = metaselect.knowledge_base()["prior_labels"]
+    for trial in trials:
+        expected = (prior_labels * predicted[trial.params["detector"]] + 2 * trial.user_attrs["measured"]) / (prior_labels + 2)
+        assert trial.value == pytest.approx(expected)
+    assert selection.score == max(t.value for t in trials)
 
     # One labelled anomaly cannot be held out: XGBOD would be judged on the label it was fitted with.
     known[np.flatnonzero(known)[1]] = 0
     _, selection = train_detector(X, known, train, seed=0, study_name="one")
     tried = {t.params["detector"] for t in optuna.load_study(study_name="one", storage=storage).trials}
     assert selection.n_trials == 5 and "xgbod" not in tried
+
+
+def test_every_knowledge_base_model_builds_and_has_a_figure_everywhere():
+    kb = metaselect.knowledge_base()
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    for name, (detector, params) in metaselect.models().items():
+        assert metaselect.model_name(detector, params) == name
+        assert registry.get(detector).build(params, 0.1, 0).fit(X).decision_scores_.shape == (100,)
+    assert all(set(e["aucroc"]) == set(metaselect.models()) for e in kb["entries"])
+    assert len({e["dataset"] for e in kb["entries"]}) == 22 and 0 < kb["prior_labels"] < 10
 
 
 def test_semi_supervised_candidates_only_with_labels():
