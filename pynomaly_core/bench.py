@@ -54,10 +54,10 @@ def reveal_labels(y_train: np.ndarray, fraction: float, seed: int) -> np.ndarray
 
 
 def _described(selection) -> str:
-    """The detector's name; an ensemble's members with their parameters (`knn(n_neighbors=20)+iforest`)."""
+    """The detector with its parameters (`knn(n_neighbors=20)`); an ensemble's members so (`knn(n_neighbors=20)+iforest`)."""
     members = selection.params.get("members")
     if members is None:
-        return selection.detector
+        return model_name(selection.detector, selection.params)
     return "+".join(map(model_name, members, selection.params.get("member_params") or [{}] * len(members)))
 
 
