@@ -8,7 +8,7 @@ the real one: the ratio of the two variances is `prior_labels`, how many labelle
 the prediction is worth when few labels refine it (`metaselect.shrink_to_prior`).
 
 Run:  .venv/bin/python benchmarks/build_selection_kb.py [--data ../shared/benchmarks/adbench]
-      (about 20 minutes on 2 cores; `--scores DIR` saves/reuses the fitted scores)
+      (about 12 minutes in one process on an idle machine; `--scores DIR` saves/reuses the fitted scores)
 """
 
 from __future__ import annotations
