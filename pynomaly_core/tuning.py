@@ -116,18 +116,21 @@ def make_evaluator(X, y, folds, contamination, seed, metric):
     """
     consensus = None if y is not None else consensus_scores(X, folds, contamination, seed)
 
+    def finite(spec: DetectorSpec, scores: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(scores)):
+            raise ValueError(f"{spec.name} gave non-finite scores")
+        return scores
+
     def evaluate(spec: DetectorSpec, params: dict):
-        if y is not None and not spec.needs_labels and not isinstance(X, Graph):
-            # It never sees the labels, so it is fitted once on every row and judged on every
-            # labelled anomaly: with a handful of them, folds would each hold one or two.
+        if y is not None and not spec.needs_labels:
+            # It never sees the labels, so it is fitted once on every row (a graph: every node, as
+            # its one fold would) and judged on every labelled anomaly: folds would hold one or two.
             detector = spec.build(params, contamination, seed).fit(X)
-            yield LABEL_METRICS[metric](y, detector.decision_scores_)
+            yield LABEL_METRICS[metric](y, finite(spec, detector.decision_scores_))
             return
         for step, (fit_rows, held_out) in enumerate(folds):
             detector = spec.build(params, contamination, seed).fit(X[fit_rows], y[fit_rows] if spec.needs_labels else None)
-            scores = detector.decision_function(X[held_out])
-            if not np.all(np.isfinite(scores)):
-                raise ValueError(f"{spec.name} gave non-finite scores")
+            scores = finite(spec, detector.decision_function(X[held_out]))
             if consensus is None:
                 yield LABEL_METRICS[metric](y[held_out], scores)
             else:
