@@ -11,7 +11,7 @@ selection. It needs no labels and rewards detectors whose ranking generalises to
 
 With `train.use_labels`, the objective is the ROC-AUC (or PR-AUC) of the labelled anomalies
 instead. A candidate that never sees labels is fitted once on every row and judged on all of
-them; semi-supervised detectors (XGBOD) join the candidates and are cross-validated, fitted with
+them; semi-supervised detectors (pu_logistic, XGBOD) join the candidates and are cross-validated, fitted with
 the labels of the fit folds only. Each fold is reported to Optuna, so a pruner stops hopeless
 candidates after the first fold.
 
@@ -42,6 +42,9 @@ from .tracking import absolute_sqlite
 
 REFERENCE_POOL = ("iforest", "copod", "hbos", "knn", "pca")
 ENSEMBLE = "rank_ensemble"
+# Few-label meta-selection's candidate that uses the labels: the label-free ensemble plus this member.
+LABEL_MEMBER = "pu_logistic"
+LABEL_GUIDED = f"{ENSEMBLE}+{LABEL_MEMBER}"
 LABEL_METRICS = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score}
 # Failures of one candidate (a degenerate fit, a singular covariance) fail that trial, not the study.
 TRIAL_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
@@ -345,20 +348,26 @@ def search_options(train: TrainConfig) -> dict:
     )
 
 
-def ensemble_spec(members: list[str], member_params: list[dict] | None = None) -> DetectorSpec:
+def ensemble_spec(members: list[str], member_params: list[dict] | None = None, weights: list[float] | None = None) -> DetectorSpec:
     """A rank ensemble as a candidate; its "parameters" are its members, so a selection records them."""
     params = {"members": list(members)} | ({"member_params": list(member_params)} if member_params is not None else {})
-    fixed = {"members": tuple(members), "member_params": None if member_params is None else tuple(member_params)}
+    params |= {"weights": list(weights)} if weights is not None else {}
+    fixed = {
+        "members": tuple(members),
+        "member_params": None if member_params is None else tuple(member_params),
+        "weights": None if weights is None else tuple(weights),
+    }
     return DetectorSpec(ENSEMBLE, RankEnsemble, ENSEMBLE, lambda trial: dict(params), build_with="members", fixed=fixed)
+
+
+def label_guided_spec(members: list[str], member_params: list[dict]) -> DetectorSpec:
+    """The rank ensemble of `members` averaged half and half with a classifier of the labelled anomalies."""
+    return ensemble_spec([*members, LABEL_MEMBER], [*member_params, {}], [1] * len(members) + [len(members)])
 
 
 def fixed_params(spec: DetectorSpec, params: dict) -> DetectorSpec:
     """The detector with these hyper-parameters only, as a candidate."""
     return dataclasses.replace(spec, search_space=lambda trial: dict(params))
-
-
-def default_params(spec: DetectorSpec) -> DetectorSpec:
-    return fixed_params(spec, {})
 
 
 def calibration_split(y: np.ndarray | None, n_rows: int, threshold: ThresholdConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -406,8 +415,8 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
     """strategy "meta" (tabular data, `detectors: all`): the meta-learned ranking (`metaselect`) of
     the knowledge base's models. Without labels the model is the rank ensemble of the top
     `ensemble_size`; with labels an Optuna grid tries the top `meta_candidates` models, that ensemble
-    and the semi-supervised detectors on the labelled anomalies, each candidate's ROC-AUC shrunk to
-    its predicted one. Otherwise ("consensus"): an Optuna study over `train.detectors` and their
+    and that ensemble with a classifier of the labelled anomalies as one more member, each
+    candidate's ROC-AUC on the labelled anomalies shrunk to its predicted one. Otherwise ("consensus"): an Optuna study over `train.detectors` and their
     hyper-parameters, and the rank ensemble of its `ensemble_size` best trials.
     """
     sampler, prior, options = None, None, search_options(train)
@@ -432,11 +441,12 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
         # Few labels cannot tune hyper-parameters without over-fitting: the knowledge base's models only.
         candidates = {name: fixed_params(registry.get(catalogue[name][0]), catalogue[name][1]) for name, _ in ranking[: train.meta_candidates]}
         candidates[ensemble.name] = ensemble
-        # The knowledge base has no semi-supervised detectors (it is label-free): they join as they
-        # are, expected to do as well as the best model they build on until their labels say otherwise.
-        for name in registry.semi_supervised_candidates() if labels_held_out(y) else []:
-            candidates[name] = default_params(registry.get(name))
-            predicted[name] = ranking[0][1]
+        # The labels join through that ensemble guided by a classifier of the labelled anomalies.
+        # Cross-validated, so it needs two labelled anomalies; the knowledge base is label-free,
+        # so its prior is the ensemble's.
+        if labels_held_out(y):
+            candidates[LABEL_GUIDED] = label_guided_spec([d for d, _ in top], [p for _, p in top])
+            predicted[LABEL_GUIDED] = predicted[ensemble.name]
         if train.metric == "roc_auc":  # the predictions are ROC-AUCs
             n_labelled, prior_labels = int(np.sum(y == 1)), metaselect.knowledge_base()["prior_labels"]
 

@@ -35,7 +35,7 @@ def test_registry_has_at_least_ten_detectors_with_tags():
     assert len(REGISTRY) >= 10
     for spec in REGISTRY.values():
         assert set(spec.tags) == {"backend", "input", "gpu", "proba", "needs_labels", "python_dependencies"}
-    assert {s.name for s in find(backend="sklearn")} == {"sk_iforest", "sk_lof", "sk_ocsvm", "sk_elliptic"}
+    assert {s.name for s in find(backend="sklearn")} == {"sk_iforest", "sk_lof", "sk_ocsvm", "sk_elliptic", "pu_logistic"}
     with pytest.raises(KeyError, match="unknown detector 'nope'; known: abod"):
         get("nope")
 
@@ -165,9 +165,20 @@ def test_device_auto_picks_the_gpu_only_when_there_is_one():
 
 def test_semi_supervised_detector_is_tagged_and_refuses_to_fit_without_labels(tiny):
     X, y = tiny
-    assert [s.name for s in find(needs_labels=True)] == ["xgbod"]
-    assert "xgbod" not in default_candidates() and "xgboost" in REGISTRY["xgbod"].tags["python_dependencies"]
-    spec = REGISTRY["xgbod"]
-    for labels in (None, np.zeros_like(y)):
-        with pytest.raises(ValueError, match="detector 'xgbod' is semi-supervised: fit it with labels holding at least one anomaly"):
-            spec.build(spec.test_params).fit(X, labels)
+    assert [s.name for s in find(needs_labels=True)] == ["xgbod", "pu_logistic"]
+    assert not {"xgbod", "pu_logistic"} & set(default_candidates()) and "xgboost" in REGISTRY["xgbod"].tags["python_dependencies"]
+    for spec in (REGISTRY["xgbod"], REGISTRY["pu_logistic"]):
+        for labels in (None, np.zeros_like(y)):
+            with pytest.raises(ValueError, match=f"detector '{spec.name}' is semi-supervised: fit it with labels holding at least one anomaly"):
+                spec.build(spec.test_params).fit(X, labels)
+    with pytest.raises(ValueError, match="and one other row"):
+        REGISTRY["pu_logistic"].build().fit(X, np.ones_like(y))
+
+
+def test_positive_unlabelled_logistic_ranks_the_hidden_anomalies_from_a_few_labelled_ones(tiny):
+    X, y = tiny
+    known = np.zeros_like(y)
+    known[np.flatnonzero(y == 1)[:3]] = 1  # three of the ten anomalies labelled, the rest unlabelled
+    detector = REGISTRY["pu_logistic"].build().fit(X, known)
+    hidden = known == 0
+    assert roc_auc_score(y[hidden], detector.decision_function(X[hidden])) > 0.8  # 0.87 measured

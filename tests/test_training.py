@@ -13,7 +13,7 @@ from pynomaly_core.detectors import registry
 from pynomaly_core.detectors.ensemble import RankEnsemble
 from pynomaly_core.evaluation import metrics
 from pynomaly_core.preprocessing import build_preprocessor, features, split
-from pynomaly_core.tuning import select_detector, train_detector
+from pynomaly_core.tuning import label_guided_spec, select_detector, train_detector
 from tests.conftest import ROOT, demo_config
 
 
@@ -141,7 +141,7 @@ def test_meta_selection_ranks_and_ensembles_without_labels(demo_xy):
     assert roc_auc_score(y, detector.decision_scores_) > 0.85  # the labels only grade the choice
 
 
-def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_and_xgbod(demo_xy, tmp_path):
+def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_and_it_guided_by_the_labels(demo_xy, tmp_path):
     X, y = demo_xy
     known = np.zeros_like(y)
     known[np.flatnonzero(y == 1)[:2]] = 1  # two labelled anomalies, every other row unknown
@@ -150,22 +150,51 @@ def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_an
     _, selection = train_detector(X, known, train, seed=0, study_name="few")
     assert selection.n_trials == 6 and selection.criterion == "roc_auc, shrunk to the meta prediction"
     trials = optuna.load_study(study_name="few", storage=storage).trials
-    assert {"rank_ensemble", "xgbod"} <= {t.params["detector"] for t in trials} and len(trials) == 6
+    assert {t.params["detector"] for t in trials} >= {"rank_ensemble", "rank_ensemble+pu_logistic"} and len(trials) == 6
+
+    # The guided candidate is the label-free ensemble plus a classifier of the labelled anomalies,
+    # cross-validated: each of the two folds holds out one labelled anomaly.
+    guided = next(t for t in trials if t.params["detector"] == "rank_ensemble+pu_logistic")
+    assert guided.intermediate_values.keys() == {0, 1}
 
     # Each candidate's measured ROC-AUC is shrunk to its predicted one, worth `prior_labels` labels.
     ranking = metaselect.rank_models(metaselect.meta_features(X, 0))
-    predicted = dict(ranking) | {"rank_ensemble": np.mean([p for _, p in ranking[:3]]), "xgbod": ranking[0][1]}
+    ensemble_prediction = np.mean([p for _, p in ranking[:3]])
+    predicted = dict(ranking) | {"rank_ensemble": ensemble_prediction, "rank_ensemble+pu_logistic": ensemble_prediction}
     prior_labels = metaselect.knowledge_base()["prior_labels"]
     for trial in trials:
         expected = (prior_labels * predicted[trial.params["detector"]] + 2 * trial.user_attrs["measured"]) / (prior_labels + 2)
         assert trial.value == pytest.approx(expected)
     assert selection.score == max(t.value for t in trials)
 
-    # One labelled anomaly cannot be held out: XGBOD would be judged on the label it was fitted with.
+    # One labelled anomaly cannot be held out: the classifier would be judged on the label it was fitted with.
     known[np.flatnonzero(known)[1]] = 0
     _, selection = train_detector(X, known, train, seed=0, study_name="one")
     tried = {t.params["detector"] for t in optuna.load_study(study_name="one", storage=storage).trials}
-    assert selection.n_trials == 5 and "xgbod" not in tried
+    assert selection.n_trials == 5 and "rank_ensemble+pu_logistic" not in tried
+
+
+def test_rank_ensemble_weighs_its_members(demo_xy):
+    X, _ = demo_xy
+    first_only = RankEnsemble(["iforest", "hbos"], weights=[1, 0], random_state=0).fit(X)
+    assert np.allclose(first_only.decision_scores_, RankEnsemble(["iforest"], random_state=0).fit(X).decision_scores_)
+    with pytest.raises(ValueError, match="2 members but 1 weights"):
+        RankEnsemble(["iforest", "hbos"], weights=[1]).fit(X)
+
+
+def test_a_label_guided_ensemble_averages_the_members_and_the_classifier_half_and_half(demo_xy):
+    from sklearn.metrics import roc_auc_score
+
+    X, y = demo_xy
+    known = np.zeros_like(y)
+    known[np.flatnonzero(y == 1)[:5]] = 1
+    guided = label_guided_spec(["iforest", "hbos", "knn"], [{}, {"n_bins": 5}, {}]).build({}, 0.1, 0).fit(X, known)
+    unguided = RankEnsemble(["iforest", "hbos", "knn"], [{}, {"n_bins": 5}, {}], random_state=0).fit(X)
+    classifier = registry.get("pu_logistic").build({}, 0.1, 0).fit(X, known)  # fitted with the labels
+    percentile = np.searchsorted(np.sort(classifier.decision_scores_), classifier.decision_scores_, side="right") / len(X)
+    assert np.allclose(guided.decision_scores_, (unguided.decision_scores_ + percentile) / 2)
+    hidden = known == 0
+    assert roc_auc_score(y[hidden], guided.decision_function(X[hidden])) > roc_auc_score(y[hidden], unguided.decision_function(X[hidden]))
 
 
 def test_every_knowledge_base_model_builds_and_has_a_figure_everywhere():
@@ -240,7 +269,7 @@ def test_trial_ensemble_replaces_the_best_trial_only_when_it_wins(demo_xy, tmp_p
     assert len(top) == 3 and len({json.dumps(c, sort_keys=True) for c in top}) == 3
     completed = sorted((t.value for t in study.trials if t.value is not None), reverse=True)
     assert top[0] == (best.detector, best.params) and completed[0] == best.score
-    assert evaluated == [{"members": tuple(n for n, _ in top), "member_params": tuple(p for _, p in top)}]
+    assert evaluated == [{"members": tuple(n for n, _ in top), "member_params": tuple(p for _, p in top), "weights": None}]
     record = {"members": [n for n, _ in top], "member_params": [p for _, p in top], "score": pytest.approx(best.score + margin), "chosen": margin > 0}
     assert selection.trial_ensemble == record and study.user_attrs["trial_ensemble"] == record
     if margin > 0:

@@ -12,13 +12,15 @@ class RankEnsemble(BaseDetector):
 
     `members` are registry names; `member_params` their hyper-parameters, one dict per member
     (default parameters when None). A name may appear twice with different parameters.
+    `weights`, one per member, weigh the average (equal when None).
     """
 
     backend = "ensemble"
 
-    def __init__(self, members=("iforest", "copod", "hbos"), member_params=None, contamination=0.1, random_state=None):
+    def __init__(self, members=("iforest", "copod", "hbos"), member_params=None, weights=None, contamination=0.1, random_state=None):
         self.members = members
         self.member_params = member_params
+        self.weights = weights
         self.contamination = contamination
         self.random_state = random_state
 
@@ -28,6 +30,8 @@ class RankEnsemble(BaseDetector):
         params = self.member_params or [{}] * len(self.members)
         if len(params) != len(self.members):
             raise ValueError(f"RankEnsemble: {len(self.members)} members but {len(params)} member_params")
+        if self.weights is not None and len(self.weights) != len(self.members):
+            raise ValueError(f"RankEnsemble: {len(self.members)} members but {len(self.weights)} weights")
         self.detectors_ = []
         for name, member_params in zip(self.members, params):
             spec = registry.get(name)
@@ -41,7 +45,7 @@ class RankEnsemble(BaseDetector):
             np.searchsorted(reference, scores, side="right") / len(reference)
             for reference, scores in zip(self.member_training_scores_, member_scores)
         ]
-        return np.mean(percentiles, axis=0)
+        return np.average(percentiles, axis=0, weights=self.weights)
 
     def _score(self, X):
         return self._average([d.decision_function(X) for d in self.detectors_])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 
+import numpy as np
+
 from .base import ModelDetector
 from .spec import DetectorSpec
 
@@ -39,6 +41,32 @@ class SklearnDetector(ModelDetector):
         return -self.estimator_.score_samples(X)
 
 
+class PositiveUnlabelledLogistic(ModelDetector):
+    """A logistic regression of the labelled anomalies against every other row, classes balanced.
+
+    When the labelled anomalies are a random pick of all anomalies, a classifier of labelled
+    against unlabelled rows ranks rows as one of anomalies against normal rows would (Elkan &
+    Noto 2008). Alone it ignores what the data's shape says; in few-label meta-selection it
+    joins the label-free rank ensemble as one more member.
+    """
+
+    backend = "sklearn"
+    python_dependencies = ("scikit-learn",)
+    needs_labels = True
+
+    def _fit(self, X, y):
+        from sklearn.linear_model import LogisticRegression
+
+        y = None if y is None else np.asarray(y)
+        if y is None or not np.any(y == 1) or np.all(y == 1):
+            raise ValueError(f"detector '{self.model}' is semi-supervised: fit it with labels holding at least one anomaly and one other row (train.use_labels)")
+        self.estimator_ = LogisticRegression(class_weight="balanced", max_iter=1000, **(self.params or {})).fit(X, y)
+        return self.estimator_.decision_function(X)
+
+    def _score(self, X):
+        return self.estimator_.decision_function(X)
+
+
 def _spec(name, search_space, test_params=None):
     return DetectorSpec(name, SklearnDetector, name, search_space, test_params or {}, default=True)
 
@@ -54,4 +82,5 @@ SPECS = [
         "gamma": t.suggest_float("sk_ocsvm.gamma", 1e-3, 1.0, log=True),
     }),
     _spec("sk_elliptic", lambda t: {"support_fraction": t.suggest_float("sk_elliptic.support_fraction", 0.6, 1.0)}),
+    DetectorSpec("pu_logistic", PositiveUnlabelledLogistic, "pu_logistic", lambda t: {"C": t.suggest_float("pu_logistic.C", 0.01, 100.0, log=True)}),
 ]
