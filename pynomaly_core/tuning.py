@@ -11,9 +11,9 @@ selection. It needs no labels and rewards detectors whose ranking generalises to
 
 With `train.use_labels`, the objective is the ROC-AUC (or PR-AUC) of the labelled anomalies
 instead. A candidate that never sees labels is fitted once on every row and judged on all of
-them; semi-supervised detectors (pu_logistic, XGBOD) join the candidates and are cross-validated, fitted with
-the labels of the fit folds only. Each fold is reported to Optuna, so a pruner stops hopeless
-candidates after the first fold.
+them; semi-supervised detectors (pu_logistic, XGBOD) join the candidates and are
+cross-validated, fitted with the labels of the fit folds only. Each fold is reported to Optuna,
+so a pruner stops hopeless candidates after the first fold.
 
 After the study, a rank ensemble of the `ensemble_size` best distinct trials is scored with the
 same objective on the same folds, and chosen only when it beats the best trial.
@@ -42,7 +42,7 @@ from .tracking import absolute_sqlite
 
 REFERENCE_POOL = ("iforest", "copod", "hbos", "knn", "pca")
 ENSEMBLE = "rank_ensemble"
-# Few-label meta-selection's candidate that uses the labels: the label-free ensemble plus this member.
+# Few-label meta-selection's candidate that uses the labels: the label-free ensemble averaged with this classifier.
 LABEL_MEMBER = "pu_logistic"
 LABEL_GUIDED = f"{ENSEMBLE}+{LABEL_MEMBER}"
 LABEL_METRICS = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score}
@@ -415,9 +415,10 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
     """strategy "meta" (tabular data, `detectors: all`): the meta-learned ranking (`metaselect`) of
     the knowledge base's models. Without labels the model is the rank ensemble of the top
     `ensemble_size`; with labels an Optuna grid tries the top `meta_candidates` models, that ensemble
-    and that ensemble with a classifier of the labelled anomalies as one more member, each
-    candidate's ROC-AUC on the labelled anomalies shrunk to its predicted one. Otherwise ("consensus"): an Optuna study over `train.detectors` and their
-    hyper-parameters, and the rank ensemble of its `ensemble_size` best trials.
+    and that ensemble averaged half and half with a classifier of the labelled anomalies, each
+    candidate's ROC-AUC on the labelled anomalies shrunk to its predicted one. Otherwise
+    ("consensus"): an Optuna study over `train.detectors` and their hyper-parameters, and the rank
+    ensemble of its `ensemble_size` best trials.
     """
     sampler, prior, options = None, None, search_options(train)
     ensemble_size = 1
