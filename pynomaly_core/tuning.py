@@ -350,13 +350,12 @@ def search_options(train: TrainConfig) -> dict:
 
 def ensemble_spec(members: list[str], member_params: list[dict] | None = None, weights: list[float] | None = None) -> DetectorSpec:
     """A rank ensemble as a candidate; its "parameters" are its members, so a selection records them."""
-    params = {"members": list(members)} | ({"member_params": list(member_params)} if member_params is not None else {})
-    params |= {"weights": list(weights)} if weights is not None else {}
     fixed = {
         "members": tuple(members),
         "member_params": None if member_params is None else tuple(member_params),
         "weights": None if weights is None else tuple(weights),
     }
+    params = {key: list(value) for key, value in fixed.items() if value is not None}
     return DetectorSpec(ENSEMBLE, RankEnsemble, ENSEMBLE, lambda trial: dict(params), build_with="members", fixed=fixed)
 
 
@@ -429,8 +428,9 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
 
         ranking = metaselect.rank_models(metaselect.meta_features(X, seed), exclude_datasets)
         catalogue = metaselect.models()
-        top = [catalogue[name] for name, _ in ranking[: train.ensemble_size]]
-        ensemble = ensemble_spec([d for d, _ in top], [p for _, p in top])
+        members = [catalogue[name] for name, _ in ranking[: train.ensemble_size]]
+        member_names, member_params = [d for d, _ in members], [p for _, p in members]
+        ensemble = ensemble_spec(member_names, member_params)
         predicted = dict(ranking)
         predicted[ensemble.name] = float(np.mean([p for _, p in ranking[: train.ensemble_size]]))
         if y is None:
@@ -446,7 +446,7 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
         # Cross-validated, so it needs two labelled anomalies; the knowledge base is label-free,
         # so its prior is the ensemble's.
         if labels_held_out(y):
-            candidates[LABEL_GUIDED] = label_guided_spec([d for d, _ in top], [p for _, p in top])
+            candidates[LABEL_GUIDED] = label_guided_spec(member_names, member_params)
             predicted[LABEL_GUIDED] = predicted[ensemble.name]
         if train.metric == "roc_auc":  # the predictions are ROC-AUCs
             n_labelled, prior_labels = int(np.sum(y == 1)), metaselect.knowledge_base()["prior_labels"]
