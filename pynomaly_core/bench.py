@@ -54,11 +54,16 @@ def reveal_labels(y_train: np.ndarray, fraction: float, seed: int) -> np.ndarray
 
 
 def _described(selection) -> str:
-    """The detector with its parameters (`knn(n_neighbors=20)`); an ensemble's members so (`knn(n_neighbors=20)+iforest`)."""
+    """The detector with its parameters (`knn(n_neighbors=20)`); an ensemble's members so, with
+    their weights when they differ (`knn(n_neighbors=20)+iforest+pu_logistic (weights 1, 1, 2)`)."""
     members = selection.params.get("members")
     if members is None:
         return model_name(selection.detector, selection.params)
-    return "+".join(map(model_name, members, selection.params.get("member_params") or [{}] * len(members)))
+    described = "+".join(map(model_name, members, selection.params.get("member_params") or [{}] * len(members)))
+    weights = selection.params.get("weights")
+    if weights is None or len(set(weights)) == 1:
+        return described
+    return f"{described} (weights {', '.join(f'{w:g}' for w in weights)})"
 
 
 def run_one(

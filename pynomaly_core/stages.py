@@ -181,11 +181,12 @@ def _whole_graph(cfg: PipelineConfig, preprocessor):
     return pd.Index(nodes[cfg.data.id_column]), preprocessor.transform(features(nodes, cfg.data))
 
 
-def _scores(cfg: PipelineConfig, pipeline, rows: pd.DataFrame) -> np.ndarray:
-    """The pipeline's scores of `rows`; graph nodes are scored inside the whole validated graph."""
+def _scores(cfg: PipelineConfig, pipeline, rows: pd.DataFrame, whole_graph=None) -> np.ndarray:
+    """The pipeline's scores of `rows`; graph nodes are scored inside the whole validated graph
+    (`_whole_graph`'s, read here unless given)."""
     if cfg.data.graph is None:
         return pipeline.decision_function(features(rows, cfg.data))
-    node_ids, graph = _whole_graph(cfg, pipeline[0])
+    node_ids, graph = whole_graph or _whole_graph(cfg, pipeline[0])
     return pipeline[-1].decision_function(graph)[node_ids.get_indexer(rows[cfg.data.id_column])]
 
 
@@ -322,8 +323,10 @@ def evaluate(cfg: PipelineConfig) -> EvaluateResult:
 
 def explain(cfg: PipelineConfig) -> ExplainResult:
     tracking.setup(cfg.tracking)
-    pipeline, test, scores, _ = _test_scores(cfg)
+    pipeline, test = joblib.load(cfg.paths.model), pd.read_parquet(cfg.paths.test)
     preprocessor, detector = pipeline[0], pipeline[-1]
+    whole_graph = _whole_graph(cfg, preprocessor) if cfg.data.graph else None  # read once: scored and explained
+    scores = _scores(cfg, pipeline, test, whole_graph)
     top = np.argsort(-scores, kind="stable")[: cfg.explain.top_k]
     train_rows = pd.read_parquet(cfg.paths.train)
     background = train_rows.sample(min(cfg.explain.background, len(train_rows)), random_state=cfg.seed)
@@ -333,7 +336,7 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
             detector, preprocessor.transform(features(test.iloc[top], cfg.data)), preprocessor.transform(features(background, cfg.data)), names
         )
     else:  # nodes are explained inside the whole graph
-        node_ids, graph = _whole_graph(cfg, preprocessor)
+        node_ids, graph = whole_graph
         position = node_ids.get_indexer
         explanation = explain_nodes(
             detector, graph, position(test[cfg.data.id_column].iloc[top]), graph.x[position(background[cfg.data.id_column])], names

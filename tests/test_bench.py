@@ -1,5 +1,6 @@
 """The benchmark protocol: split sizes, no label leakage into selection, determinism per seed."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import pynomaly_core.bench as bench
 from pynomaly_core.bench import adbench_split, reveal_labels, run_benchmark, run_one
 from pynomaly_core.config import ThresholdConfig, TrainConfig
 from pynomaly_core.detectors.base import conformal_threshold
-from pynomaly_core.tuning import train_detector
+from pynomaly_core.tuning import Selection, label_guided_spec, train_detector
 from tests.conftest import ADBENCH
 
 FAST = TrainConfig(detectors=["iforest", "copod", "hbos"], n_trials=3, cv_folds=2, storage="sqlite:///:memory:", progress_bar=False)
@@ -65,6 +66,16 @@ def test_selection_never_sees_test_rows_or_hidden_labels(monkeypatch, fraction):
 def test_same_seed_same_result():
     X, y = load("glass")
     assert {**run_one(X, y, 3, 0.0, FAST), "fit_seconds": 0} == {**run_one(X, y, 3, 0.0, FAST), "fit_seconds": 0}
+
+
+def test_results_name_an_ensembles_members_and_their_weights_when_they_differ():
+    def described(spec):
+        params = spec.search_space(None)
+        return bench._described(Selection(spec.name, params, 0.0, "roc_auc", 1, 1, 0, 0, "bench-1"))
+
+    guided = label_guided_spec(["knn", "iforest"], [{"n_neighbors": 20}, {}])
+    assert described(guided) == "knn(n_neighbors=20)+iforest+pu_logistic (weights 1, 1, 2)"
+    assert described(dataclasses.replace(guided, search_space=lambda trial: {"members": ["knn", "iforest"], "weights": [1, 1]})) == "knn+iforest"
 
 
 def test_a_failing_dataset_is_reported_and_the_others_go_on(tmp_path):

@@ -171,7 +171,7 @@ def test_semi_supervised_detector_is_tagged_and_refuses_to_fit_without_labels(ti
         for labels in (None, np.zeros_like(y)):
             with pytest.raises(ValueError, match=f"detector '{spec.name}' is semi-supervised: fit it with labels holding at least one anomaly"):
                 spec.build(spec.test_params).fit(X, labels)
-    with pytest.raises(ValueError, match="and one other row"):
+    with pytest.raises(ValueError, match="needs unlabelled rows besides the labelled anomalies"):
         REGISTRY["pu_logistic"].build().fit(X, np.ones_like(y))
 
 

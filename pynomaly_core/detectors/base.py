@@ -93,3 +93,8 @@ class ModelDetector(BaseDetector):
         self.params = params
         self.contamination = contamination
         self.random_state = random_state
+
+    def fit(self, X, y=None):
+        if self.needs_labels and (y is None or not np.any(np.asarray(y) == 1)):
+            raise ValueError(f"detector '{self.model}' is semi-supervised: fit it with labels holding at least one anomaly (train.use_labels)")
+        return super().fit(X, y)

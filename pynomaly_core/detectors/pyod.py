@@ -125,8 +125,6 @@ class PyODSemiSupervisedDetector(PyODDetector):
     needs_labels = True
 
     def _fit(self, X, y):
-        if y is None or not np.any(np.asarray(y) == 1):
-            raise ValueError(f"detector '{self.model}' is semi-supervised: fit it with labels holding at least one anomaly (train.use_labels)")
         cls = pyod_class(self.model)
         with warnings.catch_warnings():
             # PyOD warns whenever y reaches its base class, and XGBOD passes XGBoost 1.x's `silent`.

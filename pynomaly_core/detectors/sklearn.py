@@ -57,9 +57,9 @@ class PositiveUnlabelledLogistic(ModelDetector):
     def _fit(self, X, y):
         from sklearn.linear_model import LogisticRegression
 
-        y = None if y is None else np.asarray(y)
-        if y is None or not np.any(y == 1) or np.all(y == 1):
-            raise ValueError(f"detector '{self.model}' is semi-supervised: fit it with labels holding at least one anomaly and one other row (train.use_labels)")
+        y = np.asarray(y)
+        if np.all(y == 1):
+            raise ValueError(f"detector '{self.model}' needs unlabelled rows besides the labelled anomalies: every row is labelled 1")
         self.estimator_ = LogisticRegression(class_weight="balanced", max_iter=1000, **(self.params or {})).fit(X, y)
         return self.estimator_.decision_function(X)
 
