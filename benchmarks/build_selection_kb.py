@@ -3,9 +3,9 @@
 For every development dataset and seed (ADBench protocol, `pynomaly_core.bench.adbench_split`),
 fit every knowledge-base model on the training part, record its AUCROC on the test part, the
 landmark meta-features of the training part, and how much the rank of one labelled anomaly
-varies. Then, leaving each dataset out in turn, measure how far the predicted AUCROC is from
-the real one: the ratio of the two variances is `prior_labels`, how many labelled anomalies
-the prediction is worth when few labels refine it (`metaselect.shrink_to_prior`).
+varies (the mean over models). `metaselect.calibration` weighs that variance against the
+leave-one-dataset-out prediction error: how many labelled anomalies a prediction is worth when
+few labels refine it.
 
 Run:  .venv/bin/python benchmarks/build_selection_kb.py [--data ../shared/benchmarks/adbench]
       (about 12 minutes in one process on an idle machine; `--scores DIR` saves/reuses the fitted scores)
@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from pynomaly_core.bench import adbench_split
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.metaselect import KNOWLEDGE_BASE, LANDMARKS, features_from_scores, model_name, rank_models
+from pynomaly_core.metaselect import KNOWLEDGE_BASE, LANDMARKS, calibration, features_from_scores, model_name
 
 # Fast detectors with default parameters, plus hyper-parameter variants of the cheap ones
 # (MetaOD's models are detector-and-parameter pairs too). PyOD's PCA is left out: its weighted
@@ -53,7 +53,7 @@ def fit_scores(X, y, seed) -> dict:
 
 def entry(dataset: str, seed: int, scores) -> dict:
     y_train, y_test = scores["y_train"], scores["y_test"]
-    record = {"dataset": dataset, "seed": seed, "aucroc": {}, "anomaly_rank_variance": {}}
+    record, rank_variances = {"dataset": dataset, "seed": seed, "aucroc": {}}, []
     for detector, params in MODELS:
         name = model_name(detector, params)
         if f"test:{name}" not in scores:  # a model that cannot fit this data ranks like a coin flip
@@ -61,21 +61,11 @@ def entry(dataset: str, seed: int, scores) -> dict:
             continue
         record["aucroc"][name] = round(float(roc_auc_score(y_test, scores[f"test:{name}"])), 4)
         ranks = (rankdata(scores[f"train:{name}"]) - 1) / (len(y_train) - 1)
-        record["anomaly_rank_variance"][name] = float(np.var(ranks[y_train == 1]))
+        rank_variances.append(np.var(ranks[y_train == 1]))
     landmarks = {name: scores[f"train:{name}"] for name in LANDMARKS}
     record["features"] = [round(float(v), 6) for v in features_from_scores(landmarks, len(y_train))]
+    record["anomaly_rank_variance"] = round(float(np.mean(rank_variances)), 6)
     return record
-
-
-def prior_labels(kb: dict) -> float:
-    """Variance one labelled anomaly's rank adds / variance of the leave-one-dataset-out prediction error."""
-    errors, label_variance = [], []
-    for e in kb["entries"]:
-        predicted = dict(rank_models(np.array(e["features"]), (e["dataset"],), kb))
-        for name, variance in e["anomaly_rank_variance"].items():
-            errors.append(predicted[name] - e["aucroc"][name])
-            label_variance.append(variance)
-    return float(np.mean(label_variance) / np.mean(np.square(errors)))
 
 
 def main() -> None:
@@ -100,11 +90,9 @@ def main() -> None:
             print(path.stem, seed, {k: round(v, 3) for k, v in entries[-1]["aucroc"].items()}, flush=True)
     models = [{"model": model_name(d, p), "detector": d, "params": p} for d, p in MODELS]
     kb = {"models": models, "landmarks": list(LANDMARKS), "entries": entries}
-    kb["prior_labels"] = round(prior_labels(kb), 4)
-    for e in entries:  # only `prior_labels` needs them
-        del e["anomaly_rank_variance"]
     KNOWLEDGE_BASE.write_text(json.dumps(kb, indent=1) + "\n")
-    print(f"wrote {len(entries)} entries, {len(models)} models, prior_labels {kb['prior_labels']} to {KNOWLEDGE_BASE}")
+    prior_labels, mean_spread = calibration(kb=kb)
+    print(f"wrote {len(entries)} entries, {len(models)} models to {KNOWLEDGE_BASE}; prior_labels {prior_labels:.4f}, mean spread {mean_spread:.4f}")
 
 
 if __name__ == "__main__":

@@ -279,7 +279,8 @@ def select_detector(
             run_trials(study, objective, n_trials, timeout, callbacks, progress_bar)
         if not summarize:
             return None
-        selection = best_trial_selection(study, candidates, criterion=metric if y is not None else "consensus_spearman", storage=storage)
+        criterion = "consensus_spearman" if y is None else metric if prior is None else f"{metric}, shrunk to the meta prediction"
+        selection = best_trial_selection(study, candidates, criterion=criterion, storage=storage)
         if ensemble_size > 1:
             # The same folds as the trials: they are seeded (a study joined or resumed rebuilds them).
             evaluate = evaluate or make_evaluator(X, y, make_folds(X, y, n_folds, seed), contamination, seed, metric)
@@ -426,33 +427,33 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
     if train.strategy == "meta" and train.detectors == "all" and input == "tabular":
         from . import metaselect
 
-        ranking = metaselect.rank_models(metaselect.meta_features(X, seed), exclude_datasets)
+        near = metaselect.neighbours(metaselect.meta_features(X, seed), exclude_datasets)
+        ranking = near.ranking()
         catalogue = metaselect.models()
-        members = [catalogue[name] for name, _ in ranking[: train.ensemble_size]]
-        member_names, member_params = [d for d, _ in members], [p for _, p in members]
+        top = [name for name, _ in ranking[: train.ensemble_size]]
+        member_names, member_params = [catalogue[name][0] for name in top], [catalogue[name][1] for name in top]
         ensemble = ensemble_spec(member_names, member_params)
-        predicted = dict(ranking)
-        predicted[ensemble.name] = float(np.mean([p for _, p in ranking[: train.ensemble_size]]))
         if y is None:
             detector = ensemble.build({}, train.contamination, seed).fit(X)
             return detector, Selection(
-                detector=ensemble.name, params=ensemble.search_space(None), score=predicted[ensemble.name],
+                detector=ensemble.name, params=ensemble.search_space(None), score=near.predicted(top),
                 criterion="meta_predicted_aucroc", n_trials=0, n_complete=0, n_pruned=0, n_failed=0, study_name="",
             )
         # Few labels cannot tune hyper-parameters without over-fitting: the knowledge base's models only.
         candidates = {name: fixed_params(registry.get(catalogue[name][0]), catalogue[name][1]) for name, _ in ranking[: train.meta_candidates]}
-        candidates[ensemble.name] = ensemble
+        models_of = {name: [name] for name in candidates}
+        candidates[ensemble.name], models_of[ensemble.name] = ensemble, top
         # The labels join through that ensemble guided by a classifier of the labelled anomalies.
         # Cross-validated, so it needs two labelled anomalies; the knowledge base is label-free,
-        # so its prior is the ensemble's.
+        # so its prediction is the ensemble's.
         if labels_held_out(y):
-            candidates[LABEL_GUIDED] = label_guided_spec(member_names, member_params)
-            predicted[LABEL_GUIDED] = predicted[ensemble.name]
+            candidates[LABEL_GUIDED], models_of[LABEL_GUIDED] = label_guided_spec(member_names, member_params), top
         if train.metric == "roc_auc":  # the predictions are ROC-AUCs
-            n_labelled, prior_labels = int(np.sum(y == 1)), metaselect.knowledge_base()["prior_labels"]
+            n_labelled, calibrated = int(np.sum(y == 1)), metaselect.calibration(exclude_datasets)
 
             def prior(name: str, measured: float) -> float:
-                return metaselect.shrink_to_prior(measured, predicted[name], n_labelled, prior_labels)
+                models = models_of[name]
+                return metaselect.shrink_to_prior(measured, near.predicted(models), n_labelled, metaselect.prior_labels(near, models, calibrated))
 
         sampler = optuna.samplers.GridSampler({"detector": list(candidates)}, seed=seed)
         # Every candidate is fitted once: a pruner would only drop some on their raw score.
@@ -466,8 +467,6 @@ def _select_and_fit(X, y, train: TrainConfig, seed: int, study_name: str, callba
         ensemble_size=ensemble_size, prior=prior, **options,
     )
     spec = ensemble_spec(**selection.params) if selection.detector == ENSEMBLE else candidates[selection.detector]
-    if prior is not None:
-        selection = dataclasses.replace(selection, criterion=f"{selection.criterion}, shrunk to the meta prediction")
     # A knowledge-base model is recorded as its detector and parameters.
     selection = dataclasses.replace(selection, detector=spec.name)
     detector = spec.build(selection.params, train.contamination, seed).fit(X, y if spec.needs_labels else None)

@@ -131,7 +131,7 @@ def test_meta_selection_ranks_and_ensembles_without_labels(demo_xy):
     detector, selection = train_detector(X, None, TrainConfig(), seed=0, study_name="unused")
     assert isinstance(detector, RankEnsemble) and len(selection.params["members"]) == 3
     assert selection.criterion == "meta_predicted_aucroc" and 0.5 < selection.score <= 1
-    ranking = metaselect.rank_models(metaselect.meta_features(X, 0))
+    ranking = metaselect.neighbours(metaselect.meta_features(X, 0)).ranking()
     top = [metaselect.models()[name] for name, _ in ranking[:3]]  # knowledge-base models: detectors with their parameters
     assert selection.params == {"members": [d for d, _ in top], "member_params": [p for _, p in top]}
     assert selection.score == pytest.approx(np.mean([p for _, p in ranking[:3]]))
@@ -157,13 +157,16 @@ def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_an
     guided = next(t for t in trials if t.params["detector"] == "rank_ensemble+pu_logistic")
     assert guided.intermediate_values.keys() == {0, 1}
 
-    # Each candidate's measured ROC-AUC is shrunk to its predicted one, worth `prior_labels` labels.
-    ranking = metaselect.rank_models(metaselect.meta_features(X, 0))
-    ensemble_prediction = np.mean([p for _, p in ranking[:3]])
-    predicted = dict(ranking) | {"rank_ensemble": ensemble_prediction, "rank_ensemble+pu_logistic": ensemble_prediction}
-    prior_labels = metaselect.knowledge_base()["prior_labels"]
+    # Each candidate's measured ROC-AUC is shrunk to its predicted one, worth as many labels as its
+    # spread across the neighbour datasets allows; both ensembles are predicted by their members.
+    near = metaselect.neighbours(metaselect.meta_features(X, 0))
+    top = [name for name, _ in near.ranking()[:3]]
+    calibrated = metaselect.calibration()
     for trial in trials:
-        expected = (prior_labels * predicted[trial.params["detector"]] + 2 * trial.user_attrs["measured"]) / (prior_labels + 2)
+        name = trial.params["detector"]
+        models = top if name.startswith("rank_ensemble") else [name]
+        strength = metaselect.prior_labels(near, models, calibrated)
+        expected = (strength * near.predicted(models) + 2 * trial.user_attrs["measured"]) / (strength + 2)
         assert trial.value == pytest.approx(expected)
     assert selection.score == max(t.value for t in trials)
 
@@ -204,7 +207,24 @@ def test_every_knowledge_base_model_builds_and_has_a_figure_everywhere():
         assert metaselect.model_name(detector, params) == name
         assert registry.get(detector).build(params, 0.1, 0).fit(X).decision_scores_.shape == (100,)
     assert all(set(e["aucroc"]) == set(metaselect.models()) for e in kb["entries"])
-    assert len({e["dataset"] for e in kb["entries"]}) == 22 and 0 < kb["prior_labels"] < 10
+    assert len({e["dataset"] for e in kb["entries"]}) == 22 and all(0 <= e["anomaly_rank_variance"] < 0.25 for e in kb["entries"])
+
+
+def test_a_prediction_is_worth_more_labels_the_less_its_models_spread_across_the_neighbours():
+    near = metaselect.Neighbours(["steady", "erratic"], np.array([[0.8, 0.6], [0.8, 0.9]]), np.array([1.0, 1.0]))
+    assert near.spread(["steady"]) == 0 and near.spread(["erratic"]) == pytest.approx(0.0225)
+    assert near.predicted(["steady", "erratic"]) == pytest.approx(0.775)  # an ensemble: its members' mean
+    average_labels, average_spread = 1.5, 0.0225
+    assert metaselect.prior_labels(near, ["erratic"], (average_labels, average_spread)) == pytest.approx(1.5)
+    assert metaselect.prior_labels(near, ["steady"], (average_labels, average_spread)) > 1000
+
+
+def test_shrinkage_is_calibrated_without_the_dataset_left_out():
+    kb = metaselect.knowledge_base()
+    without_cardio = {**kb, "entries": [e for e in kb["entries"] if e["dataset"] != "cardio"]}
+    assert metaselect.calibration(("cardio",)) == metaselect.calibration(kb=without_cardio) != metaselect.calibration()
+    prior_labels, mean_spread = metaselect.calibration()
+    assert 0.5 < prior_labels < 3 and 0 < mean_spread < 0.1
 
 
 def test_semi_supervised_candidates_only_with_labels():
