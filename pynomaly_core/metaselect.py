@@ -84,8 +84,8 @@ def neighbours(features: np.ndarray, exclude_datasets: tuple[str, ...] = (), kb:
     kb = kb or knowledge_base()
     entries = [e for e in kb["entries"] if e["dataset"] not in exclude_datasets]
     known = np.array([e["features"] for e in entries])
-    mean, spread = known.mean(axis=0), known.std(axis=0) + 1e-9
-    distance = np.linalg.norm((known - mean) / spread - (np.asarray(features) - mean) / spread, axis=1)
+    mean, scale = known.mean(axis=0), known.std(axis=0) + 1e-9
+    distance = np.linalg.norm((known - mean) / scale - (np.asarray(features) - mean) / scale, axis=1)
     per_dataset = len(entries) / len({e["dataset"] for e in entries})
     nearest = np.argsort(distance)[: int(round(NEIGHBOUR_DATASETS * per_dataset))]
     models = [m["model"] for m in kb["models"]]
@@ -102,7 +102,6 @@ def calibration(exclude_datasets: tuple[str, ...] = (), kb: dict | None = None) 
     - the mean `Neighbours.spread` of a model: the spread that goes with that average worth.
     """
     kb = kb or knowledge_base()
-    models = [m["model"] for m in kb["models"]]
     errors, rank_variances, spreads = [], [], []
     for e in kb["entries"]:
         if e["dataset"] in exclude_datasets:
@@ -110,7 +109,7 @@ def calibration(exclude_datasets: tuple[str, ...] = (), kb: dict | None = None) 
         near = neighbours(np.array(e["features"]), (*exclude_datasets, e["dataset"]), kb)
         errors += [predicted - e["aucroc"][name] for name, predicted in near.ranking()]
         rank_variances.append(e["anomaly_rank_variance"])
-        spreads += [near.spread([name]) for name in models]
+        spreads += [near.spread([name]) for name in near.models]
     return float(np.mean(rank_variances) / np.mean(np.square(errors))), float(np.mean(spreads))
 
 
