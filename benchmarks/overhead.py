@@ -54,21 +54,16 @@ def project_config(frame: pd.DataFrame, folder: Path, name: str, **train) -> Pat
 
 def bare_training(frame: pd.DataFrame, config) -> dict:
     """The learning alone: split, scale, the same Optuna selection, final fit, test metrics."""
-    from pynomaly_core.detectors import registry
     from pynomaly_core.evaluation import metrics
     from pynomaly_core.preprocessing import build_preprocessor, features, split
-    from pynomaly_core.tuning import candidate_names, select_detector
+    from pynomaly_core.selection import make_selector
 
     train, test = split(frame, config.data, config.preprocess, config.seed)
     preprocessor = build_preprocessor(config.data, config.preprocess)
     X_train = preprocessor.fit_transform(features(train, config.data))
-    selection = select_detector(
-        X_train, None, candidates={name: registry.get(name) for name in candidate_names(config.train)},
-        n_trials=config.train.n_trials, timeout=None,
-        n_folds=config.train.cv_folds, contamination=config.train.contamination, seed=config.seed,
-        metric=config.train.metric, pruning=config.train.pruning, storage="sqlite:///:memory:", study_name="bare",
-    )
-    detector = registry.get(selection.detector).build(selection.params, config.train.contamination, config.seed).fit(X_train)
+    settings = config.train.model_copy(update={"storage": "sqlite:///:memory:", "progress_bar": False})
+    selection = make_selector(settings, config.threshold, config.seed, study_name="bare").select(X_train)
+    detector = selection.model
     scores = detector.decision_function(preprocessor.transform(features(test, config.data)))
     return {"detector": selection.detector, **metrics(scores, detector.threshold_, test["label"].to_numpy())}
 

@@ -22,13 +22,13 @@ from sklearn.metrics import roc_auc_score
 from pynomaly_core.bench import adbench_split, reveal_labels
 from pynomaly_core.config import TrainConfig
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.tuning import ensemble_spec, train_detector
+from pynomaly_core.selection import ensemble_spec, make_selector
 
 
 def compare(X, y, seed: int, train: TrainConfig, label_fraction: float) -> dict:
     X_train, X_test, y_train, y_test = adbench_split(X, y, seed)
     known = reveal_labels(y_train, label_fraction, seed)
-    _, selection = train_detector(X_train, known, train, seed, study_name=f"ensemble-{seed}")
+    selection = make_selector(train, seed=seed, study_name=f"ensemble-{seed}").select(X_train, known)
     record = selection.trial_ensemble
     if record is None:  # fewer than two distinct completed trials
         return {}

@@ -68,7 +68,7 @@ def _score(args) -> int:
 def _bench(args) -> int:
     import time
 
-    from .bench import comparison_table, run_benchmark, write_report
+    from .bench import against_iforest, comparison_table, run_benchmark, write_report
 
     started = time.perf_counter()
     config = load_config(args.config) if args.config else None
@@ -89,9 +89,10 @@ def _bench(args) -> int:
     )
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_report(report, args.out)
-    anchors = args.data_dir / "anchors_aucroc.csv"
-    if anchors.exists() and report["results"]:
-        print(comparison_table(report, anchors).to_string())
+    if report["results"]:
+        table = comparison_table(report, args.data_dir / "anchors_aucroc.csv")
+        print(table.to_string())
+        print(against_iforest(table))
     print(f"mean AUCROC {report['mean_aucroc']}  ({len(report['errors'])} failed)  wall time {report['wall_seconds']} s  -> {args.out}")
     if threshold.target_fpr is not None and report["results"]:
         gap = report["mean_threshold_fpr"] - threshold.target_fpr

@@ -99,14 +99,16 @@ class TrainConfig(Strict):
         "meta", description="meta: learned label-free ranking (tabular, detectors: all); consensus: Optuna search. See docs/model-selection.md"
     )
     ensemble_size: int = Field(
-        3, ge=1, description="meta: detectors in the label-free rank ensemble; consensus: best trials rank-averaged, kept when it wins (1 = off)"
+        3, ge=1, description="meta: IForest and the best-predicted others in the label-free rank ensemble; consensus: best trials rank-averaged, kept when it wins (1 = off)"
     )
     meta_candidates: int | None = Field(None, ge=1, description="meta with labels: top-ranked knowledge-base models tried (None: all)")
     detectors: list[str] | Literal["all"] = Field(
         "all", description="'all' = the fast default set (see `pynomaly detectors`); deep, slow and graph detectors only by name"
     )
     n_trials: int = Field(30, ge=1)
-    timeout: float | None = Field(None, gt=0, description="seconds for the whole study")
+    timeout: float | None = Field(
+        None, gt=0, description="seconds for the whole study; meta also skips models whose predicted fit (from the knowledge base) takes longer"
+    )
     cv_folds: int = Field(3, ge=2)
     pruning: bool = True
     use_labels: bool = False

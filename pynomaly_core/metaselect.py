@@ -1,17 +1,21 @@
 """Label-free model selection learned from benchmark datasets (after MetaOD, Zhao et al. 2021).
 
 A model is a detector with fixed hyper-parameters. A dataset is described by label-free
-meta-features: how strongly a few diverse "landmark" detectors agree with each other on it
-(pairwise Spearman correlations of their training scores, which tell local from global and
-axis-aligned from correlated anomalies) and its size. `selection_kb.json` holds these
-meta-features and every model's test AUCROC for the ADBench development datasets (three seeds
-each). For a new dataset, the models are ranked by their distance-weighted mean AUCROC on the
-most similar development datasets. With a few labels, each prediction is refined by the labelled
-anomalies, trusted the more the less that model's AUCROC spreads across those datasets.
+meta-features: its size and dimension, and how strongly a few diverse "landmark" detectors agree
+with each other on it (pairwise Spearman correlations of their training scores, which tell local
+from global and axis-aligned from correlated anomalies). `selection_kb.json` holds these
+meta-features and every model's test AUCROC on the development datasets (three seeds each).
+
+For a new dataset each model's AUCROC is predicted from the most similar development datasets,
+and that prediction is shrunk towards the model's AUCROC over all of them, the more the farther
+the dataset lies from its neighbours (`Prediction`). The label-free model is a rank ensemble of
+IForest and the best-predicted others. With a few labels, each neighbour prediction is refined by
+the labelled anomalies, trusted the more the less that model's AUCROC spreads across those datasets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import dataclass
@@ -19,13 +23,21 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import optuna
+import pandas as pd
 from scipy.stats import spearmanr
 
 from .detectors import registry
+from .search import OptunaSearch, best_trial_selection, labels_held_out
+from .selection import LABEL_GUIDED, Selection, ensemble_spec, fixed_params, label_guided_spec
 
 LANDMARKS = ("iforest", "knn", "lof", "copod", "hbos", "ocsvm")
 KNOWLEDGE_BASE = Path(__file__).with_name("selection_kb.json")
 NEIGHBOUR_DATASETS = 5
+# Every label-free ensemble keeps IForest, the best single detector on average in ADBench's own
+# results (Han et al. 2022): a safe member bounds how far a wrong prediction can fall.
+ANCHOR = "iforest"
+SKETCH_ROWS = 256
 
 
 def model_name(detector: str, params: dict) -> str:
@@ -33,14 +45,14 @@ def model_name(detector: str, params: dict) -> str:
     return detector if not params else f"{detector}({', '.join(f'{k}={v}' for k, v in params.items())})"
 
 
-def features_from_scores(training_scores: dict[str, np.ndarray], n_rows: int) -> np.ndarray:
+def features_from_scores(training_scores: dict[str, np.ndarray], n_rows: int, n_features: int) -> np.ndarray:
     correlations = [spearmanr(training_scores[a], training_scores[b]).statistic for a, b in itertools.combinations(LANDMARKS, 2)]
-    return np.nan_to_num(np.array([np.log(n_rows), *correlations]))
+    return np.nan_to_num(np.array([np.log(n_rows), np.log(n_features), *correlations]))
 
 
 def meta_features(X: np.ndarray, seed: int) -> np.ndarray:
     scores = {name: registry.get(name).build({}, 0.1, seed).fit(X).decision_scores_ for name in LANDMARKS}
-    return features_from_scores(scores, len(X))
+    return features_from_scores(scores, *X.shape)
 
 
 @lru_cache(maxsize=1)
@@ -53,14 +65,50 @@ def models(kb: dict | None = None) -> dict[str, tuple[str, dict]]:
     return {m["model"]: (m["detector"], m["params"]) for m in (kb or knowledge_base())["models"]}
 
 
+def row_hashes(X: np.ndarray) -> np.ndarray:
+    return pd.util.hash_pandas_object(pd.DataFrame(np.asarray(X, dtype=np.float64)), index=False).to_numpy()
+
+
+def sketch(X: np.ndarray) -> list[int]:
+    """The `SKETCH_ROWS` smallest distinct row hashes (a bottom-k sketch): enough to tell that two tables share rows."""
+    return [int(h) for h in np.unique(row_hashes(X))[:SKETCH_ROWS]]
+
+
+def shares_rows(X: np.ndarray, dataset_sketch: list[int]) -> bool:
+    """Whether half the rows of a development dataset lie in X, or half of X's rows in it
+    (WBC's rows are all in breastw, and a renamed file has the same rows)."""
+    hashes = np.unique(row_hashes(X))
+    known = np.array(dataset_sketch, dtype=np.uint64)
+    if np.isin(known, hashes).mean() >= 0.5:
+        return True
+    # Every row of that dataset hashing below its sketch's largest is in the sketch.
+    comparable = hashes[: SKETCH_ROWS][hashes[:SKETCH_ROWS] <= known.max()]
+    return len(comparable) > 0 and np.isin(comparable, known).mean() >= 0.5
+
+
+def without_rows_of(X: np.ndarray, kb: dict | None = None) -> tuple[dict, list[str]]:
+    """The knowledge base without every development dataset that shares rows with X, and their names."""
+    kb = kb or knowledge_base()
+    dropped = [name for name, info in kb["datasets"].items() if shares_rows(X, info["sketch"])]
+    return without_datasets(kb, dropped), dropped
+
+
+def without_datasets(kb: dict, names) -> dict:
+    names = set(names)
+    return {**kb, "datasets": {k: v for k, v in kb["datasets"].items() if k not in names},
+            "entries": [e for e in kb["entries"] if e["dataset"] not in names]}
+
+
 @dataclass(frozen=True)
 class Neighbours:
-    """The development entries nearest to a dataset: each model's AUCROC on them, and their
-    inverse-distance weights. A rank ensemble is predicted by the mean AUCROC of its members."""
+    """The development entries nearest to a dataset: each model's AUCROC on them, their
+    inverse-distance weights, and how far they are. A rank ensemble is predicted by the mean
+    AUCROC of its members."""
 
     models: list[str]
     aucroc: np.ndarray  # entries x models
     weights: np.ndarray
+    distance: float = 0.0  # mean standardised meta-feature distance to those entries
 
     def _of(self, members: list[str]) -> np.ndarray:
         return self.aucroc[:, [self.models.index(name) for name in members]].mean(axis=1)
@@ -79,23 +127,87 @@ class Neighbours:
         return [(self.models[i], float(predicted[i])) for i in np.argsort(-predicted, kind="stable")]
 
 
-def neighbours(features: np.ndarray, exclude_datasets: tuple[str, ...] = (), kb: dict | None = None) -> Neighbours:
+def neighbours(features: np.ndarray, kb: dict | None = None) -> Neighbours:
     """The entries of the `NEIGHBOUR_DATASETS` development datasets nearest in standardised meta-feature space."""
     kb = kb or knowledge_base()
-    entries = [e for e in kb["entries"] if e["dataset"] not in exclude_datasets]
+    entries = kb["entries"]
     known = np.array([e["features"] for e in entries])
     mean, scale = known.mean(axis=0), known.std(axis=0) + 1e-9
     distance = np.linalg.norm((known - mean) / scale - (np.asarray(features) - mean) / scale, axis=1)
     per_dataset = len(entries) / len({e["dataset"] for e in entries})
-    nearest = np.argsort(distance)[: int(round(NEIGHBOUR_DATASETS * per_dataset))]
-    models = [m["model"] for m in kb["models"]]
-    aucroc = np.array([[entries[i]["aucroc"][name] for name in models] for i in nearest])
-    return Neighbours(models, aucroc, 1.0 / (distance[nearest] + 1e-6))
+    nearest = np.argsort(distance, kind="stable")[: int(round(NEIGHBOUR_DATASETS * per_dataset))]
+    names = [m["model"] for m in kb["models"]]
+    aucroc = np.array([[entries[i]["aucroc"][name] for name in names] for i in nearest])
+    return Neighbours(names, aucroc, 1.0 / (distance[nearest] + 1e-6), float(distance[nearest].mean()))
 
 
-def calibration(exclude_datasets: tuple[str, ...] = (), kb: dict | None = None) -> tuple[float, float]:
-    """What few-label shrinkage needs, measured on the knowledge base without `exclude_datasets`,
-    each entry predicted from the other datasets (leave one dataset out):
+def overall_aucroc(kb: dict) -> dict[str, float]:
+    """Each model's AUCROC over every development dataset (mean over seeds, then datasets)."""
+    frame = pd.DataFrame([{"dataset": e["dataset"], **e["aucroc"]} for e in kb["entries"]])
+    return frame.groupby("dataset").mean().mean().to_dict()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Each model's predicted AUCROC: the neighbours' prediction shrunk towards its overall AUCROC
+    with weight distance / (distance + `reach`), so a dataset far from every development dataset
+    falls back on what is safe everywhere."""
+
+    near: Neighbours
+    overall: dict[str, float]
+    reach: float
+
+    @property
+    def trust(self) -> float:
+        """The neighbours' share of the prediction."""
+        if np.isinf(self.reach):
+            return 1.0
+        return self.reach / (self.near.distance + self.reach) if self.reach > 0 else 0.0
+
+    def ranking(self) -> list[tuple[str, float]]:
+        blended = {name: self.trust * value + (1 - self.trust) * self.overall[name] for name, value in self.near.ranking()}
+        return sorted(blended.items(), key=lambda item: -item[1])
+
+    def ensemble(self, size: int, allowed=None) -> list[str]:
+        """IForest and the `size - 1` best-predicted other models (among `allowed` ones)."""
+        others = [name for name, _ in self.ranking() if name != ANCHOR and (allowed is None or name in allowed)]
+        return [ANCHOR, *others[: size - 1]]
+
+
+def _utility(gains: np.ndarray) -> float:
+    """Mean gain over IForest with losses counted twice: a default that loses hurts more than one that wins helps."""
+    return float(np.mean(np.where(gains < 0, 2 * gains, gains)))
+
+
+def fitted_reach(kb: dict, size: int) -> float:
+    """The `Prediction.reach` that serves the knowledge base's own datasets best, each predicted
+    from the others (leave one dataset out). An ensemble's AUCROC is taken as its members' mean.
+    Candidates: no trust (0), quantiles of those datasets' neighbour distances, full trust (inf)."""
+    rows = []
+    for dataset in kb["datasets"]:
+        rest = without_datasets(kb, [dataset])
+        overall = overall_aucroc(rest)
+        for e in (e for e in kb["entries"] if e["dataset"] == dataset):
+            rows.append((dataset, e, neighbours(np.array(e["features"]), rest), overall))
+    distances = [near.distance for _, _, near, _ in rows]
+    candidates = [0.0, *np.quantile(distances, [0.1, 0.25, 0.5, 0.75, 0.9]), np.inf]
+    utilities = []
+    for reach in candidates:
+        gains = {}
+        for dataset, e, near, overall in rows:
+            members = Prediction(near, overall, reach).ensemble(size)
+            gains.setdefault(dataset, []).append(np.mean([e["aucroc"][m] for m in members]) - e["aucroc"][ANCHOR])
+        utilities.append(_utility(np.array([np.mean(g) for g in gains.values()])))
+    return float(candidates[int(np.argmax(utilities))])
+
+
+def predict(features: np.ndarray, kb: dict, size: int) -> Prediction:
+    return Prediction(neighbours(features, kb), overall_aucroc(kb), fitted_reach(kb, size))
+
+
+def calibration(kb: dict | None = None) -> tuple[float, float]:
+    """What few-label shrinkage needs, measured on the knowledge base, each entry predicted from
+    the other datasets (leave one dataset out):
 
     - `prior_labels`: the variance one labelled anomaly's rank adds, over the mean squared
       prediction error: how many labelled anomalies an average prediction is worth;
@@ -104,9 +216,7 @@ def calibration(exclude_datasets: tuple[str, ...] = (), kb: dict | None = None) 
     kb = kb or knowledge_base()
     errors, rank_variances, spreads = [], [], []
     for e in kb["entries"]:
-        if e["dataset"] in exclude_datasets:
-            continue
-        near = neighbours(np.array(e["features"]), (*exclude_datasets, e["dataset"]), kb)
+        near = neighbours(np.array(e["features"]), without_datasets(kb, [e["dataset"]]))
         errors += [predicted - e["aucroc"][name] for name, predicted in near.ranking()]
         rank_variances.append(e["anomaly_rank_variance"])
         spreads += [near.spread([name]) for name in near.models]
@@ -128,3 +238,74 @@ def shrink_to_prior(observed: float, prior: float, n_labelled: int, prior_labels
     the variance one labelled anomaly's rank adds to the variance of the prediction's error.
     """
     return (prior_labels * prior + n_labelled * observed) / (prior_labels + n_labelled)
+
+
+def fit_seconds(kb: dict, model: str, n_rows: int, n_features: int) -> float:
+    """A model's predicted fit time on n_rows x n_features: log-linear in both, fitted on the
+    knowledge base's measured fits of that model."""
+    measured = [(e["rows"], e["n_features"], e["fit_seconds"][model]) for e in kb["entries"] if model in e["fit_seconds"]]
+    if len(measured) < 3:
+        return 0.0
+    rows, features, seconds = map(np.array, zip(*measured))
+    design = np.column_stack([np.ones(len(rows)), np.log(rows), np.log(features)])
+    coef, *_ = np.linalg.lstsq(design, np.log(np.maximum(seconds, 1e-3)), rcond=None)
+    return float(np.exp(coef @ [1.0, np.log(n_rows), np.log(n_features)]))
+
+
+class MetaSelector(OptunaSearch):
+    """`train.strategy: meta`. Without labels: the rank ensemble of IForest and the
+    `train.ensemble_size - 1` best-predicted models. With labels: an Optuna grid over the top
+    `meta_candidates` models, that ensemble and that ensemble guided by a classifier of the
+    labelled anomalies, each candidate's ROC-AUC on them shrunk to its neighbour prediction.
+    Models whose predicted fit time exceeds `train.timeout` are skipped, and said so."""
+
+    def __init__(self, *args, knowledge_base: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kb = knowledge_base
+
+    def choose(self, X, y):
+        kb = self.kb or knowledge_base()
+        catalogue = models(kb)
+        affordable, skipped = self._affordable(kb, catalogue, X.shape)
+        prediction = predict(meta_features(X, self.seed), kb, self.train.ensemble_size)
+        top = prediction.ensemble(self.train.ensemble_size, affordable)
+        member_names, member_params = [catalogue[name][0] for name in top], [catalogue[name][1] for name in top]
+        ensemble = ensemble_spec(member_names, member_params)
+        if y is None:
+            predicted = dict(prediction.ranking())
+            selection = Selection(ensemble.name, ensemble.search_space(None), float(np.mean([predicted[m] for m in top])),
+                                  "meta_predicted_aucroc", skipped=skipped)
+            return selection, ensemble
+        near = prediction.near
+        # Few labels cannot tune hyper-parameters without over-fitting: the knowledge base's models only.
+        ranked = [name for name, _ in near.ranking() if name in affordable]
+        candidates = {name: fixed_params(registry.get(catalogue[name][0]), catalogue[name][1]) for name in ranked[: self.train.meta_candidates]}
+        models_of = {name: [name] for name in candidates}
+        candidates[ensemble.name], models_of[ensemble.name] = ensemble, top
+        # The labels join through that ensemble guided by a classifier of the labelled anomalies.
+        # Cross-validated, so it needs two labelled anomalies; the knowledge base is label-free,
+        # so its prediction is the ensemble's.
+        if labels_held_out(y):
+            candidates[LABEL_GUIDED], models_of[LABEL_GUIDED] = label_guided_spec(member_names, member_params), top
+        prior = None
+        if self.train.metric == "roc_auc":  # the predictions are ROC-AUCs
+            n_labelled, calibrated = int(np.sum(y == 1)), calibration(kb)
+
+            def prior(name: str, measured: float) -> float:
+                members = models_of[name]
+                return shrink_to_prior(measured, near.predicted(members), n_labelled, prior_labels(near, members, calibrated))
+
+        # Every candidate is fitted once: a pruner would only drop some on their raw score.
+        study, _ = self.run(X, y, candidates, n_trials=min(self.train.n_trials, len(candidates)), pruning=False,
+                            sampler=optuna.samplers.GridSampler({"detector": list(candidates)}, seed=self.seed), prior=prior)
+        criterion = self.train.metric if prior is None else f"{self.train.metric}, shrunk to the meta prediction"
+        selection = dataclasses.replace(best_trial_selection(study, candidates, criterion, self.storage()), skipped=skipped)
+        return selection, candidates[selection.detector]
+
+    def _affordable(self, kb: dict, catalogue: dict, shape: tuple[int, int]) -> tuple[set[str], dict[str, str]]:
+        if self.train.timeout is None:
+            return set(catalogue), {}
+        predicted = {name: fit_seconds(kb, name, *shape) for name in catalogue}
+        skipped = {name: f"predicted fit {seconds:.0f} s > train.timeout {self.train.timeout:g} s"
+                   for name, seconds in predicted.items() if seconds > self.train.timeout and name != ANCHOR}
+        return set(catalogue) - set(skipped), skipped

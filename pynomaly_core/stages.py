@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,7 +36,8 @@ from . import model as model_module
 from .detectors import registry
 from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, input_columns, split
-from .tuning import FINISHED, calibration_split, open_study, search_candidates, search_options, select_detector, train_detector
+from .selection import Selector, make_selector
+from .study import FINISHED, open_study
 from .validation import check_rejected_share, expectation_report, validate as validate_frame
 
 
@@ -202,22 +202,10 @@ def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Sear
     return Search(X=X, y=y, study_name=study_name, data_md5=data_md5)
 
 
-def _study_settings(cfg: PipelineConfig):
-    """The train settings, with PYNOMALY_OPTUNA_STORAGE (set by the local services) as the study database."""
-    return cfg.train.model_copy(update={"storage": tracking.optuna_storage(cfg.train)})
-
-
-def _select(cfg: PipelineConfig, search: Search, **extra):
-    train = _study_settings(cfg)
-    rows, _ = calibration_split(search.y, len(search.X), cfg.threshold, cfg.seed)  # the rows `train` selects on
-    y = None if search.y is None else search.y[rows]
-    return select_detector(
-        search.X[rows], y,
-        candidates=search_candidates(train, y, cfg.data.input),
-        seed=cfg.seed,
-        study_name=search.study_name,
-        **search_options(train) | {"progress_bar": False} | extra,  # workers run without a terminal
-    )
+def _selector(cfg: PipelineConfig, search: Search, callbacks=(), **train_updates) -> Selector:
+    """The strategy's selector, with PYNOMALY_OPTUNA_STORAGE (set by the local services) as the study database."""
+    train = cfg.train.model_copy(update={"storage": tracking.optuna_storage(cfg.train), **train_updates})
+    return make_selector(train, cfg.threshold, cfg.seed, study_name=search.study_name, input=cfg.data.input, callbacks=callbacks)
 
 
 def create_study(cfg: PipelineConfig) -> str:
@@ -233,8 +221,7 @@ def tune(cfg: PipelineConfig, worker: int) -> str:
     `train` then finds the trials done and only picks the best; returns the study name.
     """
     search = _search(cfg, joblib.load(cfg.paths.preprocessor), _fit_rows(cfg))
-    # Each worker its own sampler seed, or they would all propose the same candidates.
-    _select(cfg, search, sampler_seed=cfg.seed + 1 + worker, summarize=False, user_attrs={"worker": worker, "pid": os.getpid()})
+    _selector(cfg, search, progress_bar=False).join(search.X, search.y, worker)  # workers run without a terminal
     return search.study_name
 
 
@@ -261,10 +248,8 @@ def train(cfg: PipelineConfig) -> TrainResult:
         )
         started = time.perf_counter()
         log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
-        detector, selection = train_detector(
-            X, search.y, _study_settings(cfg), cfg.seed,
-            study_name=study_name, threshold=cfg.threshold, callbacks=[log_trial], input=cfg.data.input,
-        )
+        selection = _selector(cfg, search, callbacks=[log_trial]).select(X, search.y)
+        detector = selection.model
         if cfg.train.workers > 1:  # the Dask workers' trials become child runs here, where the parent run is
             study = optuna.load_study(study_name=study_name, storage=tracking.optuna_storage(cfg.train))
             for trial in study.get_trials(deepcopy=False, states=FINISHED):

@@ -10,7 +10,7 @@ import pynomaly_core.bench as bench
 from pynomaly_core.bench import adbench_split, reveal_labels, run_benchmark, run_one
 from pynomaly_core.config import ThresholdConfig, TrainConfig
 from pynomaly_core.detectors.base import conformal_threshold
-from pynomaly_core.tuning import Selection, label_guided_spec, train_detector
+from pynomaly_core.selection import Selection, Selector, label_guided_spec, make_selector
 from tests.conftest import ADBENCH
 
 FAST = TrainConfig(detectors=["iforest", "copod", "hbos"], n_trials=3, cv_folds=2, storage="sqlite:///:memory:", progress_bar=False)
@@ -47,13 +47,13 @@ def test_few_labels_reveal_only_anomalies():
 def test_selection_never_sees_test_rows_or_hidden_labels(monkeypatch, fraction):
     X, y = load("WBC")
     seen = {}
-    real = bench.train_detector
+    real = Selector.select
 
-    def spy(X_train, labels, train, seed, **kwargs):
+    def spy(self, X_train, labels):
         seen.update(X=X_train, labels=labels)
-        return real(X_train, labels, train, seed, **kwargs)
+        return real(self, X_train, labels)
 
-    monkeypatch.setattr(bench, "train_detector", spy)
+    monkeypatch.setattr(Selector, "select", spy)
     run_one(X, y, seed=1, label_fraction=fraction, train=FAST.model_copy(update={"use_labels": fraction > 0}))
     X_train, _, y_train, _ = adbench_split(X, y, seed=1)
     np.testing.assert_array_equal(seen["X"], X_train)
@@ -99,21 +99,23 @@ def test_conformal_quantile_on_known_scores():
 
 
 def test_calibration_rows_are_held_aside_from_selection_and_fit(monkeypatch):
-    import pynomaly_core.tuning as tuning
+    from pynomaly_core.search import ConsensusSearch
+    from pynomaly_core.selection import calibration_split
 
     X_train, _, y_train, _ = adbench_split(*load("cardio"), seed=1)
     known = reveal_labels(y_train, 0.05, seed=1)
     threshold = ThresholdConfig(target_fpr=0.1, calibration_share=0.25)
     seen = {}
-    real = tuning._select_and_fit
+    real = ConsensusSearch.choose
 
-    def spy(X, y, *args):
+    def spy(self, X, y):
         seen.update(X=X, y=y)
-        return real(X, y, *args)
+        return real(self, X, y)
 
-    monkeypatch.setattr(tuning, "_select_and_fit", spy)
-    detector, _ = tuning.train_detector(X_train, known, FAST.model_copy(update={"use_labels": True}), 1, study_name="s", threshold=threshold)
-    fit_rows, calibration_rows = tuning.calibration_split(known, len(X_train), threshold, seed=1)
+    monkeypatch.setattr(ConsensusSearch, "choose", spy)
+    selector = make_selector(FAST.model_copy(update={"use_labels": True}), threshold, 1, study_name="s")
+    detector = selector.select(X_train, known).model
+    fit_rows, calibration_rows = calibration_split(known, len(X_train), threshold, seed=1)
     assert len(calibration_rows) == round(0.25 * len(X_train)) and not set(fit_rows) & set(calibration_rows)
     assert known[calibration_rows].sum() == 0  # labelled anomalies stay with the fit rows
     np.testing.assert_array_equal(seen["X"], X_train[fit_rows])
@@ -131,7 +133,7 @@ def test_realised_false_positive_rate_on_test_normals(name):
     for seed in (1, 2, 3):  # with every training label known, the calibration rows are normal rows
         X_train, X_test, y_train, y_test = adbench_split(X, y, seed)
         train = FAST.model_copy(update={"use_labels": True})
-        detector, _ = train_detector(X_train, y_train, train, seed, study_name=f"s{seed}", threshold=threshold)
+        detector = make_selector(train, threshold, seed, study_name=f"s{seed}").select(X_train, y_train).model
         fprs.append(np.mean(detector.predict(X_test[y_test == 0])))
     assert np.mean(fprs) == pytest.approx(0.1, abs=0.03)  # 3 seeds of ~140 calibration and ~200 test normals (breastw)
     # Label-free, the calibration rows hide anomalies, so the rate on normals stays at or below the target.
@@ -157,3 +159,27 @@ def test_bench_records_the_realised_rate_and_its_gap(tmp_path, capsys):
     assert f"mean realised FPR on test normals {result['threshold_fpr']:.4f}  (target 0.05, gap {result['threshold_fpr'] - 0.05:+.4f})" in capsys.readouterr().out
     assert main(["bench", str(tmp_path), "--target-fpr", "0.7"]) == 2
     assert "--target-fpr 0.7: Input should be less than 0.5" in capsys.readouterr().err
+
+
+def test_lodo_leaves_out_every_development_dataset_sharing_rows_by_content(tmp_path, monkeypatch):
+    """`--lodo` through the meta path: WBC under another name, and breastw (which holds every WBC row), are left out."""
+    from pynomaly_core import metaselect
+    from pynomaly_core.cli import main
+
+    X, y = load("WBC")
+    np.savez(tmp_path / "renamed.npz", X=X, y=y)
+    handed = []
+    real = metaselect.MetaSelector.__init__
+
+    def spy(self, *args, knowledge_base=None, **kwargs):
+        handed.append(knowledge_base)
+        real(self, *args, knowledge_base=knowledge_base, **kwargs)
+
+    monkeypatch.setattr(metaselect.MetaSelector, "__init__", spy)
+    out = tmp_path / "r.json"
+    assert main(["bench", str(tmp_path), "--seeds", "1", "--lodo", "--out", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["left_out"] == ["WBC", "breastw"]
+    (kb,) = handed
+    assert {"WBC", "breastw"}.isdisjoint({e["dataset"] for e in kb["entries"]}) and len(kb["datasets"]) == len(metaselect.knowledge_base()["datasets"]) - 2
+    assert result["detector"].startswith("iforest+") and 0.5 < result["aucroc"] <= 1 and 0.5 < result["iforest_aucroc"] <= 1

@@ -57,7 +57,7 @@ def test_interrupted_study_resumes_on_postgres(workdir, optuna_db, monkeypatch):
     search = stages._search(config, joblib.load(config.paths.preprocessor), pd.read_parquet(config.paths.train))
     # An earlier run that stopped after 3 of its 4 trials.
     interrupted = config.model_copy(update={"train": config.train.model_copy(update={"n_trials": 3})})
-    stages._select(interrupted, search, summarize=False)
+    stages._selector(interrupted, search).choose(search.X, search.y)
     result = stages.train(config)
     client = mlflow.MlflowClient()
     logged = client.search_runs(client.get_run(result.run_id).info.experiment_id, f"tags.mlflow.parentRunId = '{result.run_id}'")

@@ -13,7 +13,8 @@ from pynomaly_core.detectors import registry
 from pynomaly_core.detectors.ensemble import RankEnsemble
 from pynomaly_core.evaluation import metrics
 from pynomaly_core.preprocessing import build_preprocessor, features, split
-from pynomaly_core.tuning import label_guided_spec, select_detector, train_detector
+from pynomaly_core.search import ConsensusSearch
+from pynomaly_core.selection import label_guided_spec, make_selector
 from tests.conftest import ROOT, demo_config
 
 
@@ -26,13 +27,16 @@ def demo_xy():
     return X, train["malignant"].to_numpy()
 
 
-def _select(X, y=None, **overrides):
-    options = dict(
-        candidates={name: registry.get(name) for name in ["iforest", "knn", "copod", "hbos", "pca", "sk_lof"]},
-        n_trials=6, timeout=None, n_folds=3, contamination=0.1, seed=1, metric="roc_auc",
-        pruning=True, storage="sqlite:///:memory:", study_name="s",
-    )
-    return select_detector(X, y, **{**options, **overrides})
+def _select(X, y=None, detectors=("iforest", "knn", "copod", "hbos", "pca", "sk_lof"), callbacks=(), **overrides):
+    """The consensus search's choice, without the final fit."""
+    settings = dict(n_trials=6, cv_folds=3, ensemble_size=1, storage="sqlite:///:memory:", progress_bar=False) | overrides
+    train = TrainConfig(strategy="consensus", detectors=list(detectors), use_labels=y is not None, **settings)
+    return ConsensusSearch(train, seed=1, study_name="s", callbacks=callbacks).choose(X, y)[0]
+
+
+def train_detector(X, y, train, seed, study_name):
+    selection = make_selector(train, seed=seed, study_name=study_name).select(X, y)
+    return selection.model, selection
 
 
 def test_preprocessor_is_fitted_on_training_rows_only():
@@ -69,11 +73,11 @@ def test_label_free_selection_is_seeded_and_reproducible(demo_xy):
 
 def test_selection_never_sees_labels_unless_asked(demo_xy, monkeypatch):
     X, y = demo_xy
-    import pynomaly_core.tuning as tuning
+    import pynomaly_core.search as search
 
     seen = []
-    monkeypatch.setattr(tuning, "roc_auc_score", lambda labels, scores: seen.append(labels) or 0.5)
-    monkeypatch.setitem(tuning.LABEL_METRICS, "roc_auc", tuning.roc_auc_score)
+    monkeypatch.setattr(search, "roc_auc_score", lambda labels, scores: seen.append(labels) or 0.5)
+    monkeypatch.setitem(search.LABEL_METRICS, "roc_auc", search.roc_auc_score)
     _select(X)
     assert seen == []
     selection = _select(X, y)
@@ -89,7 +93,7 @@ def test_labelled_selection_finds_a_good_detector(demo_xy):
 def test_unsupervised_candidates_are_judged_on_every_labelled_anomaly_in_one_fit(demo_xy):
     from sklearn.metrics import roc_auc_score
 
-    from pynomaly_core.tuning import make_evaluator, make_folds
+    from pynomaly_core.search import make_evaluator, make_folds
 
     X, y = demo_xy
     known = np.zeros_like(y)
@@ -126,19 +130,48 @@ def test_metrics_on_known_scores():
     assert set(metrics(scores, 0.35, None)) == {"alert_rate", "threshold", "n_rows"}
 
 
-def test_meta_selection_ranks_and_ensembles_without_labels(demo_xy):
+def test_meta_selection_ensembles_iforest_with_the_best_predicted_models_without_labels(demo_xy):
     X, y = demo_xy
     detector, selection = train_detector(X, None, TrainConfig(), seed=0, study_name="unused")
     assert isinstance(detector, RankEnsemble) and len(selection.params["members"]) == 3
     assert selection.criterion == "meta_predicted_aucroc" and 0.5 < selection.score <= 1
-    ranking = metaselect.neighbours(metaselect.meta_features(X, 0)).ranking()
-    top = [metaselect.models()[name] for name, _ in ranking[:3]]  # knowledge-base models: detectors with their parameters
+    kb = metaselect.knowledge_base()
+    prediction = metaselect.predict(metaselect.meta_features(X, 0), kb, 3)
+    ranking = dict(prediction.ranking())
+    others = [name for name in ranking if name != "iforest"][:2]
+    top = [metaselect.models()[name] for name in ["iforest", *others]]  # knowledge-base models: detectors with their parameters
     assert selection.params == {"members": [d for d, _ in top], "member_params": [p for _, p in top]}
-    assert selection.score == pytest.approx(np.mean([p for _, p in ranking[:3]]))
-    assert set(selection.params["members"]) <= set(registry.REGISTRY)
+    assert selection.score == pytest.approx(np.mean([ranking[name] for name in ["iforest", *others]]))
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(y, detector.decision_scores_) > 0.85  # the labels only grade the choice
+
+
+def test_a_prediction_falls_back_on_the_overall_figures_the_farther_the_neighbours_are():
+    near = metaselect.Neighbours(["iforest", "knn", "lof"], np.array([[0.7, 0.9, 0.8]]), np.array([1.0]), distance=2.0)
+    overall = {"iforest": 0.8, "knn": 0.7, "lof": 0.75}
+    assert metaselect.Prediction(near, overall, np.inf).ensemble(2) == ["iforest", "knn"]  # the neighbours alone
+    assert metaselect.Prediction(near, overall, 0.0).ensemble(2) == ["iforest", "lof"]  # the overall figures alone
+    halfway = metaselect.Prediction(near, overall, 2.0)  # reach = distance: half and half
+    assert halfway.trust == 0.5 and dict(halfway.ranking()) == pytest.approx({"iforest": 0.75, "knn": 0.8, "lof": 0.775})
+
+
+def _toy_kb(aucroc_m1: dict[str, float]) -> dict:
+    """Four datasets in two pairs of near neighbours (A, B and C, D); m2 scores 1.4 - m1, IForest 0.6 everywhere."""
+    features = {"A": [0.0], "B": [0.1], "C": [5.0], "D": [5.1]}
+    entries = [{"dataset": name, "seed": 1, "features": features[name], "aucroc": {"iforest": 0.6, "m1": value, "m2": 1.4 - value}}
+               for name, value in aucroc_m1.items()]
+    return {"models": [{"model": m} for m in ("iforest", "m1", "m2")], "datasets": dict.fromkeys(features, {}), "entries": entries}
+
+
+def test_the_fallback_reach_is_fitted_leaving_each_dataset_out(monkeypatch):
+    monkeypatch.setattr(metaselect, "NEIGHBOUR_DATASETS", 1)
+    # Neighbours that agree: each dataset's neighbour names its best model, the other datasets' overall figures do not.
+    agreeing = _toy_kb({"A": 0.9, "B": 0.9, "C": 0.5, "D": 0.5})
+    assert metaselect.fitted_reach(agreeing, 2) > 0
+    # Neighbours that mislead (A and B disagree): the overall figures win, and the reach is 0.
+    misleading = _toy_kb({"A": 0.9, "B": 0.5, "C": 0.9, "D": 0.9})
+    assert metaselect.fitted_reach(misleading, 2) == 0
 
 
 def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_and_it_guided_by_the_labels(demo_xy, tmp_path):
@@ -159,9 +192,10 @@ def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_an
 
     # Each candidate's measured ROC-AUC is shrunk to its predicted one, worth as many labels as its
     # spread across the neighbour datasets allows; both ensembles are predicted by their members.
-    near = metaselect.neighbours(metaselect.meta_features(X, 0))
-    top = [name for name, _ in near.ranking()[:3]]
-    calibrated = metaselect.calibration()
+    kb = metaselect.knowledge_base()
+    prediction = metaselect.predict(metaselect.meta_features(X, 0), kb, 3)
+    near, top = prediction.near, prediction.ensemble(3)
+    calibrated = metaselect.calibration(kb)
     for trial in trials:
         name = trial.params["detector"]
         models = top if name.startswith("rank_ensemble") else [name]
@@ -219,16 +253,16 @@ def test_a_prediction_is_worth_more_labels_the_less_its_models_spread_across_the
     assert metaselect.prior_labels(near, ["steady"], (average_labels, average_spread)) > 1000
 
 
-def test_shrinkage_is_calibrated_without_the_dataset_left_out():
+def test_shrinkage_is_calibrated_on_the_knowledge_base_it_is_given():
     kb = metaselect.knowledge_base()
-    without_cardio = {**kb, "entries": [e for e in kb["entries"] if e["dataset"] != "cardio"]}
-    assert metaselect.calibration(("cardio",)) == metaselect.calibration(kb=without_cardio) != metaselect.calibration()
-    prior_labels, mean_spread = metaselect.calibration()
+    without_cardio = metaselect.without_datasets(kb, ["cardio"])
+    assert metaselect.calibration(without_cardio) != metaselect.calibration(kb)
+    prior_labels, mean_spread = metaselect.calibration(kb)
     assert 0.5 < prior_labels < 3 and 0 < mean_spread < 0.1
 
 
 def test_semi_supervised_candidates_only_with_labels():
-    from pynomaly_core.tuning import candidate_names, search_candidates
+    from pynomaly_core.search import candidate_names, search_candidates
 
     assert "xgbod" not in candidate_names(TrainConfig(strategy="consensus"))
     assert "xgbod" in candidate_names(TrainConfig(strategy="consensus", use_labels=True))
@@ -241,7 +275,7 @@ def test_semi_supervised_candidates_only_with_labels():
 
 def test_xgbod_is_fitted_with_the_labels_of_the_fit_folds_only(demo_xy, monkeypatch):
     from pynomaly_core.detectors.pyod import PyODSemiSupervisedDetector
-    from pynomaly_core.tuning import make_folds
+    from pynomaly_core.search import make_folds
 
     X, y = demo_xy
     known = np.zeros_like(y)
@@ -254,8 +288,7 @@ def test_xgbod_is_fitted_with_the_labels_of_the_fit_folds_only(demo_xy, monkeypa
         return real_fit(self, X_fit, y_fit)
 
     monkeypatch.setattr(PyODSemiSupervisedDetector, "_fit", spy)
-    spec = registry.get("xgbod")
-    _select(X, known, candidates={"xgbod": spec}, n_trials=1, pruning=False)
+    _select(X, known, detectors=["xgbod"], n_trials=1, pruning=False)
     folds = make_folds(X, known, 3, seed=1)
     assert len(fits) == len(folds) == 3
     for (X_fit, y_fit), (fit_rows, held_out) in zip(fits, folds):
@@ -268,13 +301,13 @@ def test_xgbod_is_fitted_with_the_labels_of_the_fit_folds_only(demo_xy, monkeypa
 
 def _study_with_trials(X, storage):
     candidates = {name: registry.get(name) for name in ["iforest", "knn", "hbos"]}
-    selection = _select(X, candidates=candidates, storage=storage, ensemble_size=1)
+    selection = _select(X, detectors=list(candidates), storage=storage)
     return selection, optuna.load_study(study_name="s", storage=storage), candidates
 
 
 @pytest.mark.parametrize("margin", [0.01, -0.01])
 def test_trial_ensemble_replaces_the_best_trial_only_when_it_wins(demo_xy, tmp_path, margin):
-    from pynomaly_core.tuning import top_configurations, with_trial_ensemble
+    from pynomaly_core.search import top_configurations, with_trial_ensemble
 
     X, _ = demo_xy
     best, study, candidates = _study_with_trials(X, f"sqlite:///{tmp_path}/o.db")
@@ -331,7 +364,7 @@ def test_train_stage_calibrates_a_conformal_threshold_and_registers_xgbod(workdi
     from pynomaly_core import stages
     from pynomaly_core.config import ThresholdConfig
     from pynomaly_core.detectors.base import conformal_threshold
-    from pynomaly_core.tuning import calibration_split
+    from pynomaly_core.selection import calibration_split
 
     config = demo_config(detectors=["xgbod"], use_labels=True, n_trials=2, cv_folds=2)
     config = config.model_copy(update={

@@ -47,7 +47,7 @@ class PositiveUnlabelledLogistic(ModelDetector):
     When the labelled anomalies are a random pick of all anomalies, a classifier of labelled
     against unlabelled rows ranks rows as one of anomalies against normal rows would (Elkan &
     Noto 2008). Alone it ignores what the data's shape says; in few-label meta-selection it is
-    averaged half and half with the label-free rank ensemble (`tuning.label_guided_spec`).
+    averaged half and half with the label-free rank ensemble (`selection.label_guided_spec`).
     """
 
     backend = "sklearn"
