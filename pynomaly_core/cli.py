@@ -36,6 +36,17 @@ def _run(args) -> int:
     return 0
 
 
+def _init(args) -> int:
+    from .init_config import init_config
+
+    path, config, left_out = init_config(args.data, args.name, args.query, args.label, args.id, args.force)
+    data = config.data
+    print(f"wrote {path}: {len(data.columns)} feature columns, id {data.id_column or '-'}, label {data.label_column or '-'}"
+          + (f", left out: {', '.join(left_out)}" if left_out else ""))
+    print(f"review it (its comments say what was guessed), then: pynomaly run --config {path}")
+    return 0
+
+
 def _stage(args) -> int:
     from .stages import STAGES
 
@@ -162,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the training flow (Prefect) and print a summary")
     run.add_argument("--config", default=DEFAULT_CONFIG)
     run.set_defaults(handler=_run)
+
+    init = commands.add_parser("init", help="write configs/NAME.yaml for a table: column rules inferred, id and label guessed")
+    init.add_argument("data", help="CSV or Parquet file, or a SQLAlchemy URL with --query")
+    init.add_argument("--name", help="config, model and output name (default: the file name without its extension)")
+    init.add_argument("--label", help="the 0/1 column where 1 marks an anomaly (default: guessed from the names)")
+    init.add_argument("--id", help="the row id column (default: guessed from the names)")
+    init.add_argument("--query", help="SQL whose result is the table; DATA is then the database URL")
+    init.add_argument("--force", action="store_true", help="overwrite an existing config")
+    init.set_defaults(handler=_init)
 
     stage = commands.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
     stage.add_argument("name", choices=["validate", "preprocess", "train", "evaluate", "explain", "register"])

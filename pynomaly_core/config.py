@@ -53,11 +53,11 @@ class GraphConfig(Strict):
 
 class DataConfig(Strict):
     source: str = Field(description="CSV or Parquet path, or a SQLAlchemy URL when `query` is set")
-    query: str | None = None
-    id_column: str | None = None
+    query: str | None = Field(None, description="SQL run on `source` for the rows")
+    id_column: str | None = Field(None, description="identifies a row in explanations and scores; never a feature")
     label_column: str | None = Field(None, description="1 = anomaly; feeds evaluation, and selection only with train.use_labels")
     columns: dict[str, ColumnSpec] = Field({}, description="the feature columns and their rules (derived for a series)")
-    max_rejected_share: float = Field(0.1, ge=0, le=1)
+    max_rejected_share: float = Field(0.1, ge=0, le=1, description="validation fails when a larger share of rows breaks a rule")
     series: SeriesConfig | None = None
     graph: GraphConfig | None = None
 
@@ -89,9 +89,9 @@ class DataConfig(Strict):
 
 
 class PreprocessConfig(Strict):
-    test_size: float = Field(0.3, gt=0, lt=1)
-    numeric_impute: Literal["median", "mean"] = "median"
-    scaler: Literal["standard", "robust", "minmax"] = "robust"
+    test_size: float = Field(0.3, gt=0, lt=1, description="share of rows held out for evaluation")
+    numeric_impute: Literal["median", "mean"] = Field("median", description="fills a missing number (text: the most frequent value)")
+    scaler: Literal["standard", "robust", "minmax"] = Field("robust", description="numeric scaling, fitted on the training rows")
 
 
 class TrainConfig(Strict):
@@ -105,15 +105,15 @@ class TrainConfig(Strict):
     detectors: list[str] | Literal["all"] = Field(
         "all", description="'all' = the fast default set (see `pynomaly detectors`); deep, slow and graph detectors only by name"
     )
-    n_trials: int = Field(30, ge=1)
+    n_trials: int = Field(30, ge=1, description="Optuna trials of a consensus search; meta with labels tries at most this many candidates")
     timeout: float | None = Field(
         None, gt=0, description="seconds for the whole study; meta also skips models whose predicted fit (from the knowledge base) takes longer"
     )
-    cv_folds: int = Field(3, ge=2)
+    cv_folds: int = Field(3, ge=2, description="folds each trial is scored on")
     pruning: bool = True
-    use_labels: bool = False
-    metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
-    contamination: float = Field(0.1, gt=0, le=0.5)
+    use_labels: bool = Field(False, description="let data.label_column steer selection (otherwise it only evaluates)")
+    metric: Literal["roc_auc", "pr_auc"] = Field("roc_auc", description="selection objective with labels")
+    contamination: float = Field(0.1, gt=0, le=0.5, description="expected anomaly share: unless threshold.target_fpr, the threshold is this quantile of training scores")
     storage: str = Field("sqlite:///mlflow/optuna.db", description="Optuna RDB storage, any SQLAlchemy URL")
     progress_bar: bool = True
     workers: int = Field(1, ge=1, description="parallel trial processes; above 1 they run on a Dask cluster and share the study in `storage`")
@@ -130,14 +130,14 @@ class ThresholdConfig(Strict):
 
 
 class ExplainConfig(Strict):
-    top_k: int = Field(10, ge=1)
-    background: int = Field(50, ge=5)
+    top_k: int = Field(10, ge=1, description="test anomalies explained with SHAP")
+    background: int = Field(50, ge=5, description="SHAP background rows: more is slower and steadier")
 
 
 class RegistryConfig(Strict):
-    model_name: str
-    gate_metric: str = "roc_auc"
-    min_improvement: float = 0.0
+    model_name: str = Field(description="registered MLflow model; scoring uses models:/NAME@champion")
+    gate_metric: str = Field("roc_auc", description="a new version becomes champion when it beats the champion on this metric")
+    min_improvement: float = Field(0.0, description="by at least this much")
 
 
 class TrackingConfig(Strict):
@@ -188,8 +188,8 @@ class PathsConfig(Strict):
 
 
 class PipelineConfig(Strict):
-    name: str
-    seed: int = 42
+    name: str = Field(description="names the MLflow runs and datasets and the Optuna study")
+    seed: int = Field(42, description="fixes splits, sampling and searches")
     data: DataConfig
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()

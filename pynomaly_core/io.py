@@ -12,6 +12,11 @@ class DataError(ValueError):
     """Input that cannot be used; the message says which file, column or row, and what was expected."""
 
 
+def source_name(source: str | Path, query: str | None = None) -> str:
+    """How messages name a source: the path, or the query's database without its credentials."""
+    return str(source) if query is None else f"query on {str(source).split('@')[-1]}"
+
+
 def read_table(source: str | Path, query: str | None = None) -> pd.DataFrame:
     if query is not None:
         import sqlalchemy

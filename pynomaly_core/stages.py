@@ -31,7 +31,7 @@ from .config import PipelineConfig
 from .detectors.graph import induced, with_neighbors
 from .detectors.timeseries import series_windows
 from .explain import explain as shap_explain, explain_nodes, plot_importance
-from .io import read_table, write_table
+from .io import read_table, source_name, write_table
 from . import model as model_module
 from .detectors import registry
 from .model import OUTPUT_SCHEMA, model_artifacts
@@ -103,7 +103,7 @@ def _training(cfg: PipelineConfig) -> TrainResult:
 
 
 def validate(cfg: PipelineConfig) -> ValidateResult:
-    source = cfg.data.source if cfg.data.query is None else f"query on {cfg.data.source.split('@')[-1]}"
+    source = source_name(cfg.data.source, cfg.data.query)
     frame = read_table(cfg.data.source, cfg.data.query)
     if cfg.data.series is not None:  # a series is validated and scored as its windows
         frame = series_windows(frame, **cfg.data.series.model_dump())
