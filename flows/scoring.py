@@ -6,7 +6,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.training import DEFAULT_CONFIG
-from pynomaly_core.config import PipelineConfig, load_config
+from pynomaly_core.config import PipelineConfig, ReadOptions, load_config
 from pynomaly_core.monitoring import ScoreResult
 from tasks import monitoring as stages
 
@@ -19,8 +19,8 @@ def _markdown(result: ScoreResult) -> str:
 
 
 @flow(name="scoring", log_prints=True)
-def scoring_flow(batch: str, config: PipelineConfig = load_config(DEFAULT_CONFIG)) -> ScoreResult:
-    """Score one batch (CSV or Parquet) with models:/NAME@champion."""
-    result = stages.score_batch(config, batch)
+def scoring_flow(batch: str, config: PipelineConfig = load_config(DEFAULT_CONFIG), read: ReadOptions = ReadOptions()) -> ScoreResult:
+    """Score one batch (any table format; see pynomaly_core.io) with models:/NAME@champion."""
+    result = stages.score_batch(config, batch, read)
     create_markdown_artifact(_markdown(result), key=f"{config.name}-scoring", description="Scored batch")
     return result

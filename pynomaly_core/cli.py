@@ -6,11 +6,12 @@ import argparse
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from .config import ConfigError, ThresholdConfig, TrainConfig, load_config
+from .config import ConfigError, ReadOptions, TableFormat, ThresholdConfig, TrainConfig, load_config
 from .io import DataError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
@@ -39,7 +40,7 @@ def _run(args) -> int:
 def _init(args) -> int:
     from .init_config import init_config
 
-    path, config, left_out = init_config(args.data, args.name, args.query, args.label, args.id, args.force)
+    path, config, left_out = init_config(args.data, args.name, args.query, args.label, args.id, args.force, options=_read_options(args))
     data = config.data
     print(f"wrote {path}: {len(data.columns)} feature columns, id {data.id_column or '-'}, label {data.label_column or '-'}"
           + (f", left out: {', '.join(left_out)}" if left_out else ""))
@@ -71,7 +72,7 @@ def _detectors(args) -> int:
 def _score(args) -> int:
     from .scoring import score_file
 
-    report = score_file(args.model, args.input, args.output, batch_rows=args.batch_rows, edges_path=args.edges)
+    report = score_file(args.model, args.input, args.output, batch_rows=args.batch_rows, edges_path=args.edges, options=_read_options(args))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -112,12 +113,15 @@ def _bench(args) -> int:
 
 
 def _monitor(args) -> int:
-    if not Path(args.batch).is_file():  # fail before starting a Prefect server
-        raise DataError(f"input file not found: {args.batch}")
+    from .io import locate, table_format
+
+    options = _read_options(args)
+    locate(args.batch)  # fail before starting a Prefect server
+    table_format(args.batch, options)
     _prefect_environment()
     from flows.monitoring import monitoring_flow
 
-    result = monitoring_flow(args.batch, load_config(args.config))
+    result = monitoring_flow(args.batch, load_config(args.config), options)
     keys = ("drift_detected", "drifted_columns", "score_drift", "alert_rate", "retrain_triggered")
     if args.json:
         print(json.dumps({k: result[k] for k in keys}, indent=2))
@@ -166,6 +170,18 @@ def _serve(args) -> int:
     os.execve(command[0], command, env)
 
 
+def _read_options(args) -> ReadOptions:
+    sheet = int(args.sheet) if args.sheet is not None and args.sheet.isdigit() else args.sheet
+    return ReadOptions(format=args.format, sheet=sheet, key=args.key)
+
+
+def _add_read_options(parser: argparse.ArgumentParser) -> None:
+    """The same choices as data.format, data.sheet and data.key."""
+    parser.add_argument("--format", choices=typing.get_args(TableFormat), help="the table's format (default: from the suffix)")
+    parser.add_argument("--sheet", help="Excel: the sheet's name or 0-based position (default: the first)")
+    parser.add_argument("--key", help="HDF5: the table's key (default: the file's only one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pynomaly", description="Anomaly detection pipelines with Prefect, MLflow and DVC.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,12 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     init = commands.add_parser("init", help="write configs/NAME.yaml for a table: column rules inferred, id and label guessed")
-    init.add_argument("data", help="CSV or Parquet file, or a SQLAlchemy URL with --query")
+    init.add_argument("data", help="a table file (CSV, JSON Lines, Parquet, Feather, ORC, Excel, HDF5), a Parquet folder or glob, or a SQLAlchemy URL with --query")
     init.add_argument("--name", help="config, model and output name (default: the file name without its extension)")
     init.add_argument("--label", help="the 0/1 column where 1 marks an anomaly (default: guessed from the names)")
     init.add_argument("--id", help="the row id column (default: guessed from the names)")
     init.add_argument("--query", help="SQL whose result is the table; DATA is then the database URL")
     init.add_argument("--force", action="store_true", help="overwrite an existing config")
+    _add_read_options(init)
     init.set_defaults(handler=_init)
 
     stage = commands.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
@@ -192,12 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     detectors.add_argument("--json", action="store_true")
     detectors.set_defaults(handler=_detectors)
 
-    score = commands.add_parser("score", help="score a CSV or Parquet file with a registered model")
+    score = commands.add_parser("score", help="score a table file (any format `pynomaly init` reads) with a registered model")
     score.add_argument("--model", required=True, help="e.g. models:/breast-cancer-detector@champion")
     score.add_argument("input")
     score.add_argument("output")
     score.add_argument("--batch-rows", type=int, default=100_000, help="rows read, validated and scored at a time")
     score.add_argument("--edges", help="graph models: the edge list of the node table INPUT (CSV or Parquet)")
+    _add_read_options(score)
     score.set_defaults(handler=_score)
 
     bench = commands.add_parser("bench", help="measure model selection on ADBench-style .npz datasets")
@@ -215,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     monitor = commands.add_parser("monitor", help="score a batch with the champion, check drift, request retraining when due")
     monitor.add_argument("--config", default=DEFAULT_CONFIG)
-    monitor.add_argument("--batch", required=True, help="CSV or Parquet file of new records")
+    monitor.add_argument("--batch", required=True, help="a table file (or Parquet folder or glob) of new records")
+    _add_read_options(monitor)
     monitor.add_argument("--json", action="store_true")
     monitor.set_defaults(handler=_monitor)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LABEL_METRICS = {"roc_auc", "pr_auc", "precision_at_n", "f1"}
 NEIGHBORS = "neighbors"  # graph node rows carry their edges as a list of neighbour ids in this column
@@ -51,8 +51,19 @@ class GraphConfig(Strict):
     target: str = "target"
 
 
-class DataConfig(Strict):
-    source: str = Field(description="CSV or Parquet path, or a SQLAlchemy URL when `query` is set")
+TableFormat = Literal["csv", "jsonl", "parquet", "feather", "orc", "excel", "hdf5"]
+
+
+class ReadOptions(Strict):
+    """How a table file is read: by its suffix unless `format` is set; which sheet or key where a file holds several."""
+
+    format: TableFormat | None = Field(None, description="csv, jsonl, parquet, feather, orc, excel or hdf5; default: from the suffix")
+    sheet: str | int | None = Field(None, description="excel: the sheet's name or 0-based position (default: the first)")
+    key: str | None = Field(None, description="hdf5: the table's key (default: the file's only one)")
+
+
+class DataConfig(ReadOptions):
+    source: str = Field(description="a table file (see the README's formats), a folder or glob of Parquet files, or a SQLAlchemy URL when `query` is set")
     query: str | None = Field(None, description="SQL run on `source` for the rows")
     id_column: str | None = Field(None, description="identifies a row in explanations and scores; never a feature")
     label_column: str | None = Field(None, description="1 = anomaly; feeds evaluation, and selection only with train.use_labels")
@@ -168,7 +179,29 @@ class MonitoringConfig(Strict):
     scored_dir: str = "data/scored"
     store_url: str | None = Field(None, description="SQLAlchemy URL: scored rows are also appended to `store_table` there")
     store_table: str = "scored_rows"
+    notify: list[str] = Field(
+        [], description="Apprise URLs told when a batch drifts, its alert rate leaves its band or it fails; secrets as ${ENV_VAR}, expanded when sending"
+    )
+    notify_retries: int = Field(3, ge=0, description="further attempts when a notification is not delivered")
+    notify_retry_delay: float = Field(10.0, ge=0, description="seconds between those attempts")
+    mlflow_ui: str = Field("http://127.0.0.1:5000", description="the MLflow UI alert links point to (a http(s) tracking URI is used instead)")
     stream: StreamConfig = StreamConfig()
+
+    @field_validator("notify")
+    @classmethod
+    def _no_secrets_in_yaml(cls, urls: list[str]) -> list[str]:
+        """Apprise knows which parts of its URLs are secret: those must come from the environment."""
+        import apprise
+
+        for url in urls:
+            if "$" in url:
+                continue  # checked when expanded, at send time
+            plugin = apprise.Apprise.instantiate(url)
+            if plugin is None:
+                raise ValueError(f"'{url}' is not a notification URL Apprise knows (https://github.com/caronc/apprise/wiki)")
+            if plugin.url(privacy=True) != plugin.url(privacy=False):
+                raise ValueError(f"'{plugin.url(privacy=True)}' holds a secret; write it as ${{ENV_VAR}} and set the variable where the flow runs")
+        return urls
 
 
 class PathsConfig(Strict):

@@ -18,8 +18,8 @@ import yaml
 from pandera import dtypes
 from pydantic import BaseModel
 
-from .config import ColumnSpec, ConfigError, DataConfig, PathsConfig, PipelineConfig, RegistryConfig
-from .io import DataError, read_table, source_name
+from .config import ColumnSpec, ConfigError, DataConfig, PathsConfig, PipelineConfig, ReadOptions, RegistryConfig
+from .io import DataError, read_table, source_name, table_stem
 
 MARGIN = 0.1  # a numeric range is the observed [min, max] widened by 10 % of its span on each side
 MAX_ALLOWED = 20  # a text column with at most this many distinct values gets them as its allowed values
@@ -229,7 +229,8 @@ def _section(model: BaseModel, prefix: str, indent: int, comments: dict[str, str
 
 
 def build_config(
-    frame: pd.DataFrame, source: str, name: str, query: str | None = None, label: str | None = None, id_column: str | None = None
+    frame: pd.DataFrame, source: str, name: str, query: str | None = None, label: str | None = None, id_column: str | None = None,
+    options: ReadOptions | None = None,
 ) -> tuple[PipelineConfig, dict[str, str], dict[str, str]]:
     """The config for `frame`, the comments that explain its guesses (by dotted key) and the columns left out with why."""
     shown = source_name(source, query)
@@ -257,7 +258,8 @@ def build_config(
     if not columns:
         reasons = "; ".join(f"{column}: {why}" for column, why in left_out.items()) or "only the id and label columns"
         raise DataError(f"{shown}: no column can be a feature ({reasons})")
-    data = DataConfig(source=source, query=query, id_column=id_column, label_column=label, columns=columns)
+    data = DataConfig(source=source, query=query, id_column=id_column, label_column=label, columns=columns,
+                      **(options.model_dump(exclude_none=True) if options else {}))
     registry = RegistryConfig(model_name=f"{name}-detector", gate_metric="roc_auc" if label else "selection_score")
     config = PipelineConfig(name=name, data=data, registry=registry, paths=default_paths(name))
     gate = "it needs the label" if label else "no label, so the champion gate compares label-free selection scores"
@@ -291,6 +293,7 @@ def init_config(
     id_column: str | None = None,
     force: bool = False,
     config_dir: str | Path = "configs",
+    options: ReadOptions | None = None,
 ) -> tuple[Path, PipelineConfig, dict[str, str]]:
     """Read the table, infer its config and write it to `config_dir/NAME.yaml`; returns the path, the config and the columns left out."""
     if query is None and "://" in data:
@@ -298,14 +301,14 @@ def init_config(
     if name is None:
         if query is not None:
             raise ConfigError("--name is needed with --query: it names the config, the model and the output paths")
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data).name.split(".")[0]).strip("_.-")
+        name = table_stem(data).strip("_.-")
     if not NAME.fullmatch(name or ""):
         raise ConfigError(f"--name '{name}': use letters, digits, '_', '-' and '.', starting with a letter or digit")
     path = Path(config_dir) / f"{name}.yaml"
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; pass --force to overwrite it, or --name to write another")
-    frame = read_table(data, query)
-    config, comments, left_out = build_config(frame, data, name, query, label, id_column)
+    frame = read_table(data, query, options)
+    config, comments, left_out = build_config(frame, data, name, query, label, id_column, options)
     header = HEADER.format(
         source=source_name(data, query), n_rows=len(frame), n_columns=frame.shape[1], path=path, margin=MARGIN, max_allowed=MAX_ALLOWED
     )

@@ -1,11 +1,18 @@
-"""Loading and writing tables: CSV, Parquet, or a SQL query through SQLAlchemy."""
+"""Loading and writing tables: CSV (also .gz, .zst), JSON Lines, Parquet (a file, folder or glob), Arrow IPC/Feather,
+ORC, Excel, HDF5, or a SQL query through SQLAlchemy. One reader, chosen by suffix or `data.format`, for every entry point."""
 
 from __future__ import annotations
 
+import glob
+import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+
+from .config import ReadOptions
 
 
 class DataError(ValueError):
@@ -17,7 +24,138 @@ def source_name(source: str | Path, query: str | None = None) -> str:
     return str(source) if query is None else f"query on {str(source).split('@')[-1]}"
 
 
-def read_table(source: str | Path, query: str | None = None) -> pd.DataFrame:
+# Each format's suffixes, longest first where one ends another; CSV and JSON Lines may be compressed.
+SUFFIXES = {
+    "csv": (".csv.gz", ".csv.zst", ".csv", ".txt"),
+    "jsonl": (".jsonl.gz", ".jsonl.zst", ".jsonl", ".ndjson"),
+    "parquet": (".parquet", ".pq"),
+    "feather": (".feather", ".arrow", ".ipc"),
+    "orc": (".orc",),
+    "excel": (".xlsx", ".xlsm"),
+    "hdf5": (".h5", ".hdf5", ".hdf"),
+}
+NAMES = {"csv": "CSV", "jsonl": "JSON Lines", "parquet": "Parquet", "feather": "Arrow IPC/Feather", "orc": "ORC", "excel": "Excel", "hdf5": "HDF5"}
+EXTRAS = {"excel": ("openpyxl", "excel"), "hdf5": ("tables", "hdf5")}  # format: (the package pandas needs, the pynomaly extra)
+DATASET_FORMATS = {"parquet": "parquet", "feather": "ipc", "orc": "orc"}  # read through a pyarrow dataset: a file, a folder or a glob
+READ_ERRORS = (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError, zipfile.BadZipFile)
+
+
+def locate(source: str | Path) -> Path | list[str]:
+    """The file or folder `source` names, or the files its glob matches; a clear error when there is none."""
+    path = Path(source)
+    if path.exists():
+        return path
+    if glob.has_magic(str(source)):
+        files = sorted(glob.glob(str(source), recursive=True))
+        if not files:
+            raise DataError(f"no file matches {source}")
+        return files
+    raise DataError(f"input file not found: {path}")
+
+
+def table_stem(source: str | Path) -> str:
+    """A source's name without its format suffix, safe in a file name: batch.csv.gz -> batch, data/*.parquet -> data_parquet."""
+    name = Path(source).name.lower()
+    suffix = next((s for suffixes in SUFFIXES.values() for s in suffixes if name.endswith(s)), "")
+    stem = Path(source).name[: len(name) - len(suffix)]
+    if glob.has_magic(str(source)):
+        stem = f"{Path(source).parent.name}_{stem}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_") or "batch"
+
+
+def table_format(source: str | Path, options: ReadOptions | None = None) -> str:
+    """The format `options.format` names, else the one the suffix says (a folder: Parquet)."""
+    name = Path(source).name.lower()
+    several = Path(source).is_dir() or glob.has_magic(str(source))
+    fmt = options.format if options is not None and options.format is not None else next(
+        (fmt for fmt, suffixes in SUFFIXES.items() if name.endswith(suffixes)), "parquet" if Path(source).is_dir() else None
+    )
+    if fmt is not None and several and fmt not in DATASET_FORMATS:
+        raise DataError(f"{source}: a folder or glob is read as a dataset of Parquet, Feather or ORC files, not {NAMES[fmt]}")
+    if fmt is not None:
+        return fmt
+    known = ", ".join(s for suffixes in SUFFIXES.values() for s in suffixes)
+    raise DataError(f"{source}: unknown file type '{Path(source).suffix}'; expected one of {known}, a folder of Parquet files, "
+                    f"or data.format (--format) set to one of {', '.join(SUFFIXES)}")
+
+
+def _frames(source: str | Path, options: ReadOptions | None, batch_rows: int | None) -> Iterator[pd.DataFrame]:
+    """The table in frames of `batch_rows` (None: one frame), through the format's pandas or pyarrow reader."""
+    target = locate(source)
+    fmt = table_format(source, options)
+    if fmt in DATASET_FORMATS:
+        import pyarrow.dataset as ds
+
+        folder = isinstance(target, list) or target.is_dir()
+        dataset = ds.dataset(target if folder else str(target), format=DATASET_FORMATS[fmt], partitioning="hive" if folder else None)
+        if batch_rows is None:
+            yield dataset.to_table().to_pandas()
+        else:
+            yield from (batch.to_pandas() for batch in dataset.to_batches(batch_size=batch_rows) if batch.num_rows)
+        return
+    # pandas infers .gz itself; zstd through pyarrow's codec, so no extra package is needed
+    handle = pa.input_stream(str(target), compression="zstd") if target.name.lower().endswith(".zst") else target
+    if fmt == "csv":
+        frames = pd.read_csv(handle, chunksize=batch_rows)
+    elif fmt == "jsonl":
+        frames = pd.read_json(handle, lines=True, chunksize=batch_rows)
+    elif fmt == "excel":  # a workbook is read whole: openpyxl has no row ranges
+        with pd.ExcelFile(target, engine="openpyxl") as book:
+            sheet = 0 if options is None or options.sheet is None else options.sheet
+            if (sheet not in book.sheet_names) if isinstance(sheet, str) else not 0 <= sheet < len(book.sheet_names):
+                raise DataError(f"{target}: no sheet {sheet!r}; expected one of its sheets: {', '.join(book.sheet_names)} "
+                                "(data.sheet, --sheet: a name or a 0-based position)")
+            yield book.parse(sheet)
+        return
+    else:  # hdf5: a pandas HDFStore; a table-format key is read in chunks
+        import tables
+
+        try:
+            store = pd.HDFStore(target, mode="r")
+        except tables.HDF5ExtError:
+            raise DataError(f"cannot parse {target} as HDF5: the HDF5 library cannot open it (not an HDF5 file, or damaged)") from None
+        with store:
+            keys = store.keys()
+            key = None if options is None or options.key is None else "/" + options.key.lstrip("/")
+            if key is None and len(keys) != 1:
+                raise DataError(f"{target} holds {len(keys)} tables ({', '.join(keys) or 'none'}); set data.key (--key) to one of them")
+            if key is not None and key not in keys:
+                raise DataError(f"{target}: no key {options.key!r}; expected one of its tables: {', '.join(keys) or 'none'}")
+            key = key or keys[0]
+            chunked = batch_rows is not None and store.get_storer(key).is_table
+            yield from store.select(key, chunksize=batch_rows) if chunked else [store.select(key)]
+        return
+    yield from [frames] if batch_rows is None else frames
+
+
+def _guarded(source: str | Path, options: ReadOptions | None, batch_rows: int | None) -> Iterator[pd.DataFrame]:
+    """`_frames`, with each reader's error said as which file, read as what, and what went wrong."""
+    fmt = None
+    try:
+        locate(source)
+        fmt = table_format(source, options)
+        empty = True
+        for frame in _frames(source, options, batch_rows):
+            empty = empty and frame.empty
+            yield frame
+        if empty:
+            raise DataError(f"{source} has no data rows")
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{source} is empty: expected a header row and data rows") from None
+    except ImportError as err:
+        if fmt not in EXTRAS:
+            raise
+        package, extra = EXTRAS[fmt]
+        raise DataError(f"reading {NAMES[fmt]} ({source}) needs the '{package}' package: pip install 'pynomaly[{extra}]'") from err
+    except READ_ERRORS as err:
+        hint = "" if options is not None and options.format else " (by its suffix; set data.format or --format if it is another format)"
+        raise DataError(f"cannot parse {source} as {NAMES[fmt]}{hint}: {err}") from None
+
+
+def read_table(source: str | Path, query: str | None = None, options: ReadOptions | None = None) -> pd.DataFrame:
+    """The whole table: a file (format by suffix or `options.format`), a folder or glob of Parquet files, or a SQL query."""
     if query is not None:
         import sqlalchemy
 
@@ -29,57 +167,15 @@ def read_table(source: str | Path, query: str | None = None) -> pd.DataFrame:
             raise DataError(f"query on {engine.url.render_as_string(hide_password=True)} failed: {err.orig or err}") from err
         finally:
             engine.dispose()
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"input file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        elif suffix in (".csv", ".txt", ".gz"):
-            frame = pd.read_csv(path)
-        else:
-            raise DataError(f"{path}: unsupported file type '{suffix}'; expected .csv or .parquet")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty: expected a header row and data rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"cannot parse {path}: {err}") from None
-    if frame.empty:
-        raise DataError(f"{path} has no data rows")
+    (frame,) = _guarded(source, options, None)  # one frame; running the generator out checks for rows
     return frame
 
 
-def iter_table(source: str | Path, batch_rows: int = 100_000) -> Iterator[pd.DataFrame]:
-    """Read a CSV or Parquet file `batch_rows` at a time (Parquet through a pyarrow dataset), so
-    a file larger than memory streams through."""
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"input file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        import pyarrow.dataset as ds
-
-        try:
-            batches = ds.dataset(path, format="parquet").to_batches(batch_size=batch_rows)
-            empty = True
-            for batch in batches:
-                empty = False
-                yield batch.to_pandas()
-        except (OSError, ValueError) as err:  # pyarrow: ArrowInvalid, ArrowIOError
-            raise DataError(f"cannot parse {path}: {err}") from None
-        if empty:
-            raise DataError(f"{path} has no data rows")
-    elif suffix in (".csv", ".txt", ".gz"):
-        try:
-            yield from pd.read_csv(path, chunksize=batch_rows)
-        except pd.errors.EmptyDataError:
-            raise DataError(f"{path} is empty: expected a header row and data rows") from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise DataError(f"cannot parse {path}: {err}") from None
-    else:
-        raise DataError(f"{path}: unsupported file type '{suffix}'; expected .csv or .parquet")
+def iter_table(source: str | Path, batch_rows: int = 100_000, options: ReadOptions | None = None) -> Iterator[pd.DataFrame]:
+    """The table `batch_rows` at a time where the format allows (CSV and JSON Lines chunks, Parquet, Feather and
+    ORC batches through a pyarrow dataset, HDF5 table chunks), so a file larger than memory streams through.
+    An Excel sheet comes whole."""
+    return _guarded(source, options, batch_rows)
 
 
 class TableWriter:

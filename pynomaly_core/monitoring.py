@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from pydantic import BaseModel
 
 from . import drift, tracking
-from .config import PipelineConfig
-from .io import DataError, read_table, write_table
+from .config import PipelineConfig, ReadOptions
+from .io import DataError, read_table, table_stem, write_table
 from .scoring import append_to_store, load_model, rejected_path, score_frame
 
 
@@ -66,14 +66,14 @@ def champion_version_uri(cfg: PipelineConfig) -> str:
     return f"models:/{cfg.registry.model_name}/{version}"
 
 
-def score_batch(cfg: PipelineConfig, batch: str) -> ScoreResult:
-    """Validate `batch` with the training schema, score it with the champion, write the scored rows."""
+def score_batch(cfg: PipelineConfig, batch: str, options: ReadOptions | None = None) -> ScoreResult:
+    """Validate `batch` (format by suffix or `options`) with the training schema, score it with the champion, write the scored rows."""
     tracking.setup(cfg.tracking)
     model_uri = champion_version_uri(cfg)
     model = load_model(model_uri, cfg.tracking)
-    frame = read_table(batch)
+    frame = read_table(batch, options=options)
     result, scored = score_frame(model, frame, batch)
-    output = Path(cfg.monitoring.scored_dir) / f"{Path(batch).stem}.parquet"
+    output = Path(cfg.monitoring.scored_dir) / f"{table_stem(batch)}.parquet"
     rejected_file = None
     if len(result.rejected):
         rejected_file = str(write_table(result.rejected, rejected_path(output)))
@@ -85,7 +85,7 @@ def score_batch(cfg: PipelineConfig, batch: str) -> ScoreResult:
     n_anomalies = int(scored["is_anomaly"].sum())
     with mlflow.start_run(run_name=f"{cfg.name}-scoring") as run:
         mlflow.set_tags({"pynomaly.stage": "scoring", "model_uri": model_uri, "batch": str(batch)})
-        mlflow.log_input(mlflow.data.from_pandas(frame, source=str(batch), name=Path(batch).stem), context="scoring")
+        mlflow.log_input(mlflow.data.from_pandas(frame, source=str(batch), name=table_stem(batch)), context="scoring")
         mlflow.log_metrics({**result.report(), "n_anomalies": n_anomalies, "alert_rate": n_anomalies / len(scored)})
         if rejected_file:
             mlflow.log_artifact(rejected_file, "quarantine")
@@ -141,7 +141,7 @@ def monitor_drift(cfg: PipelineConfig, scoring: ScoreResult) -> MonitorResult:
             "drift_detected": float(verdict.drift_detected),
         })
         if features is not None:
-            report = str(features.save_html(Path(monitoring.scored_dir) / f"{Path(scoring.batch).stem}.drift.html"))
+            report = str(features.save_html(Path(monitoring.scored_dir) / f"{table_stem(scoring.batch)}.drift.html"))
             mlflow.log_artifact(report, "monitoring")
             report_uri = mlflow.get_artifact_uri(f"monitoring/{Path(report).name}")
         result = MonitorResult(

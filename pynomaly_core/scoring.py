@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from .config import NEIGHBORS, TrackingConfig
+from .config import NEIGHBORS, ReadOptions, TrackingConfig
 from .detectors.graph import with_neighbors
 from .io import DataError, TableWriter, iter_table, read_table
 from .preprocessing import input_columns
@@ -50,10 +50,10 @@ def score_frame(model, frame: pd.DataFrame, source: str, edges: pd.DataFrame | N
 
 
 def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, batch_rows: int = 100_000,
-               edges_path: str | Path | None = None) -> dict:
+               edges_path: str | Path | None = None, options: ReadOptions | None = None) -> dict:
     """Write the valid input rows plus `score` and `is_anomaly` to `output_path`; bad rows go beside it.
 
-    The input streams through `batch_rows` at a time (Parquet row groups via pyarrow), each batch
+    The input (format by suffix or `options`) streams through `batch_rows` at a time where its format allows, each batch
     validated, scored and appended, so memory stays flat however large the file. A graph (node
     table, with `edges_path` or a `neighbors` column) is scored whole.
     """
@@ -65,7 +65,7 @@ def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, 
     counts = {"n_rows": 0, "n_valid": 0, "n_rejected": 0, "n_anomalies": 0}
     rejected_file = rejected_path(output_path)
     with TableWriter(output_path) as scored_out, TableWriter(rejected_file) as rejected_out:
-        for batch in [read_table(input_path)] if graph else iter_table(input_path, batch_rows):
+        for batch in [read_table(input_path, options=options)] if graph else iter_table(input_path, batch_rows, options):
             result, scored = score_frame(model, batch, str(input_path), edges)
             if len(result.rejected):  # row numbers count from the start of the file, not the batch
                 rejected_out.write(result.rejected.assign(**{ROW_COLUMN: result.rejected[ROW_COLUMN] + counts["n_rows"]}))

@@ -104,7 +104,7 @@ def _training(cfg: PipelineConfig) -> TrainResult:
 
 def validate(cfg: PipelineConfig) -> ValidateResult:
     source = source_name(cfg.data.source, cfg.data.query)
-    frame = read_table(cfg.data.source, cfg.data.query)
+    frame = read_table(cfg.data.source, cfg.data.query, cfg.data)
     if cfg.data.series is not None:  # a series is validated and scored as its windows
         frame = series_windows(frame, **cfg.data.series.model_dump())
     result = validate_frame(frame, cfg.data, source=source)
@@ -235,7 +235,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
     with mlflow.start_run(run_name=f"{cfg.name}-training") as run:
         mlflow.set_tags({
             "git_commit": tracking.git_commit(),
-            "data_md5": tracking.file_md5(cfg.data.source) if Path(cfg.data.source).exists() else data_md5,
+            "data_md5": tracking.file_md5(cfg.data.source) if Path(cfg.data.source).is_file() else data_md5,
             "config_digest": cfg.digest(),
             "pynomaly_version": __version__,
             "optuna_study": study_name,
