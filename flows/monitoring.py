@@ -6,7 +6,8 @@ from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.training import DEFAULT_CONFIG
-from pynomaly_core.config import PipelineConfig, load_config
+from pynomaly_core import notify
+from pynomaly_core.config import PipelineConfig, ReadOptions, load_config
 from pynomaly_core.monitoring import MonitorResult
 from tasks import monitoring as stages
 
@@ -29,10 +30,18 @@ def _markdown(result: MonitorResult, retraining: dict | None) -> str:
 
 
 @flow(name="monitoring", log_prints=True)
-def monitoring_flow(batch: str, config: PipelineConfig = load_config(DEFAULT_CONFIG)) -> dict:
-    """Score `batch` with the champion, measure feature, score and alert-rate drift, request retraining when due."""
-    scored = stages.score_batch(config, batch)
+def monitoring_flow(batch: str, config: PipelineConfig = load_config(DEFAULT_CONFIG), read: ReadOptions = ReadOptions()) -> dict:
+    """Score `batch` with the champion, measure feature, score and alert-rate drift, alert monitoring.notify
+    when a check fired or the batch failed, request retraining when due."""
+    try:
+        scored = stages.score_batch(config, batch, read)
+    except Exception as err:
+        if config.monitoring.notify:
+            stages.alert(config, notify.failure_message(config, batch, err))
+        raise
     result = stages.monitor_drift(config, scored)
+    message = notify.drift_message(config, result)
+    alert = stages.alert(config, message, result.run_id) if message and config.monitoring.notify else None
     retraining = stages.request_retraining(config, result) if result.retrain_due else None
     if result.report_uri:
         create_link_artifact(result.report_uri, link_text="Evidently data-drift report", key=f"{config.name}-drift-report")
@@ -50,4 +59,5 @@ def monitoring_flow(batch: str, config: PipelineConfig = load_config(DEFAULT_CON
         "scored": scored.output,
         "rejected_file": scored.rejected_file,
         "mlflow_run_id": result.run_id,
+        "alert": alert,
     }

@@ -8,7 +8,7 @@ from prefect.deployments import run_deployment
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
-from pynomaly_core import monitoring
+from pynomaly_core import monitoring, notify
 from pynomaly_core.config import PipelineConfig
 from tasks.training import stage_task
 
@@ -16,6 +16,24 @@ RETRAIN_EVENT = "pynomaly.retrain.requested"
 
 score_batch = stage_task(monitoring.score_batch)
 monitor_drift = stage_task(monitoring.monitor_drift)
+send_alert = task(notify.send, name="send_alert", cache_policy=NO_CACHE)
+
+
+def alert(config: PipelineConfig, message: tuple[str, str], run_id: str | None = None) -> str:
+    """Send `message` to each monitoring.notify URL, retrying as configured; a failure is logged, noted on the
+    monitoring run and returned, never raised, so the verdict already recorded stands."""
+    options = config.monitoring
+    attempt = send_alert.with_options(retries=options.notify_retries, retry_delay_seconds=options.notify_retry_delay)
+    failures = []
+    for url in options.notify:
+        state = attempt(url, *message, return_state=True)
+        if state.is_failed():
+            failures.append(str(state.result(raise_on_failure=False)))
+            get_run_logger().error("alert not delivered after %d attempts: %s", options.notify_retries + 1, failures[-1])
+    status = "failed: " + "; ".join(failures) if failures else "sent"
+    if run_id is not None:
+        notify.record(config, run_id, status)
+    return status
 
 
 @task(cache_policy=NO_CACHE)

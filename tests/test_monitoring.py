@@ -1,12 +1,15 @@
 """The monitoring loop end to end: a real trained and registered champion in a temporary MLflow
 store, real Prefect flow runs, real PostgreSQL and Redis, batches derived from the demo data."""
 
+import http.server
 import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import joblib
 import mlflow
@@ -24,9 +27,13 @@ from flows.monitoring import monitoring_flow
 from flows.scoring import scoring_flow
 from flows.training import training_flow
 from pynomaly_core import cli, stages, stream
+from pynomaly_core.config import MonitoringConfig
+from pynomaly_core.io import DataError
+from pynomaly_core.notify import NotifyError, send
 from pynomaly_core.preprocessing import features
 from tasks.monitoring import RETRAIN_EVENT
 from tests.conftest import ROOT, demo_config, write_config, prefect_harness
+from tests.services import free_port
 
 MODEL = "breast-cancer-detector"
 
@@ -182,6 +189,97 @@ def test_injected_anomalies_drift_the_alert_rate_and_run_the_training_deployment
     finally:
         with get_client(sync_client=True) as client:
             client.delete_deployment(deployment_id)
+
+
+# Alerts
+
+
+@pytest.fixture
+def receiver():
+    """A webhook on 127.0.0.1 recording what Apprise posts; it answers with the statuses queued in `statuses`, then 200."""
+    received, statuses, attempts = [], [], []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status = statuses.pop(0) if statuses else 200
+            attempts.append(status)
+            if status == 200:
+                received.append(body)
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield SimpleNamespace(port=server.server_port, received=received, statuses=statuses, attempts=attempts)
+    server.shutdown()
+    server.server_close()
+
+
+def alerting_config(port_variable: str = "PYNOMALY_TEST_HOOK_PORT"):
+    # retrain_on=[]: no retraining events from these runs; the URL's port comes from the environment at send time
+    return small_config(notify=[f"json://127.0.0.1:${{{port_variable}}}/"], retrain_on=[], notify_retries=2, notify_retry_delay=0.2)
+
+
+def test_drifted_batch_alerts_once_with_its_figures_and_links_an_unchanged_one_not(project, batches, receiver, monkeypatch):
+    monkeypatch.setenv("PYNOMALY_TEST_HOOK_PORT", str(receiver.port))
+    unchanged = monitoring_flow(str(batches / "unchanged.csv"), alerting_config())
+    assert not unchanged["drift_detected"] and unchanged["alert"] is None and receiver.received == []
+
+    result = monitoring_flow(str(batches / "shifted.csv"), alerting_config())
+    assert result["drift_detected"] and result["alert"] == "sent"
+    assert len(receiver.received) == 1
+    title, body = receiver.received[0]["title"], receiver.received[0]["message"]
+    assert "breast-cancer-detector" in title and "shifted.csv" in title and "features" in title
+    assert f"Model: models:/{MODEL}/1" in body and f"Batch: {batches / 'shifted.csv'}" in body
+    assert "- features: feature drift in 1 column(s): mean_texture" in body and "[mean_texture p=" in body
+    run_id = result["mlflow_run_id"]
+    assert f"/get-artifact?path=monitoring%2Fshifted.drift.html&run_uuid={run_id}" in body
+    experiment = mlflow.get_experiment_by_name("pynomaly").experiment_id
+    assert f"MLflow run: http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run_id}" in body
+    assert MlflowClient().get_run(run_id).data.tags["alert"] == "sent"
+
+
+def test_an_undelivered_alert_is_retried_and_never_loses_the_verdict(project, batches, receiver, monkeypatch):
+    monkeypatch.setenv("PYNOMALY_TEST_HOOK_PORT", str(receiver.port))
+    receiver.statuses.append(503)  # the first attempt fails, the retry gets through
+    result = monitoring_flow(str(batches / "shifted.csv"), alerting_config())
+    assert receiver.attempts == [503, 200] and len(receiver.received) == 1 and result["alert"] == "sent"
+
+    monkeypatch.setenv("PYNOMALY_TEST_HOOK_PORT", str(free_port()))  # nothing listens there
+    result = monitoring_flow(str(batches / "shifted.csv"), alerting_config())
+    assert result["drift_detected"] and result["drifted_columns"] == ["mean_texture"]
+    assert result["alert"].startswith("failed: ") and "not delivered" in result["alert"]
+    run = MlflowClient().get_run(result["mlflow_run_id"])
+    assert run.data.tags["drift_detected"] == "true" and run.data.tags["alert"].startswith("failed: ")
+    assert "monitoring/verdict.json" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "monitoring")}
+    assert len(receiver.received) == 1  # still the one from the first run
+
+
+def test_a_batch_that_cannot_be_scored_alerts_and_still_fails(project, batches, receiver, monkeypatch):
+    monkeypatch.setenv("PYNOMALY_TEST_HOOK_PORT", str(receiver.port))
+    pd.read_csv(batches / "unchanged.csv").assign(mean_area=-1.0).to_csv("all_rejected.csv", index=False)
+    with pytest.raises(DataError, match="all_rejected.csv: no valid rows to score"):
+        monitoring_flow("all_rejected.csv", alerting_config())
+    assert len(receiver.received) == 1
+    title, body = receiver.received[0]["title"], receiver.received[0]["message"]
+    assert title.endswith("all_rejected.csv: scoring failed")
+    assert f"Model: models:/{MODEL}@champion" in body and "Batch: all_rejected.csv" in body
+    assert "- scoring failed: DataError: all_rejected.csv: no valid rows to score" in body
+
+
+def test_secrets_come_from_the_environment_not_the_yaml(monkeypatch):
+    with pytest.raises(ValueError, match=r"holds a secret; write it as \$\{ENV_VAR\}"):
+        MonitoringConfig(notify=["slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"])
+    with pytest.raises(ValueError, match="not a notification URL Apprise knows"):
+        MonitoringConfig(notify=["hooks.example.com/alert"])
+    assert MonitoringConfig(notify=["slack://${SLACK_TOKENS}"]).notify == ["slack://${SLACK_TOKENS}"]
+    monkeypatch.delenv("SLACK_TOKENS", raising=False)
+    with pytest.raises(NotifyError, match="environment variable SLACK_TOKENS is not set"):
+        send("slack://${SLACK_TOKENS}", "title", "body")
 
 
 # Streaming
