@@ -140,8 +140,9 @@ def test_meta_selection_ensembles_iforest_with_the_best_predicted_models_without
     ranking = dict(prediction.ranking())
     others = [name for name in ranking if name != "iforest"][:2]
     top = [metaselect.models()[name] for name in ["iforest", *others]]  # knowledge-base models: detectors with their parameters
-    assert selection.params == {"members": [d for d, _ in top], "member_params": [p for _, p in top]}
-    assert selection.score == pytest.approx(np.mean([ranking[name] for name in ["iforest", *others]]))
+    # IForest weighs as much as the two others together.
+    assert selection.params == {"members": [d for d, _ in top], "member_params": [p for _, p in top], "weights": [2, 1, 1]}
+    assert selection.score == pytest.approx(np.average([ranking[name] for name in ["iforest", *others]], weights=[2, 1, 1]))
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(y, detector.decision_scores_) > 0.85  # the labels only grade the choice
