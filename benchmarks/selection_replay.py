@@ -33,18 +33,19 @@ def ensemble_aucroc(scores: dict, members: list[str], weights: list[float] | Non
     return float(roc_auc_score(scores["y_test"], np.average(percentiles, axis=0, weights=weights)))
 
 
-def rules(features: np.ndarray, kb: dict, size: int) -> dict[str, tuple[list[str], list[float] | None]]:
-    """Each rule's members and weights (None: equal)."""
+def rules(features: np.ndarray, kb: dict, size: int, shape: tuple[int, int]) -> dict[str, tuple[list[str], list[float] | None]]:
+    """Each rule's members and weights (None: equal), among the models the selector would fit on data of this shape."""
+    allowed, _ = metaselect.affordable_models(kb, shape, None)
     near, overall = metaselect.neighbours(features, kb), metaselect.overall_aucroc(kb)
     local, everywhere = metaselect.Prediction(near, overall, np.inf), metaselect.Prediction(near, overall, 0.0)
-    shipped = metaselect.predict(features, kb, size).ensemble(size)
+    shipped = metaselect.predict(features, kb, size).ensemble(size, allowed)
     return {
         "iforest": (["iforest"], None),
         "fixed average of 5": (FIXED, None),
-        "neighbours top-3 (before)": ([name for name, _ in local.ranking()[:size]], None),
-        "overall top-3": ([name for name, _ in everywhere.ranking()[:size]], None),
-        "anchored, neighbours": (local.ensemble(size), None),
-        "anchored, overall": (everywhere.ensemble(size), None),
+        "neighbours top-3 (before)": ([name for name, _ in local.ranking() if name in allowed][:size], None),
+        "overall top-3": ([name for name, _ in everywhere.ranking() if name in allowed][:size], None),
+        "anchored, neighbours": (local.ensemble(size, allowed), None),
+        "anchored, overall": (everywhere.ensemble(size, allowed), None),
         "anchored, fitted reach": (shipped, None),
         "anchored half, fitted reach (shipped)": (shipped, metaselect.anchored_weights(shipped)),
     }
@@ -68,7 +69,7 @@ def main() -> None:
             scores = dict(np.load(args.scores / f"{path.stem}_{seed}.npz"))
             landmarks = {name: scores[f"train:{name}"] for name in metaselect.LANDMARKS}
             features = metaselect.features_from_scores(landmarks, len(scores["y_train"]), X.shape[1])
-            for rule, (members, weights) in rules(features, reduced, args.size).items():
+            for rule, (members, weights) in rules(features, reduced, args.size, X.shape).items():
                 rows.append({"dataset": path.stem, "seed": seed, "rule": rule, "aucroc": 100 * ensemble_aucroc(scores, members, weights),
                              "members": "+".join(members), "left_out": ",".join(left_out)})
     frame = pd.DataFrame(rows)

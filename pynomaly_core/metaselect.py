@@ -38,6 +38,10 @@ NEIGHBOUR_DATASETS = 5
 # results (Han et al. 2022), as half its weight: a safe member bounds how far a wrong prediction can fall.
 ANCHOR = "iforest"
 SKETCH_ROWS = 256
+# Covariance estimators' fits grow with the cube of the features: above this many they are not
+# fitted, in the knowledge base (where they rank like a coin flip) or as candidates.
+CUBIC = ("mcd", "sk_elliptic")
+MAX_CUBIC_FEATURES = 128
 
 
 def model_name(detector: str, params: dict) -> str:
@@ -258,6 +262,17 @@ def fit_seconds(kb: dict, model: str, n_rows: int, n_features: int) -> float:
     return float(np.exp(coef @ [1.0, np.log(n_rows), np.log(n_features)]))
 
 
+def affordable_models(kb: dict, shape: tuple[int, int], timeout: float | None) -> tuple[set[str], dict[str, str]]:
+    """The knowledge-base models worth fitting on data of this shape, and why the others are not."""
+    skipped = {}
+    for name, (detector, _) in models(kb).items():
+        if detector in CUBIC and shape[1] > MAX_CUBIC_FEATURES:
+            skipped[name] = f"its fit grows with the cube of the features ({shape[1]} > {MAX_CUBIC_FEATURES})"
+        elif timeout is not None and name != ANCHOR and (seconds := fit_seconds(kb, name, *shape)) > timeout:
+            skipped[name] = f"predicted fit {seconds:.0f} s > train.timeout {timeout:g} s"
+    return set(models(kb)) - set(skipped), skipped
+
+
 class MetaSelector(OptunaSearch):
     """`train.strategy: meta`. Without labels: the rank ensemble of IForest (half the weight) and
     the `train.ensemble_size - 1` best-predicted models. With labels: an Optuna grid over the top
@@ -272,7 +287,7 @@ class MetaSelector(OptunaSearch):
     def choose(self, X, y):
         kb = self.kb or knowledge_base()
         catalogue = models(kb)
-        affordable, skipped = self._affordable(kb, catalogue, X.shape)
+        affordable, skipped = affordable_models(kb, X.shape, self.train.timeout)
         prediction = predict(meta_features(X, self.seed), kb, self.train.ensemble_size)
         top = prediction.ensemble(self.train.ensemble_size, affordable)
         member_names, member_params, weights = [catalogue[name][0] for name in top], [catalogue[name][1] for name in top], anchored_weights(top)
@@ -308,10 +323,3 @@ class MetaSelector(OptunaSearch):
         selection = dataclasses.replace(best_trial_selection(study, candidates, criterion, self.storage()), skipped=skipped)
         return selection, candidates[selection.detector]
 
-    def _affordable(self, kb: dict, catalogue: dict, shape: tuple[int, int]) -> tuple[set[str], dict[str, str]]:
-        if self.train.timeout is None:
-            return set(catalogue), {}
-        predicted = {name: fit_seconds(kb, name, *shape) for name in catalogue}
-        skipped = {name: f"predicted fit {seconds:.0f} s > train.timeout {self.train.timeout:g} s"
-                   for name, seconds in predicted.items() if seconds > self.train.timeout and name != ANCHOR}
-        return set(catalogue) - set(skipped), skipped
