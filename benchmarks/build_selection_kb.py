@@ -7,7 +7,7 @@ varies (the mean over models). `metaselect.calibration` weighs that variance aga
 leave-one-dataset-out prediction error: how many labelled anomalies a prediction is worth when
 few labels refine it.
 
-Run:  .venv/bin/python benchmarks/build_selection_kb.py [--data ../shared/benchmarks/adbench]
+Run:  .venv/bin/python benchmarks/build_selection_kb.py --data ../shared/benchmarks/adbench
       (about 12 minutes in one process on an idle machine; `--scores DIR` saves/reuses the fitted scores)
 """
 
@@ -70,7 +70,7 @@ def entry(dataset: str, seed: int, scores) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "adbench")
+    parser.add_argument("--data", type=Path, required=True, help="folder of ADBench <name>.npz files, e.g. ../shared/benchmarks/adbench")
     parser.add_argument("--scores", type=Path, help="folder caching the fitted scores (one .npz per dataset and seed)")
     args = parser.parse_args()
     entries = []
