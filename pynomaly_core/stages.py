@@ -34,7 +34,7 @@ from .detectors.timeseries import series_windows
 from .explain import explain as shap_explain, explain_nodes, plot_importance
 from .io import read_table, write_table
 from . import model as model_module
-from .detectors import registry
+from .detectors import packages, registry
 from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, input_columns, split
 from .tuning import FINISHED, calibration_split, open_study, search_candidates, search_options, select_detector, train_detector
@@ -359,17 +359,13 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
     return result
 
 
-# Import names of detector dependencies -> the distributions that provide them.
-DISTRIBUTIONS = {"torch_geometric": ["torch-geometric"], "jax": ["jax", "jaxlib"], "xgboost": ["xgboost-cpu"]}
-
-
 def _pip_requirements(training: TrainResult) -> list[str]:
     from importlib.metadata import version
 
     names = ["mlflow", "pyod", "scikit-learn", "pandas", "numpy", "pydantic", "pyyaml", "joblib", "cloudpickle"]
     detectors = training.params.get("members", [training.detector])  # an ensemble needs what its members need
     for package in (p for name in detectors for p in registry.get(name).tags["python_dependencies"]):
-        names += DISTRIBUTIONS.get(package, [package])
+        names += packages.distributions(package)
     return [f"{name}=={version(name)}" for name in dict.fromkeys(names)]
 
 

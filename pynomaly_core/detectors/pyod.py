@@ -19,6 +19,7 @@ from importlib import resources
 import numpy as np
 
 from .base import ModelDetector
+from .packages import missing_dependency
 from .spec import DetectorSpec
 
 # Not registered, and why.
@@ -26,15 +27,6 @@ EXCLUDED = {
     "DevNet": "semi-supervised deep model: fit needs labels; XGBOD is the semi-supervised detector registered",
     "MAD": "univariate only (one feature); see the series detectors",
 }
-# Python package -> the pynomaly extra that installs it; other packages are named as they are.
-EXTRAS = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax", "torch_geometric": "graph", "pygod": "graph", "xgboost": "xgbod"}
-
-
-def missing_dependency(detector: str, err: ModuleNotFoundError) -> ImportError:
-    package = (err.name or "").split(".")[0]
-    how = f"pip install 'pynomaly[{EXTRAS[package]}]'" if package in EXTRAS else f"pip install {package}"
-    return ImportError(f"detector '{detector}' needs the Python package '{package}', which is not installed: {how}")
-
 
 @cache
 def catalogue() -> dict[str, dict]:
