@@ -238,6 +238,19 @@ def tune(cfg: PipelineConfig, worker: int) -> str:
     return search.study_name
 
 
+def training_dataset(cfg: PipelineConfig, train_rows: pd.DataFrame) -> mlflow.data.pandas_dataset.PandasDataset:
+    """The training rows as the model takes them (float64 numbers, NaN for missing), and the label.
+
+    The label is logged as float64 too: unknown labels are missing values, which an integer column
+    cannot hold (MLflow hints so for any integer column of a logged schema).
+    """
+    rows = features(train_rows, cfg.data)
+    label = cfg.data.label_column
+    if label:
+        rows[label] = train_rows[label].astype("float64")
+    return mlflow.data.from_pandas(rows, source=tracking.table_source(cfg.data.source, cfg.data.query), name=f"{cfg.name}-train", targets=label)
+
+
 def train(cfg: PipelineConfig) -> TrainResult:
     tracking.setup(cfg.tracking)
     train_rows = _fit_rows(cfg)
@@ -255,10 +268,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
         })
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
         mlflow.log_artifact(cfg.paths.validation_report, "validation")
-        mlflow.log_input(
-            mlflow.data.from_pandas(train_rows, source=cfg.data.source, name=f"{cfg.name}-train", targets=cfg.data.label_column),
-            context="training",
-        )
+        mlflow.log_input(training_dataset(cfg, train_rows), context="training")
         started = time.perf_counter()
         log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
         detector, selection = train_detector(
