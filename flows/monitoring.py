@@ -29,8 +29,9 @@ def _markdown(result: MonitorResult, retraining: dict | None) -> str:
 
 
 @flow(name="monitoring", log_prints=True)
-def monitoring_flow(batch: str, config: PipelineConfig = load_config(DEFAULT_CONFIG)) -> dict:
+def monitoring_flow(batch: str, config: PipelineConfig | None = None) -> dict:
     """Score `batch` with the champion, measure feature, score and alert-rate drift, request retraining when due."""
+    config = config or load_config(DEFAULT_CONFIG)
     scored = stages.score_batch(config, batch)
     result = stages.monitor_drift(config, scored)
     retraining = stages.request_retraining(config, result) if result.retrain_due else None

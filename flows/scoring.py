@@ -19,8 +19,9 @@ def _markdown(result: ScoreResult) -> str:
 
 
 @flow(name="scoring", log_prints=True)
-def scoring_flow(batch: str, config: PipelineConfig = load_config(DEFAULT_CONFIG)) -> ScoreResult:
+def scoring_flow(batch: str, config: PipelineConfig | None = None) -> ScoreResult:
     """Score one batch (CSV or Parquet) with models:/NAME@champion."""
+    config = config or load_config(DEFAULT_CONFIG)
     result = stages.score_batch(config, batch)
     create_markdown_artifact(_markdown(result), key=f"{config.name}-scoring", description="Scored batch")
     return result

@@ -85,7 +85,7 @@ def score_batch(cfg: PipelineConfig, batch: str) -> ScoreResult:
     n_anomalies = int(scored["is_anomaly"].sum())
     with mlflow.start_run(run_name=f"{cfg.name}-scoring") as run:
         mlflow.set_tags({"pynomaly.stage": "scoring", "model_uri": model_uri, "batch": str(batch)})
-        mlflow.log_input(mlflow.data.from_pandas(frame, source=str(batch), name=Path(batch).stem), context="scoring")
+        mlflow.log_input(mlflow.data.from_pandas(frame, source=tracking.table_source(batch), name=Path(batch).stem), context="scoring")
         mlflow.log_metrics({**result.report(), "n_anomalies": n_anomalies, "alert_rate": n_anomalies / len(scored)})
         if rejected_file:
             mlflow.log_artifact(rejected_file, "quarantine")

@@ -33,7 +33,7 @@ from .detectors.timeseries import series_windows
 from .explain import explain as shap_explain, explain_nodes, plot_importance
 from .io import read_table, source_name, write_table
 from . import model as model_module
-from .detectors import registry
+from .detectors import packages, registry
 from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, input_columns, split
 from .selection import Selector, make_selector
@@ -225,6 +225,19 @@ def tune(cfg: PipelineConfig, worker: int) -> str:
     return search.study_name
 
 
+def training_dataset(cfg: PipelineConfig, train_rows: pd.DataFrame) -> mlflow.data.pandas_dataset.PandasDataset:
+    """The training rows as the model takes them (float64 numbers, NaN for missing), and the label.
+
+    The label is logged as float64 too: unknown labels are missing values, which an integer column
+    cannot hold (MLflow hints so for any integer column of a logged schema).
+    """
+    rows = features(train_rows, cfg.data)
+    label = cfg.data.label_column
+    if label:
+        rows[label] = train_rows[label].astype("float64")
+    return mlflow.data.from_pandas(rows, source=tracking.table_source(cfg.data.source, cfg.data.query), name=f"{cfg.name}-train", targets=label)
+
+
 def train(cfg: PipelineConfig) -> TrainResult:
     tracking.setup(cfg.tracking)
     train_rows = _fit_rows(cfg)
@@ -242,10 +255,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
         })
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
         mlflow.log_artifact(cfg.paths.validation_report, "validation")
-        mlflow.log_input(
-            mlflow.data.from_pandas(train_rows, source=cfg.data.source, name=f"{cfg.name}-train", targets=cfg.data.label_column),
-            context="training",
-        )
+        mlflow.log_input(training_dataset(cfg, train_rows), context="training")
         started = time.perf_counter()
         log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
         selection = _selector(cfg, search, callbacks=[log_trial]).select(X, search.y)
@@ -344,17 +354,13 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
     return result
 
 
-# Import names of detector dependencies -> the distributions that provide them.
-DISTRIBUTIONS = {"torch_geometric": ["torch-geometric"], "jax": ["jax", "jaxlib"], "xgboost": ["xgboost-cpu"]}
-
-
 def _pip_requirements(training: TrainResult) -> list[str]:
     from importlib.metadata import version
 
     names = ["mlflow", "pyod", "scikit-learn", "pandas", "numpy", "pydantic", "pyyaml", "joblib", "cloudpickle"]
     detectors = training.params.get("members", [training.detector])  # an ensemble needs what its members need
     for package in (p for name in detectors for p in registry.get(name).tags["python_dependencies"]):
-        names += DISTRIBUTIONS.get(package, [package])
+        names += packages.distributions(package)
     return [f"{name}=={version(name)}" for name in dict.fromkeys(names)]
 
 
