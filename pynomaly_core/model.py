@@ -58,8 +58,8 @@ class AnomalyModel(mlflow.pyfunc.PythonModel):
         if len(result.rejected):
             rows = result.rejected[[ROW_COLUMN, ERRORS_COLUMN]].head(20).itertuples(index=False)
             raise MlflowException.invalid_parameter_value(
-                f"request: {len(result.rejected)} of {result.n_rows} rows rejected, none scored: "
-                + "; ".join(f"row {row}: {errors}" for row, errors in rows)
+                f"request: {len(result.rejected)} of {result.n_rows} rows rejected, none scored:"
+                + "".join(f"\nrow {row}: {errors}" for row, errors in rows)
             )
         scores = self.pipeline.decision_function(features(result.valid, self.data_config))
         threshold = self.pipeline[-1].threshold_

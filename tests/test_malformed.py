@@ -3,6 +3,7 @@
 rejected with their row and column while the others are scored; an unusable file is a clear
 error with exit status 2; never a traceback."""
 
+import contextlib
 import csv
 import io
 import json
@@ -39,6 +40,7 @@ def project(tmp_path_factory):
     """A project folder with a registered champion, as the current directory, inside a Prefect test server."""
     root = tmp_path_factory.mktemp("malformed")
     shutil.copytree(ROOT / "data" / "raw", root / "data" / "raw")
+    shutil.copytree(ROOT / "configs", root / "configs")  # `pynomaly serve` reads the demo config
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -53,6 +55,15 @@ def _write(case, folder) -> str:
     path = folder / f"{case.name}.csv"
     path.write_bytes(case.content)
     return str(path)
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    """Run `pynomaly ARGS`: exit status, stdout, stderr. (Not capsys: Prefect's log handler keeps
+    the stream of the first flow run, which capsys closes after that test.)"""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return code, out.getvalue(), err.getvalue()
 
 
 def _check_rejected(case, rejected_file, n_scored: int) -> None:
@@ -71,13 +82,12 @@ def _check_file_error(case, path, code, stderr) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_validate_stage(case, tmp_path, monkeypatch, capsys):
+def test_validate_stage(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = _write(case, tmp_path)
     config = demo_config()
     config = config.model_copy(update={"data": config.data.model_copy(update={"source": path})})
-    code = cli.main(["stage", "validate", "--config", str(write_config(config, tmp_path / "case.yaml"))])
-    out, err = capsys.readouterr()
+    code, out, err = _cli("stage", "validate", "--config", str(write_config(config, tmp_path / "case.yaml")))
     if case.error:
         _check_file_error(case, path, code, err)
     else:
@@ -88,11 +98,10 @@ def test_validate_stage(case, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_score_command(case, project, capsys):
+def test_score_command(case, project):
     path = _write(case, project)
     output = project / f"{case.name}.scored.csv"
-    code = cli.main(["score", "--model", MODEL_URI, path, str(output)])
-    out, err = capsys.readouterr()
+    code, out, err = _cli("score", "--model", MODEL_URI, path, str(output))
     if case.error:
         _check_file_error(case, path, code, err)
         assert not output.exists()
@@ -104,11 +113,10 @@ def test_score_command(case, project, capsys):
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_monitor_command(case, project, capsys):
+def test_monitor_command(case, project):
     path = _write(case, project)
     config_path = write_config(small_config(), project / "small.yaml")
-    code = cli.main(["monitor", "--config", str(config_path), "--batch", path])
-    out, err = capsys.readouterr()
+    code, out, err = _cli("monitor", "--config", str(config_path), "--batch", path)
     if case.error:
         _check_file_error(case, path, code, err)
     else:
@@ -131,7 +139,8 @@ def server(project):
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
-            assert process.poll() is None, process.stdout.read()
+            if process.poll() is not None:
+                pytest.fail(f"pynomaly serve exited: {process.stdout.read()}")
             try:
                 if urllib.request.urlopen(f"{url}/ping", timeout=2).status == 200:
                     break
@@ -141,8 +150,9 @@ def server(project):
             pytest.fail("pynomaly serve did not answer /ping in 120 s")
         yield url
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=30)
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=30)
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -161,10 +171,12 @@ def test_rest_server(case, server):
     if case.error:
         assert re.search(case.rest_error or case.error, body["message"]), body["message"]
     else:
-        reasons = body["message"].split("Error: request: ")[1]
-        assert reasons.startswith(f"{len(case.rejected)} of {N_ROWS} rows rejected, none scored: ")
+        summary, *rows = body["message"].split("Error: request: ")[1].splitlines()
+        assert summary == f"{len(case.rejected)} of {N_ROWS} rows rejected, none scored:"
+        reasons = dict(line.split(": ", 1) for line in rows)
+        assert reasons.keys() == {f"row {row}" for row in case.rejected}
         for row, column in case.rejected.items():
-            assert f"row {row}: {column}: " in reasons, reasons
+            assert reasons[f"row {row}"].startswith(f"{column}: ") or f"; {column}: " in reasons[f"row {row}"], reasons
 
 
 def test_stream_dead_letters_rejected_events_and_acknowledges_each_once(project):
