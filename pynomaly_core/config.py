@@ -149,7 +149,8 @@ class TrackingConfig(Strict):
 class StreamConfig(Strict):
     redis_url: str = "redis://127.0.0.1:6379/0"
     input: str = Field("pynomaly:events", description="stream of records, one field per column")
-    output: str = Field("pynomaly:scores", description="stream of results: event_id, id, score, is_anomaly or error")
+    output: str = Field("pynomaly:scores", description="stream of results: event_id, id, score, is_anomaly, model")
+    dead_letter: str = Field("pynomaly:dead-letter", description="rejected events: their fields as given, event_id and _errors (the reasons)")
     group: str = "pynomaly"
     batch_size: int = Field(200, ge=1, description="micro-batch: entries read and scored together")
     block_ms: int = Field(1000, ge=0)

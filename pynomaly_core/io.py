@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -33,22 +34,41 @@ def read_table(source: str | Path, query: str | None = None) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"input file not found: {path}")
     suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
+    if suffix in (".parquet", ".pq"):
+        try:
             frame = pd.read_parquet(path)
-        elif suffix in (".csv", ".txt", ".gz"):
+        except (OSError, ValueError) as err:  # pyarrow: ArrowInvalid, ArrowIOError
+            raise DataError(f"cannot parse {path}: {err}") from None
+    elif suffix in (".csv", ".txt", ".gz"):
+        with _csv_errors(path):
             frame = pd.read_csv(path)
-        else:
-            raise DataError(f"{path}: unsupported file type '{suffix}'; expected .csv or .parquet")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty: expected a header row and data rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"cannot parse {path}: {err}") from None
+    else:
+        raise DataError(f"{path}: unsupported file type '{suffix}'; expected .csv or .parquet")
     if frame.empty:
         raise DataError(f"{path} has no data rows")
     return frame
+
+
+@contextmanager
+def _csv_errors(path: Path) -> Iterator[None]:
+    """Turn pandas' reading errors into a DataError naming the file, and refuse duplicate column
+    names, which pandas would silently rename (`a`, `a.1`)."""
+    try:
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0]
+        duplicated = header[header.duplicated()].unique().tolist()
+        if duplicated:
+            raise DataError(f"{path}: duplicate column name(s) {', '.join(map(str, duplicated))} in the header; expected each column once")
+        yield
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty: expected a header row and data rows") from None
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path} is not UTF-8 text: {err.reason} (byte {err.object[err.start:err.end]!r}); expected a UTF-8 CSV file"
+        ) from None
+    except (pd.errors.ParserError, OSError, ValueError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"cannot parse {path}: {err}") from None
 
 
 def iter_table(source: str | Path, batch_rows: int = 100_000) -> Iterator[pd.DataFrame]:
@@ -72,12 +92,8 @@ def iter_table(source: str | Path, batch_rows: int = 100_000) -> Iterator[pd.Dat
         if empty:
             raise DataError(f"{path} has no data rows")
     elif suffix in (".csv", ".txt", ".gz"):
-        try:
+        with _csv_errors(path):
             yield from pd.read_csv(path, chunksize=batch_rows)
-        except pd.errors.EmptyDataError:
-            raise DataError(f"{path} is empty: expected a header row and data rows") from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise DataError(f"cannot parse {path}: {err}") from None
     else:
         raise DataError(f"{path}: unsupported file type '{suffix}'; expected .csv or .parquet")
 

@@ -21,7 +21,7 @@ import optuna
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.models import ModelSignature, infer_signature
+from mlflow.models import ModelSignature
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from pydantic import BaseModel
 from sklearn.pipeline import Pipeline
@@ -389,7 +389,9 @@ def register(cfg: PipelineConfig) -> RegisterResult:
             name="model",
             python_model=Path(model_module.__file__),
             artifacts=model_artifacts(cfg.paths.model, cfg.data, tmp, reference_sample(cfg)),
-            signature=ModelSignature(inputs=infer_signature(example).inputs, outputs=OUTPUT_SCHEMA),
+            # No input schema: MLflow's type enforcement would refuse a bad cell before the model's own
+            # validation (data_config.yaml, the pandera schema) could name its row and column.
+            signature=ModelSignature(inputs=None, outputs=OUTPUT_SCHEMA),
             input_example=example,
             registered_model_name=cfg.registry.model_name,
             pip_requirements=_pip_requirements(training),

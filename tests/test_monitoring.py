@@ -204,10 +204,10 @@ def redis_client():
 def stream_config(redis_client):
     """Streams with unique names, deleted afterwards."""
     name = f"pynomaly-test-{uuid.uuid4().hex[:8]}"
-    settings = {"input": f"{name}:in", "output": f"{name}:out", "group": "scorers", "batch_size": 25, "block_ms": 50}
+    settings = {"input": f"{name}:in", "output": f"{name}:out", "dead_letter": f"{name}:dead", "group": "scorers", "batch_size": 25, "block_ms": 50}
     config = small_config(stream=small_config().monitoring.stream.model_copy(update=settings))
     yield config
-    redis_client.delete(settings["input"], settings["output"])
+    redis_client.delete(settings["input"], settings["output"], settings["dead_letter"])
 
 
 def _produce(client, config, frame) -> list[str]:
@@ -222,8 +222,10 @@ def test_stream_scores_micro_batches_and_reports_bad_events(project, batches, re
     assert totals == {**totals, "batches": 3, "events": 61, "scored": 60, "rejected": 1}
     out = redis_client.xrange(stream_config.monitoring.stream.output)
     results = {fields["event_id"]: fields for _, fields in out}
-    assert set(results) == {*ids, bad}
-    assert "mean_radius: greater_than_or_equal_to(0" in results[bad]["error"]
+    assert set(results) == set(ids)
+    dead = redis_client.xrange(stream_config.monitoring.stream.dead_letter)
+    assert [fields["event_id"] for _, fields in dead] == [bad]
+    assert dead[0][1]["mean_radius"] == "-3" and "mean_radius: greater_than_or_equal_to(0" in dead[0][1]["_errors"]
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     expected = model.predict(held_out[list(stream_config.data.columns)])
     np.testing.assert_allclose([float(results[i]["score"]) for i in ids], expected["score"], rtol=1e-9)
