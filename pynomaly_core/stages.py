@@ -373,11 +373,12 @@ def _pip_requirements(training: TrainResult) -> list[str]:
     return [f"{name}=={version(name)}" for name in dict.fromkeys(names)]
 
 
-def reference_sample(cfg: PipelineConfig) -> pd.DataFrame:
-    """Up to `monitoring.reference_rows` training rows with the final model's scores: what drift is measured against."""
+def reference_sample(cfg: PipelineConfig, test: pd.DataFrame) -> pd.DataFrame:
+    """Up to `monitoring.reference_rows` test rows with the final model's scores and alerts: what drift
+    is measured against. Rows the model never saw, as new batches are: KNN and LOF score their own
+    training rows low, so against those every new batch would look drifted."""
     pipeline = joblib.load(cfg.paths.model)
-    train_rows = pd.read_parquet(cfg.paths.train)
-    sample = train_rows.sample(min(cfg.monitoring.reference_rows, len(train_rows)), random_state=cfg.seed)
+    sample = test.sample(min(cfg.monitoring.reference_rows, len(test)), random_state=cfg.seed)
     scores = _scores(cfg, pipeline, sample)
     reference = sample[list(cfg.data.columns)].reset_index(drop=True)
     return reference.assign(score=scores, is_anomaly=(scores > pipeline[-1].threshold_).astype("int64"))
@@ -397,7 +398,7 @@ def register(cfg: PipelineConfig) -> RegisterResult:
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=Path(model_module.__file__),
-            artifacts=model_artifacts(cfg.paths.model, cfg.data, tmp, reference_sample(cfg)),
+            artifacts=model_artifacts(cfg.paths.model, cfg.data, tmp, reference_sample(cfg, test)),
             signature=ModelSignature(inputs=infer_signature(example).inputs, outputs=OUTPUT_SCHEMA),
             input_example=example,
             registered_model_name=cfg.registry.model_name,
