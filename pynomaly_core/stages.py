@@ -352,10 +352,10 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
     ]
     result = ExplainResult(method=explanation.method, rows=rows, global_importance=explanation.global_importance())
     _write_json(result, cfg.paths.explanation)
-    figure = plot_importance(explanation, Path(cfg.paths.explanation).with_suffix(".png"))
-    with mlflow.start_run(run_id=_training(cfg).run_id):
+    # The plot goes to MLflow only: a file beside the JSON would be an output dvc.yaml cannot name.
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=_training(cfg).run_id):
         mlflow.log_artifact(cfg.paths.explanation, "explanation")
-        mlflow.log_artifact(str(figure), "explanation")
+        mlflow.log_artifact(str(plot_importance(explanation, Path(tmp) / "explanation.png")), "explanation")
     return result
 
 
