@@ -27,7 +27,7 @@ def model_artifacts(
     pipeline_path: str | Path, data_config: DataConfig, folder: str | Path, reference: pd.DataFrame | None = None
 ) -> dict[str, str]:
     """The files the model is logged with: the fitted pipeline, the schema its input must meet and
-    the drift reference (training rows with their scores)."""
+    the drift reference (held-out rows with their scores and alerts)."""
     schema = Path(folder) / "data_config.yaml"
     schema.write_text(yaml.safe_dump(data_config.model_dump(mode="json"), sort_keys=False))
     artifacts = {"pipeline": str(pipeline_path), "data_config": str(schema)}

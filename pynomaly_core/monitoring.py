@@ -114,7 +114,7 @@ def monitor_drift(cfg: PipelineConfig, scoring: ScoreResult) -> MonitorResult:
     columns = list(python_model.data_config.columns)
     monitoring = cfg.monitoring
 
-    alerts = drift.alert_rate(int(batch["is_anomaly"].sum()), len(batch), python_model.pipeline[-1].contamination)
+    alerts = drift.alert_rate(int(batch["is_anomaly"].sum()), len(batch), int(reference["is_anomaly"].sum()), len(reference))
     scores = drift.score_drift(reference["score"].to_numpy(), batch["score"].to_numpy())
     judged = len(batch) >= monitoring.min_batch_rows
     features = drift.feature_drift(reference, batch, columns, monitoring.feature_alpha) if judged else None

@@ -347,10 +347,10 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
     ]
     result = ExplainResult(method=explanation.method, rows=rows, global_importance=explanation.global_importance())
     _write_json(result, cfg.paths.explanation)
-    figure = plot_importance(explanation, Path(cfg.paths.explanation).with_suffix(".png"))
-    with mlflow.start_run(run_id=_training(cfg).run_id):
+    # The plot goes to MLflow only: a file beside the JSON would be an output dvc.yaml cannot name.
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=_training(cfg).run_id):
         mlflow.log_artifact(cfg.paths.explanation, "explanation")
-        mlflow.log_artifact(str(figure), "explanation")
+        mlflow.log_artifact(str(plot_importance(explanation, Path(tmp) / "explanation.png")), "explanation")
     return result
 
 
@@ -364,11 +364,12 @@ def _pip_requirements(training: TrainResult) -> list[str]:
     return [f"{name}=={version(name)}" for name in dict.fromkeys(names)]
 
 
-def reference_sample(cfg: PipelineConfig) -> pd.DataFrame:
-    """Up to `monitoring.reference_rows` training rows with the final model's scores: what drift is measured against."""
+def reference_sample(cfg: PipelineConfig, test: pd.DataFrame) -> pd.DataFrame:
+    """Up to `monitoring.reference_rows` test rows with the final model's scores and alerts: what drift
+    is measured against. Rows the model never saw, as new batches are: KNN and LOF score their own
+    training rows low, so against those every new batch would look drifted."""
     pipeline = joblib.load(cfg.paths.model)
-    train_rows = pd.read_parquet(cfg.paths.train)
-    sample = train_rows.sample(min(cfg.monitoring.reference_rows, len(train_rows)), random_state=cfg.seed)
+    sample = test.sample(min(cfg.monitoring.reference_rows, len(test)), random_state=cfg.seed)
     scores = _scores(cfg, pipeline, sample)
     reference = sample[list(cfg.data.columns)].reset_index(drop=True)
     return reference.assign(score=scores, is_anomaly=(scores > pipeline[-1].threshold_).astype("int64"))
@@ -388,7 +389,7 @@ def register(cfg: PipelineConfig) -> RegisterResult:
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=Path(model_module.__file__),
-            artifacts=model_artifacts(cfg.paths.model, cfg.data, tmp, reference_sample(cfg)),
+            artifacts=model_artifacts(cfg.paths.model, cfg.data, tmp, reference_sample(cfg, test)),
             # No input schema: MLflow's type enforcement would refuse a bad cell before the model's own
             # validation (data_config.yaml, the pandera schema) could name its row and column.
             signature=ModelSignature(inputs=None, outputs=OUTPUT_SCHEMA),
