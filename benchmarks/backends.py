@@ -1,6 +1,6 @@
 """Fit time, score time, peak memory and ROC-AUC of each deep backend on three ADBench datasets.
 
-    python benchmarks/backends.py [--datasets cardio thyroid satellite] [--detectors dagmm tf_vae ...]
+    python benchmarks/backends.py --data ../shared/benchmarks/adbench [--datasets cardio thyroid satellite] [--detectors dagmm tf_vae ...]
 
 Each (detector, dataset) runs in its own process, so the peak resident memory it reports
 (ru_maxrss) is that run's, framework included. Detectors are fitted unsupervised on all rows
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ADBENCH = Path(os.environ.get("ADBENCH_DIR", ROOT.parent / "shared" / "benchmarks" / "adbench"))
 DEEP = ["autoencoder", "vae", "deepsvdd", "dagmm", "tf_autoencoder", "tf_vae", "tf_deepsvdd", "jax_autoencoder", "jax_vae"]
 
 
@@ -39,7 +37,7 @@ def _device(detector: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def one(detector: str, dataset: str) -> dict:
+def one(detector: str, folder: Path, dataset: str) -> dict:
     import numpy as np
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -47,7 +45,7 @@ def one(detector: str, dataset: str) -> dict:
     sys.path.insert(0, str(ROOT))
     from pynomaly_core.detectors.registry import get
 
-    data = np.load(ADBENCH / f"{dataset}.npz", allow_pickle=False)
+    data = np.load(folder / f"{dataset}.npz", allow_pickle=False)
     X, y = StandardScaler().fit_transform(data["X"]), data["y"].astype(int)
     model = get(detector).build({}, contamination=0.1, random_state=0)
     started = time.perf_counter()
@@ -66,17 +64,18 @@ def one(detector: str, dataset: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder of ADBench <name>.npz files, e.g. ../shared/benchmarks/adbench")
     parser.add_argument("--datasets", nargs="+", default=["cardio", "thyroid", "satellite"])
     parser.add_argument("--detectors", nargs="+", default=DEEP)
     parser.add_argument("--one", nargs=2, metavar=("DETECTOR", "DATASET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(*args.one)))
+        print(json.dumps(one(args.one[0], args.data, args.one[1])))
         return
     print(f"{'detector':<16}{'dataset':<11}{'rows':>6}{'fit s':>9}{'score s':>9}{'peak MB':>9}{'ROC-AUC':>9}  device", flush=True)
     for dataset in args.datasets:
         for detector in args.detectors:
-            run = subprocess.run([sys.executable, __file__, "--one", detector, dataset], capture_output=True, text=True)
+            run = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--one", detector, dataset], capture_output=True, text=True)
             if run.returncode:
                 print(f"{detector:<16}{dataset:<11} failed: {run.stderr.strip().splitlines()[-1]}", flush=True)
                 continue

@@ -1,6 +1,6 @@
 """Batch scoring of a large Parquet file with the registered model: rows/s and peak memory.
 
-    python benchmarks/batch_scoring.py [--repeat 1] [--batch-rows 100000]
+    python benchmarks/batch_scoring.py --data ../shared/benchmarks/adbench [--repeat 1] [--batch-rows 100000]
 
 Trains a detector (IForest) on a 20,000-row sample of ADBench `donors`, registers it in a
 temporary MLflow store, writes all 619,326 rows (times --repeat: 16 gives ~10 M rows, built
@@ -31,10 +31,11 @@ from pynomaly_core.config import load_config  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, required=True, help="folder holding ADBench's donors.npz, e.g. ../shared/benchmarks/adbench")
     parser.add_argument("--repeat", type=int, default=1, help="copies of donors in the input file (16: ~10 M rows)")
     parser.add_argument("--batch-rows", type=int, default=100_000)
     args = parser.parse_args()
-    frame = npz_frame(ROOT.parent / "shared" / "benchmarks" / "adbench" / "donors.npz")
+    frame = npz_frame(args.data / "donors.npz")
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         config = load_config(project_config(frame.sample(20_000, random_state=0), Path(tmp), "donors", n_trials=1, detectors=["iforest"]))

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from pynomaly_core.bench import adbench_split, load_dataset
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.metaselect import KNOWLEDGE_BASE, LANDMARKS, features_from_scores, model_name, sketch
+from pynomaly_core.metaselect import CUBIC, KNOWLEDGE_BASE, LANDMARKS, MAX_CUBIC_FEATURES, features_from_scores, model_name, sketch
 
 # Fast detectors with default parameters, plus hyper-parameter variants of the cheap ones
 # (MetaOD's models are detector-and-parameter pairs too). PyOD's PCA is left out: its weighted
@@ -39,10 +39,6 @@ MODELS = [(name, {}) for name in ["iforest", "knn", "lof", "copod", "ecod", "hbo
     ("hbos", {"n_bins": 5}), ("hbos", {"n_bins": 30}),
     ("iforest", {"max_features": 0.5}), ("ocsvm", {"nu": 0.1, "gamma": "scale"}),
 ]
-# Covariance estimators' fits grow with the cube of the features: above this many they are not fitted
-# (and rank like a coin flip), which spares minutes per fit on embeddings.
-CUBIC = {"mcd", "sk_elliptic"}
-MAX_CUBIC_FEATURES = 128
 SEEDS = (1, 2, 3)
 
 

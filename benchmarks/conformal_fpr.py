@@ -8,7 +8,7 @@ fitted on the rows `calibration_split` leaves, and two thresholds are set from t
   scores as presumed anomalies.
 Prints per-dataset and mean realised FPR on the test part's normal rows, and the mean absolute gap.
 
-Run:  .venv/bin/python benchmarks/conformal_fpr.py [--data ../shared/benchmarks/adbench] [--target-fpr 0.05]
+Run:  .venv/bin/python benchmarks/conformal_fpr.py --data ../shared/benchmarks/adbench [--target-fpr 0.05]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def realised_fprs(X, y, seed, threshold: ThresholdConfig, contamination: float) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "adbench")
+    parser.add_argument("--data", type=Path, required=True, help="folder of ADBench <name>.npz files, e.g. ../shared/benchmarks/adbench")
     parser.add_argument("--target-fpr", type=float, default=0.05)
     args = parser.parse_args()
     threshold = ThresholdConfig(target_fpr=args.target_fpr)

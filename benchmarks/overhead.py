@@ -6,7 +6,7 @@
 3. Scoring throughput of the loaded MLflow pyfunc vs bare `decision_function` on ADBench
    `donors` (619,326 rows).
 
-Run:  .venv/bin/python benchmarks/overhead.py [--trials 30] [--data ../shared/benchmarks/adbench]
+Run:  .venv/bin/python benchmarks/overhead.py --data ../shared/benchmarks/adbench [--trials 30]
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def scoring(data: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "benchmarks" / "adbench")
+    parser.add_argument("--data", type=Path, required=True, help="folder of ADBench <name>.npz files, e.g. ../shared/benchmarks/adbench")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--only", choices=["overhead", "fixed", "scoring"])
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Trials per minute with 1 and 2 Dask worker processes joining one Optuna study on PostgreSQL.
 
-    python benchmarks/parallel_trials.py [--dataset cardio] [--trials 24]
+    python benchmarks/parallel_trials.py --data ../shared/benchmarks/adbench [--dataset cardio] [--trials 24]
 
 Runs the tuning flow (Prefect + prefect-dask LocalCluster) on an ADBench table; each worker
 count gets a fresh study in the database `pynomaly_bench_optuna`. Prints wall-clock trials per
@@ -40,9 +40,11 @@ def fresh_database() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, required=True, help="folder of ADBench <name>.npz files, e.g. ../shared/benchmarks/adbench")
     parser.add_argument("--dataset", default="cardio")
     parser.add_argument("--trials", type=int, default=24)
     args = parser.parse_args()
+    data = args.data.resolve()  # before changing into the scratch folder
     os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
     os.environ.pop("PYNOMALY_OPTUNA_STORAGE", None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -50,7 +52,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
-        frame = npz_frame(ROOT.parent / "shared" / "benchmarks" / "adbench" / f"{args.dataset}.npz")
+        frame = npz_frame(data / f"{args.dataset}.npz")
         detectors = ["iforest", "knn", "lof", "hbos", "copod", "ocsvm"]
         base = load_config(project_config(frame, Path(tmp), args.dataset, n_trials=args.trials, pruning=False, detectors=detectors))
         stages.validate(base)

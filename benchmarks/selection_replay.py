@@ -1,7 +1,7 @@
 """Replay label-free selection rules on cached scores, leave one dataset out, against IForest.
 
 Every rule sees a knowledge base without the dataset under test (and without any development
-dataset sharing its rows); the shipped rule (`anchored, fitted reach`) re-fits its constant on
+dataset sharing its rows); the shipped rule (`anchored half, fitted reach`) re-fits its constant on
 that knowledge base, so nothing is tuned on the dataset it is measured on. Ensembles are scored
 exactly as `RankEnsemble` scores them, from the cached scores of
 `benchmarks/build_selection_kb.py --scores CACHE`, so no detector is fitted here.
@@ -27,23 +27,27 @@ from pynomaly_core.bench import load_dataset
 FIXED = ["iforest", "copod", "hbos", "knn", "ecod"]  # the plain rank average people use (PyOD's PCA is not in the KB)
 
 
-def ensemble_aucroc(scores: dict, members: list[str]) -> float:
+def ensemble_aucroc(scores: dict, members: list[str], weights: list[float] | None = None) -> float:
     """Test AUCROC of the rank ensemble of `members`: each test score's percentile among that member's training scores, averaged."""
     percentiles = [np.searchsorted(np.sort(scores[f"train:{m}"]), scores[f"test:{m}"], side="right") / len(scores[f"train:{m}"]) for m in members]
-    return float(roc_auc_score(scores["y_test"], np.mean(percentiles, axis=0)))
+    return float(roc_auc_score(scores["y_test"], np.average(percentiles, axis=0, weights=weights)))
 
 
-def rules(features: np.ndarray, kb: dict, size: int) -> dict[str, list[str]]:
+def rules(features: np.ndarray, kb: dict, size: int, shape: tuple[int, int]) -> dict[str, tuple[list[str], list[float] | None]]:
+    """Each rule's members and weights (None: equal), among the models the selector would fit on data of this shape."""
+    allowed, _ = metaselect.affordable_models(kb, shape, None)
     near, overall = metaselect.neighbours(features, kb), metaselect.overall_aucroc(kb)
     local, everywhere = metaselect.Prediction(near, overall, np.inf), metaselect.Prediction(near, overall, 0.0)
+    shipped = metaselect.predict(features, kb, size).ensemble(size, allowed)
     return {
-        "iforest": ["iforest"],
-        "fixed average of 5": FIXED,
-        "neighbours top-3 (before)": [name for name, _ in local.ranking()[:size]],
-        "overall top-3": [name for name, _ in everywhere.ranking()[:size]],
-        "anchored, neighbours": local.ensemble(size),
-        "anchored, overall": everywhere.ensemble(size),
-        "anchored, fitted reach (shipped)": metaselect.predict(features, kb, size).ensemble(size),
+        "iforest": (["iforest"], None),
+        "fixed average of 5": (FIXED, None),
+        "neighbours top-3 (before)": ([name for name, _ in local.ranking() if name in allowed][:size], None),
+        "overall top-3": ([name for name, _ in everywhere.ranking() if name in allowed][:size], None),
+        "anchored, neighbours": (local.ensemble(size, allowed), None),
+        "anchored, overall": (everywhere.ensemble(size, allowed), None),
+        "anchored, fitted reach": (shipped, None),
+        "anchored half, fitted reach (shipped)": (shipped, metaselect.anchored_weights(shipped)),
     }
 
 
@@ -65,8 +69,8 @@ def main() -> None:
             scores = dict(np.load(args.scores / f"{path.stem}_{seed}.npz"))
             landmarks = {name: scores[f"train:{name}"] for name in metaselect.LANDMARKS}
             features = metaselect.features_from_scores(landmarks, len(scores["y_train"]), X.shape[1])
-            for rule, members in rules(features, reduced, args.size).items():
-                rows.append({"dataset": path.stem, "seed": seed, "rule": rule, "aucroc": 100 * ensemble_aucroc(scores, members),
+            for rule, (members, weights) in rules(features, reduced, args.size, X.shape).items():
+                rows.append({"dataset": path.stem, "seed": seed, "rule": rule, "aucroc": 100 * ensemble_aucroc(scores, members, weights),
                              "members": "+".join(members), "left_out": ",".join(left_out)})
     frame = pd.DataFrame(rows)
     if args.out:

@@ -6,7 +6,7 @@ strategy (label-free, or with a fraction of anomalies revealed); its ensemble of
 criterion. This script refits both, the best trial and the ensemble, and prints the test AUCROC
 (%) of each and of the one chosen, per dataset and on average.
 
-Run:  .venv/bin/python benchmarks/trial_ensemble.py [--data ../shared/benchmarks/adbench] [--seeds 1] [--n-trials 20]
+Run:  .venv/bin/python benchmarks/trial_ensemble.py --data ../shared/benchmarks/adbench [--seeds 1] [--n-trials 20]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def compare(X, y, seed: int, train: TrainConfig, label_fraction: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "adbench")
+    parser.add_argument("--data", type=Path, required=True, help="folder of ADBench <name>.npz files, e.g. ../shared/benchmarks/adbench")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--n-trials", type=int, default=20)
     parser.add_argument("--label-fraction", type=float, default=0.0)

@@ -30,9 +30,10 @@ def _markdown(result: MonitorResult, retraining: dict | None) -> str:
 
 
 @flow(name="monitoring", log_prints=True)
-def monitoring_flow(batch: str, config: PipelineConfig = load_config(DEFAULT_CONFIG), read: ReadOptions = ReadOptions()) -> dict:
+def monitoring_flow(batch: str, config: PipelineConfig | None = None, read: ReadOptions = ReadOptions()) -> dict:
     """Score `batch` with the champion, measure feature, score and alert-rate drift, alert monitoring.notify
     when a check fired or the batch failed, request retraining when due."""
+    config = config or load_config(DEFAULT_CONFIG)
     try:
         scored = stages.score_batch(config, batch, read)
     except Exception as err:

@@ -19,8 +19,9 @@ def _markdown(result: ScoreResult) -> str:
 
 
 @flow(name="scoring", log_prints=True)
-def scoring_flow(batch: str, config: PipelineConfig = load_config(DEFAULT_CONFIG), read: ReadOptions = ReadOptions()) -> ScoreResult:
+def scoring_flow(batch: str, config: PipelineConfig | None = None, read: ReadOptions = ReadOptions()) -> ScoreResult:
     """Score one batch (any table format; see pynomaly_core.io) with models:/NAME@champion."""
+    config = config or load_config(DEFAULT_CONFIG)
     result = stages.score_batch(config, batch, read)
     create_markdown_artifact(_markdown(result), key=f"{config.name}-scoring", description="Scored batch")
     return result

@@ -16,8 +16,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 @flow(name="training", log_prints=True)
-def training_flow(config: PipelineConfig = load_config(DEFAULT_CONFIG)) -> TrainingSummary:
-    """Train, evaluate, explain and register an anomaly detector for the configured table."""
+def training_flow(config: PipelineConfig | None = None) -> TrainingSummary:
+    """Train, evaluate, explain and register an anomaly detector for the configured table (default: the demo's)."""
+    config = config or load_config(DEFAULT_CONFIG)  # read when the flow runs, not when the module is imported
     validated = stages.validate(config)
     prepared = stages.preprocess(config)
     if config.train.workers > 1 and config.train.strategy == "consensus":  # the only strategy with a long search

@@ -160,7 +160,8 @@ class TrackingConfig(Strict):
 class StreamConfig(Strict):
     redis_url: str = "redis://127.0.0.1:6379/0"
     input: str = Field("pynomaly:events", description="stream of records, one field per column")
-    output: str = Field("pynomaly:scores", description="stream of results: event_id, id, score, is_anomaly or error")
+    output: str = Field("pynomaly:scores", description="stream of results: event_id, id, score, is_anomaly, model")
+    dead_letter: str = Field("pynomaly:dead-letter", description="rejected events: their fields as given, event_id and _errors (the reasons)")
     group: str = "pynomaly"
     batch_size: int = Field(200, ge=1, description="micro-batch: entries read and scored together")
     block_ms: int = Field(1000, ge=0)
@@ -168,11 +169,11 @@ class StreamConfig(Strict):
 
 
 class MonitoringConfig(Strict):
-    reference_rows: int = Field(500, ge=10, description="training rows logged with the model as the drift reference")
+    reference_rows: int = Field(500, ge=10, description="held-out test rows logged with the model as the drift reference")
     feature_alpha: float = Field(0.05, gt=0, lt=1, description="family-wise: each column's K-S test runs at alpha / n_columns")
     score_alpha: float = Field(0.01, gt=0, lt=1, description="K-S test of batch scores against reference scores")
     score_psi: float = Field(0.25, gt=0, description="population stability index of the scores above which they drifted")
-    alert_rate_alpha: float = Field(0.01, gt=0, lt=1, description="binomial test of the anomaly share against contamination")
+    alert_rate_alpha: float = Field(0.01, gt=0, lt=1, description="Fisher's exact test of the anomaly share against the reference's")
     min_batch_rows: int = Field(30, ge=1, description="smaller batches are scored but not judged for drift")
     retrain_on: list[Literal["features", "scores", "alert_rate"]] = ["features", "scores", "alert_rate"]
     training_deployment: str = Field("training/training", description="run when retraining is due; else an event is emitted")

@@ -37,7 +37,7 @@ SUFFIXES = {
 NAMES = {"csv": "CSV", "jsonl": "JSON Lines", "parquet": "Parquet", "feather": "Arrow IPC/Feather", "orc": "ORC", "excel": "Excel", "hdf5": "HDF5"}
 EXTRAS = {"excel": ("openpyxl", "excel"), "hdf5": ("tables", "hdf5")}  # format: (the package pandas needs, the pynomaly extra)
 DATASET_FORMATS = {"parquet": "parquet", "feather": "ipc", "orc": "orc"}  # read through a pyarrow dataset: a file, a folder or a glob
-READ_ERRORS = (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError, zipfile.BadZipFile)
+READ_ERRORS = (pd.errors.ParserError, OSError, EOFError, ValueError, zipfile.BadZipFile)
 
 
 def locate(source: str | Path) -> Path | list[str]:
@@ -79,6 +79,18 @@ def table_format(source: str | Path, options: ReadOptions | None = None) -> str:
                     f"or data.format (--format) set to one of {', '.join(SUFFIXES)}")
 
 
+def _open(target: Path):
+    """The file for pandas, which infers .gz itself; a .zst file through pyarrow's codec, so no extra package is needed."""
+    return pa.input_stream(str(target), compression="zstd") if target.name.lower().endswith(".zst") else target
+
+
+def _refuse_duplicates(header: pd.Series, target: Path) -> None:
+    """pandas would silently rename a repeated column name (`a`, `a.1`), so the raw header row is checked first."""
+    duplicated = header[header.duplicated()].unique().tolist()
+    if duplicated:
+        raise DataError(f"{target}: duplicate column name(s) {', '.join(map(str, duplicated))} in the header; expected each column once")
+
+
 def _frames(source: str | Path, options: ReadOptions | None, batch_rows: int | None) -> Iterator[pd.DataFrame]:
     """The table in frames of `batch_rows` (None: one frame), through the format's pandas or pyarrow reader."""
     target = locate(source)
@@ -93,18 +105,20 @@ def _frames(source: str | Path, options: ReadOptions | None, batch_rows: int | N
         else:
             yield from (batch.to_pandas() for batch in dataset.to_batches(batch_size=batch_rows) if batch.num_rows)
         return
-    # pandas infers .gz itself; zstd through pyarrow's codec, so no extra package is needed
-    handle = pa.input_stream(str(target), compression="zstd") if target.name.lower().endswith(".zst") else target
     if fmt == "csv":
-        frames = pd.read_csv(handle, chunksize=batch_rows)
+        _refuse_duplicates(pd.read_csv(_open(target), header=None, nrows=1, dtype=str).iloc[0], target)
+        frames = pd.read_csv(_open(target), chunksize=batch_rows)
     elif fmt == "jsonl":
-        frames = pd.read_json(handle, lines=True, chunksize=batch_rows)
+        frames = pd.read_json(_open(target), lines=True, chunksize=batch_rows)
     elif fmt == "excel":  # a workbook is read whole: openpyxl has no row ranges
         with pd.ExcelFile(target, engine="openpyxl") as book:
             sheet = 0 if options is None or options.sheet is None else options.sheet
             if (sheet not in book.sheet_names) if isinstance(sheet, str) else not 0 <= sheet < len(book.sheet_names):
                 raise DataError(f"{target}: no sheet {sheet!r}; expected one of its sheets: {', '.join(book.sheet_names)} "
                                 "(data.sheet, --sheet: a name or a 0-based position)")
+            first = book.parse(sheet, header=None, nrows=1)
+            if len(first):
+                _refuse_duplicates(first.iloc[0], target)
             yield book.parse(sheet)
         return
     else:  # hdf5: a pandas HDFStore; a table-format key is read in chunks
@@ -149,6 +163,9 @@ def _guarded(source: str | Path, options: ReadOptions | None, batch_rows: int | 
             raise
         package, extra = EXTRAS[fmt]
         raise DataError(f"reading {NAMES[fmt]} ({source}) needs the '{package}' package: pip install 'pynomaly[{extra}]'") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"{source} is not UTF-8 text: {err.reason} (byte {err.object[err.start:err.end]!r}); "
+                        f"expected a UTF-8 {NAMES[fmt]} file") from None
     except READ_ERRORS as err:
         hint = "" if options is not None and options.format else " (by its suffix; set data.format or --format if it is another format)"
         raise DataError(f"cannot parse {source} as {NAMES[fmt]}{hint}: {err}") from None

@@ -9,7 +9,7 @@ meta-features and every model's test AUCROC on the development datasets (three s
 For a new dataset each model's AUCROC is predicted from the most similar development datasets,
 and that prediction is shrunk towards the model's AUCROC over all of them, the more the farther
 the dataset lies from its neighbours (`Prediction`). The label-free model is a rank ensemble of
-IForest and the best-predicted others. With a few labels, each neighbour prediction is refined by
+IForest, weighing half, and the best-predicted others. With a few labels, each neighbour prediction is refined by
 the labelled anomalies, trusted the more the less that model's AUCROC spreads across those datasets.
 """
 
@@ -35,9 +35,13 @@ LANDMARKS = ("iforest", "knn", "lof", "copod", "hbos", "ocsvm")
 KNOWLEDGE_BASE = Path(__file__).with_name("selection_kb.json")
 NEIGHBOUR_DATASETS = 5
 # Every label-free ensemble keeps IForest, the best single detector on average in ADBench's own
-# results (Han et al. 2022): a safe member bounds how far a wrong prediction can fall.
+# results (Han et al. 2022), as half its weight: a safe member bounds how far a wrong prediction can fall.
 ANCHOR = "iforest"
 SKETCH_ROWS = 256
+# Covariance estimators' fits grow with the cube of the features: above this many they are not
+# fitted, in the knowledge base (where they rank like a coin flip) or as candidates.
+CUBIC = ("mcd", "sk_elliptic")
+MAX_CUBIC_FEATURES = 128
 
 
 def model_name(detector: str, params: dict) -> str:
@@ -174,6 +178,11 @@ class Prediction:
         return [ANCHOR, *others[: size - 1]]
 
 
+def anchored_weights(members: list[str]) -> list[float]:
+    """IForest weighs as much as the other members together."""
+    return [max(len(members) - 1, 1), *[1] * (len(members) - 1)]
+
+
 def _utility(gains: np.ndarray) -> float:
     """Mean gain over IForest with losses counted twice: a default that loses hurts more than one that wins helps."""
     return float(np.mean(np.where(gains < 0, 2 * gains, gains)))
@@ -181,7 +190,7 @@ def _utility(gains: np.ndarray) -> float:
 
 def fitted_reach(kb: dict, size: int) -> float:
     """The `Prediction.reach` that serves the knowledge base's own datasets best, each predicted
-    from the others (leave one dataset out). An ensemble's AUCROC is taken as its members' mean.
+    from the others (leave one dataset out). An ensemble's AUCROC is taken as its members' weighted mean.
     Candidates: no trust (0), quantiles of those datasets' neighbour distances, full trust (inf)."""
     rows = []
     for dataset in kb["datasets"]:
@@ -196,7 +205,8 @@ def fitted_reach(kb: dict, size: int) -> float:
         gains = {}
         for dataset, e, near, overall in rows:
             members = Prediction(near, overall, reach).ensemble(size)
-            gains.setdefault(dataset, []).append(np.mean([e["aucroc"][m] for m in members]) - e["aucroc"][ANCHOR])
+            aucroc = np.average([e["aucroc"][m] for m in members], weights=anchored_weights(members))
+            gains.setdefault(dataset, []).append(aucroc - e["aucroc"][ANCHOR])
         utilities.append(_utility(np.array([np.mean(g) for g in gains.values()])))
     return float(candidates[int(np.argmax(utilities))])
 
@@ -252,9 +262,20 @@ def fit_seconds(kb: dict, model: str, n_rows: int, n_features: int) -> float:
     return float(np.exp(coef @ [1.0, np.log(n_rows), np.log(n_features)]))
 
 
+def affordable_models(kb: dict, shape: tuple[int, int], timeout: float | None) -> tuple[set[str], dict[str, str]]:
+    """The knowledge-base models worth fitting on data of this shape, and why the others are not."""
+    skipped = {}
+    for name, (detector, _) in models(kb).items():
+        if detector in CUBIC and shape[1] > MAX_CUBIC_FEATURES:
+            skipped[name] = f"its fit grows with the cube of the features ({shape[1]} > {MAX_CUBIC_FEATURES})"
+        elif timeout is not None and name != ANCHOR and (seconds := fit_seconds(kb, name, *shape)) > timeout:
+            skipped[name] = f"predicted fit {seconds:.0f} s > train.timeout {timeout:g} s"
+    return set(models(kb)) - set(skipped), skipped
+
+
 class MetaSelector(OptunaSearch):
-    """`train.strategy: meta`. Without labels: the rank ensemble of IForest and the
-    `train.ensemble_size - 1` best-predicted models. With labels: an Optuna grid over the top
+    """`train.strategy: meta`. Without labels: the rank ensemble of IForest (half the weight) and
+    the `train.ensemble_size - 1` best-predicted models. With labels: an Optuna grid over the top
     `meta_candidates` models, that ensemble and that ensemble guided by a classifier of the
     labelled anomalies, each candidate's ROC-AUC on them shrunk to its neighbour prediction.
     Models whose predicted fit time exceeds `train.timeout` are skipped, and said so."""
@@ -266,14 +287,14 @@ class MetaSelector(OptunaSearch):
     def choose(self, X, y):
         kb = self.kb or knowledge_base()
         catalogue = models(kb)
-        affordable, skipped = self._affordable(kb, catalogue, X.shape)
+        affordable, skipped = affordable_models(kb, X.shape, self.train.timeout)
         prediction = predict(meta_features(X, self.seed), kb, self.train.ensemble_size)
         top = prediction.ensemble(self.train.ensemble_size, affordable)
-        member_names, member_params = [catalogue[name][0] for name in top], [catalogue[name][1] for name in top]
-        ensemble = ensemble_spec(member_names, member_params)
+        member_names, member_params, weights = [catalogue[name][0] for name in top], [catalogue[name][1] for name in top], anchored_weights(top)
+        ensemble = ensemble_spec(member_names, member_params, weights)
         if y is None:
             predicted = dict(prediction.ranking())
-            selection = Selection(ensemble.name, ensemble.search_space(None), float(np.mean([predicted[m] for m in top])),
+            selection = Selection(ensemble.name, ensemble.search_space(None), float(np.average([predicted[m] for m in top], weights=weights)),
                                   "meta_predicted_aucroc", skipped=skipped)
             return selection, ensemble
         near = prediction.near
@@ -286,7 +307,7 @@ class MetaSelector(OptunaSearch):
         # Cross-validated, so it needs two labelled anomalies; the knowledge base is label-free,
         # so its prediction is the ensemble's.
         if labels_held_out(y):
-            candidates[LABEL_GUIDED], models_of[LABEL_GUIDED] = label_guided_spec(member_names, member_params), top
+            candidates[LABEL_GUIDED], models_of[LABEL_GUIDED] = label_guided_spec(member_names, member_params, weights), top
         prior = None
         if self.train.metric == "roc_auc":  # the predictions are ROC-AUCs
             n_labelled, calibrated = int(np.sum(y == 1)), calibration(kb)
@@ -302,10 +323,3 @@ class MetaSelector(OptunaSearch):
         selection = dataclasses.replace(best_trial_selection(study, candidates, criterion, self.storage()), skipped=skipped)
         return selection, candidates[selection.detector]
 
-    def _affordable(self, kb: dict, catalogue: dict, shape: tuple[int, int]) -> tuple[set[str], dict[str, str]]:
-        if self.train.timeout is None:
-            return set(catalogue), {}
-        predicted = {name: fit_seconds(kb, name, *shape) for name in catalogue}
-        skipped = {name: f"predicted fit {seconds:.0f} s > train.timeout {self.train.timeout:g} s"
-                   for name, seconds in predicted.items() if seconds > self.train.timeout and name != ANCHOR}
-        return set(catalogue) - set(skipped), skipped

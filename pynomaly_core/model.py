@@ -12,10 +12,13 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
 
 from pynomaly_core.config import DataConfig
+from pynomaly_core.io import DataError
 from pynomaly_core.preprocessing import features
+from pynomaly_core.validation import ERRORS_COLUMN, ROW_COLUMN, validate
 
 OUTPUT_SCHEMA = Schema([ColSpec("double", "score"), ColSpec("long", "is_anomaly")])
 
@@ -24,7 +27,7 @@ def model_artifacts(
     pipeline_path: str | Path, data_config: DataConfig, folder: str | Path, reference: pd.DataFrame | None = None
 ) -> dict[str, str]:
     """The files the model is logged with: the fitted pipeline, the schema its input must meet and
-    the drift reference (training rows with their scores)."""
+    the drift reference (held-out rows with their scores and alerts)."""
     schema = Path(folder) / "data_config.yaml"
     schema.write_text(yaml.safe_dump(data_config.model_dump(mode="json"), sort_keys=False))
     artifacts = {"pipeline": str(pipeline_path), "data_config": str(schema)}
@@ -45,7 +48,20 @@ class AnomalyModel(mlflow.pyfunc.PythonModel):
         self.reference_path = context.artifacts.get("reference")
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        scores = self.pipeline.decision_function(features(pd.DataFrame(model_input), self.data_config))
+        """Validate the rows with the training schema, then score them. Any rejected row fails the
+        whole request with an MlflowException naming each row and column: `mlflow models serve`
+        answers it with 400 and the message."""
+        try:
+            result = validate(pd.DataFrame(model_input), self.data_config, with_label=False, source="request")
+        except DataError as err:
+            raise MlflowException.invalid_parameter_value(str(err)) from None
+        if len(result.rejected):
+            rows = result.rejected[[ROW_COLUMN, ERRORS_COLUMN]].head(20).itertuples(index=False)
+            raise MlflowException.invalid_parameter_value(
+                f"request: {len(result.rejected)} of {result.n_rows} rows rejected, none scored:"
+                + "".join(f"\nrow {row}: {errors}" for row, errors in rows)
+            )
+        scores = self.pipeline.decision_function(features(result.valid, self.data_config))
         threshold = self.pipeline[-1].threshold_
         return pd.DataFrame({"score": scores, "is_anomaly": (scores > threshold).astype("int64")})
 

@@ -85,7 +85,7 @@ def score_batch(cfg: PipelineConfig, batch: str, options: ReadOptions | None = N
     n_anomalies = int(scored["is_anomaly"].sum())
     with mlflow.start_run(run_name=f"{cfg.name}-scoring") as run:
         mlflow.set_tags({"pynomaly.stage": "scoring", "model_uri": model_uri, "batch": str(batch)})
-        mlflow.log_input(mlflow.data.from_pandas(frame, source=str(batch), name=table_stem(batch)), context="scoring")
+        mlflow.log_input(mlflow.data.from_pandas(frame, source=tracking.table_source(batch), name=table_stem(batch)), context="scoring")
         mlflow.log_metrics({**result.report(), "n_anomalies": n_anomalies, "alert_rate": n_anomalies / len(scored)})
         if rejected_file:
             mlflow.log_artifact(rejected_file, "quarantine")
@@ -114,7 +114,7 @@ def monitor_drift(cfg: PipelineConfig, scoring: ScoreResult) -> MonitorResult:
     columns = list(python_model.data_config.columns)
     monitoring = cfg.monitoring
 
-    alerts = drift.alert_rate(int(batch["is_anomaly"].sum()), len(batch), python_model.pipeline[-1].contamination)
+    alerts = drift.alert_rate(int(batch["is_anomaly"].sum()), len(batch), int(reference["is_anomaly"].sum()), len(reference))
     scores = drift.score_drift(reference["score"].to_numpy(), batch["score"].to_numpy())
     judged = len(batch) >= monitoring.min_batch_rows
     features = drift.feature_drift(reference, batch, columns, monitoring.feature_alpha) if judged else None

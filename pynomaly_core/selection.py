@@ -50,9 +50,10 @@ def ensemble_spec(members: list[str], member_params: list[dict] | None = None, w
     return DetectorSpec(ENSEMBLE, RankEnsemble, ENSEMBLE, lambda trial: dict(params), build_with="members", fixed=fixed)
 
 
-def label_guided_spec(members: list[str], member_params: list[dict]) -> DetectorSpec:
+def label_guided_spec(members: list[str], member_params: list[dict], weights: list[float] | None = None) -> DetectorSpec:
     """The rank ensemble of `members` averaged half and half with a classifier of the labelled anomalies."""
-    return ensemble_spec([*members, LABEL_MEMBER], [*member_params, {}], [1] * len(members) + [len(members)])
+    weights = list(weights or [1] * len(members))
+    return ensemble_spec([*members, LABEL_MEMBER], [*member_params, {}], [*weights, sum(weights)])
 
 
 def fixed_params(spec: DetectorSpec, params: dict) -> DetectorSpec:

@@ -21,7 +21,7 @@ import optuna
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.models import ModelSignature, infer_signature
+from mlflow.models import ModelSignature
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from pydantic import BaseModel
 from sklearn.pipeline import Pipeline
@@ -33,7 +33,7 @@ from .detectors.timeseries import series_windows
 from .explain import explain as shap_explain, explain_nodes, plot_importance
 from .io import read_table, source_name, write_table
 from . import model as model_module
-from .detectors import registry
+from .detectors import packages, registry
 from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, input_columns, split
 from .selection import Selector, make_selector
@@ -225,6 +225,19 @@ def tune(cfg: PipelineConfig, worker: int) -> str:
     return search.study_name
 
 
+def training_dataset(cfg: PipelineConfig, train_rows: pd.DataFrame) -> mlflow.data.pandas_dataset.PandasDataset:
+    """The training rows as the model takes them (float64 numbers, NaN for missing), and the label.
+
+    The label is logged as float64 too: unknown labels are missing values, which an integer column
+    cannot hold (MLflow hints so for any integer column of a logged schema).
+    """
+    rows = features(train_rows, cfg.data)
+    label = cfg.data.label_column
+    if label:
+        rows[label] = train_rows[label].astype("float64")
+    return mlflow.data.from_pandas(rows, source=tracking.table_source(cfg.data.source, cfg.data.query), name=f"{cfg.name}-train", targets=label)
+
+
 def train(cfg: PipelineConfig) -> TrainResult:
     tracking.setup(cfg.tracking)
     train_rows = _fit_rows(cfg)
@@ -242,10 +255,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
         })
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
         mlflow.log_artifact(cfg.paths.validation_report, "validation")
-        mlflow.log_input(
-            mlflow.data.from_pandas(train_rows, source=cfg.data.source, name=f"{cfg.name}-train", targets=cfg.data.label_column),
-            context="training",
-        )
+        mlflow.log_input(training_dataset(cfg, train_rows), context="training")
         started = time.perf_counter()
         log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
         selection = _selector(cfg, search, callbacks=[log_trial]).select(X, search.y)
@@ -337,15 +347,11 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
     ]
     result = ExplainResult(method=explanation.method, rows=rows, global_importance=explanation.global_importance())
     _write_json(result, cfg.paths.explanation)
-    figure = plot_importance(explanation, Path(cfg.paths.explanation).with_suffix(".png"))
-    with mlflow.start_run(run_id=_training(cfg).run_id):
+    # The plot goes to MLflow only: a file beside the JSON would be an output dvc.yaml cannot name.
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=_training(cfg).run_id):
         mlflow.log_artifact(cfg.paths.explanation, "explanation")
-        mlflow.log_artifact(str(figure), "explanation")
+        mlflow.log_artifact(str(plot_importance(explanation, Path(tmp) / "explanation.png")), "explanation")
     return result
-
-
-# Import names of detector dependencies -> the distributions that provide them.
-DISTRIBUTIONS = {"torch_geometric": ["torch-geometric"], "jax": ["jax", "jaxlib"], "xgboost": ["xgboost-cpu"]}
 
 
 def _pip_requirements(training: TrainResult) -> list[str]:
@@ -354,15 +360,16 @@ def _pip_requirements(training: TrainResult) -> list[str]:
     names = ["mlflow", "pyod", "scikit-learn", "pandas", "numpy", "pydantic", "pyyaml", "joblib", "cloudpickle"]
     detectors = training.params.get("members", [training.detector])  # an ensemble needs what its members need
     for package in (p for name in detectors for p in registry.get(name).tags["python_dependencies"]):
-        names += DISTRIBUTIONS.get(package, [package])
+        names += packages.distributions(package)
     return [f"{name}=={version(name)}" for name in dict.fromkeys(names)]
 
 
-def reference_sample(cfg: PipelineConfig) -> pd.DataFrame:
-    """Up to `monitoring.reference_rows` training rows with the final model's scores: what drift is measured against."""
+def reference_sample(cfg: PipelineConfig, test: pd.DataFrame) -> pd.DataFrame:
+    """Up to `monitoring.reference_rows` test rows with the final model's scores and alerts: what drift
+    is measured against. Rows the model never saw, as new batches are: KNN and LOF score their own
+    training rows low, so against those every new batch would look drifted."""
     pipeline = joblib.load(cfg.paths.model)
-    train_rows = pd.read_parquet(cfg.paths.train)
-    sample = train_rows.sample(min(cfg.monitoring.reference_rows, len(train_rows)), random_state=cfg.seed)
+    sample = test.sample(min(cfg.monitoring.reference_rows, len(test)), random_state=cfg.seed)
     scores = _scores(cfg, pipeline, sample)
     reference = sample[list(cfg.data.columns)].reset_index(drop=True)
     return reference.assign(score=scores, is_anomaly=(scores > pipeline[-1].threshold_).astype("int64"))
@@ -382,8 +389,10 @@ def register(cfg: PipelineConfig) -> RegisterResult:
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=Path(model_module.__file__),
-            artifacts=model_artifacts(cfg.paths.model, cfg.data, tmp, reference_sample(cfg)),
-            signature=ModelSignature(inputs=infer_signature(example).inputs, outputs=OUTPUT_SCHEMA),
+            artifacts=model_artifacts(cfg.paths.model, cfg.data, tmp, reference_sample(cfg, test)),
+            # No input schema: MLflow's type enforcement would refuse a bad cell before the model's own
+            # validation (data_config.yaml, the pandera schema) could name its row and column.
+            signature=ModelSignature(inputs=None, outputs=OUTPUT_SCHEMA),
             input_example=example,
             registered_model_name=cfg.registry.model_name,
             pip_requirements=_pip_requirements(training),

@@ -2,8 +2,9 @@
 
 Producers XADD one entry per record, one field per column. Consumers of one group share the
 stream; each entry is acknowledged only in the same MULTI/EXEC as its result's XADD to the output
-stream, and only after the scored rows reached the store. A consumer that dies mid-batch leaves
-its entries pending; any consumer takes them over (XAUTOCLAIM) once idle for `claim_idle_ms`.
+stream (or, rejected, to the dead-letter stream with its reasons), and only after the scored rows
+reached the store. A consumer that dies mid-batch leaves its entries pending; any consumer takes
+them over (XAUTOCLAIM) once idle for `claim_idle_ms`.
 Rows can reach the store twice after a crash (at least once): `event_id` identifies them.
 """
 
@@ -23,7 +24,7 @@ from .io import DataError, write_table
 from .monitoring import champion_version_uri
 from .scoring import append_to_store, load_model, score_frame
 from .tracking import setup
-from .validation import ERRORS_COLUMN, ROW_COLUMN
+from .validation import ERRORS_COLUMN
 
 EVENT_ID = "event_id"
 
@@ -39,10 +40,12 @@ class BatchResult:
 
 
 class StreamScorer:
-    def __init__(self, cfg: PipelineConfig, consumer: str | None = None, client: redis.Redis | None = None):
+    def __init__(self, cfg: PipelineConfig, consumer: str | None = None):
         self.cfg, self.options = cfg, cfg.monitoring.stream
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
-        self.redis = client or redis.Redis.from_url(self.options.redis_url, decode_responses=True)
+        # Bytes, decoded entry by entry: one event that is not UTF-8 goes to the dead-letter stream
+        # instead of failing the whole read.
+        self.redis = redis.Redis.from_url(self.options.redis_url)
         setup(cfg.tracking)
         self.model_uri = champion_version_uri(cfg)
         self.model = load_model(self.model_uri, cfg.tracking)
@@ -54,7 +57,7 @@ class StreamScorer:
             if "BUSYGROUP" not in str(err):
                 raise
 
-    def read(self) -> list[tuple[str, dict]]:
+    def read(self) -> list[tuple[bytes, dict | None]]:
         """This consumer's own unacknowledged entries first, then stalled ones of others, then new ones."""
         o = self.options
         if not self._recovered:
@@ -69,22 +72,30 @@ class StreamScorer:
         new = self.redis.xreadgroup(o.group, self.consumer, {o.input: ">"}, count=o.batch_size, block=o.block_ms or None)
         return new[0][1] if new else []
 
-    def process(self, entries: list[tuple[str, dict]]) -> BatchResult:
-        """Validate and score one micro-batch, write it to the store and the output stream, then acknowledge."""
-        deleted = [entry_id for entry_id, fields in entries if fields is None]  # XDEL'd while pending
-        entries = [(entry_id, fields) for entry_id, fields in entries if fields is not None]
-        if not entries:
-            self.redis.xack(self.options.input, self.options.group, *deleted)
-            return BatchResult(0, 0, 0, 0, deleted[0], deleted[-1])
-        ids = [entry_id for entry_id, _ in entries]
-        frame = pd.DataFrame([fields for _, fields in entries]).assign(**{EVENT_ID: ids})
+    def process(self, entries: list[tuple[bytes, dict | None]]) -> BatchResult:
+        """Validate and score one micro-batch, write it to the store, its results to the output
+        stream and its rejected events to the dead-letter stream, then acknowledge every entry."""
+        ids = [entry_id.decode() for entry_id, _ in entries]
+        records, dead = [], {}  # dead: event id -> (fields as given, reasons)
+        for event_id, (_, fields) in zip(ids, entries):
+            if fields is None:
+                dead[event_id] = ({}, "deleted from the input stream before it was scored")
+                continue
+            try:
+                records.append({key.decode(): value.decode() for key, value in fields.items()} | {EVENT_ID: event_id})
+            except UnicodeDecodeError as err:
+                dead[event_id] = (fields, f"not UTF-8 text: {err.reason} (byte {err.object[err.start:err.end]!r})")
+        scored = pd.DataFrame()
+        if records:
+            frame = pd.DataFrame(records)
+            try:
+                result, scored = score_frame(self.model, frame, source=f"stream {self.options.input}")
+                rejected = result.rejected
+            except DataError as err:  # the whole micro-batch is unusable (e.g. a column missing from every event)
+                rejected = frame.assign(**{ERRORS_COLUMN: str(err)})
+            fields_of = dict(zip(ids, (fields for _, fields in entries)))
+            dead |= {event_id: (fields_of[event_id], errors) for event_id, errors in zip(rejected[EVENT_ID], rejected[ERRORS_COLUMN])}
         id_column = self.cfg.data.id_column
-        try:
-            result, scored = score_frame(self.model, frame, source=f"stream {self.options.input}")
-            rejected = result.rejected
-        except DataError as err:  # the whole micro-batch is unusable (e.g. a column missing from every event)
-            scored = frame.iloc[:0].assign(score=[], is_anomaly=[])
-            rejected = frame.assign(**{ROW_COLUMN: range(1, len(frame) + 1), ERRORS_COLUMN: str(err)})
         if len(scored):
             write_table(scored, self.store / f"{ids[0].replace('-', '_')}-{ids[-1].replace('-', '_')}.parquet")
             if self.cfg.monitoring.store_url:
@@ -95,11 +106,12 @@ class StreamScorer:
                 if id_column and id_column in scored.columns:
                     out["id"] = str(getattr(row, id_column))
                 pipe.xadd(self.options.output, out)
-            for event_id, errors in zip(rejected[EVENT_ID], rejected[ERRORS_COLUMN]):
-                pipe.xadd(self.options.output, {EVENT_ID: event_id, "error": errors})
-            pipe.xack(self.options.input, self.options.group, *ids, *deleted)
+            for event_id, (fields, errors) in dead.items():
+                pipe.xadd(self.options.dead_letter, {**fields, EVENT_ID: event_id, ERRORS_COLUMN: errors})
+            pipe.xack(self.options.input, self.options.group, *ids)
             pipe.execute()
-        return BatchResult(len(ids), len(scored), len(rejected), int(scored["is_anomaly"].sum()) if len(scored) else 0, ids[0], ids[-1])
+        n_anomalies = int(scored["is_anomaly"].sum()) if len(scored) else 0
+        return BatchResult(len(ids), len(scored), len(dead), n_anomalies, ids[0], ids[-1])
 
     def run(self, max_batches: int | None = None, idle_exit: bool = False, on_batch=None) -> dict:
         """Consume until interrupted, `max_batches` micro-batches, or (with `idle_exit`) an empty read."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.data.dataset_source_registry import get_dataset_source_from_json
 from mlflow.exceptions import MlflowException
 
 from .config import TrackingConfig, TrainConfig
@@ -55,6 +57,18 @@ def setup(tracking: TrackingConfig) -> str:
         mlflow.create_experiment(tracking.experiment, artifact_location=location)
     mlflow.set_experiment(tracking.experiment)
     return uri
+
+
+def table_source(source: str | Path, query: str | None = None):
+    """The MLflow dataset source of a table `io.read_table` read: a local file, built as such.
+
+    MLflow registers its local source twice, so resolving a path string warns that it is
+    ambiguous. A SQL query has no MLflow source type (and its URL may hold a password): None,
+    and MLflow records the code location; the logged config names the query.
+    """
+    if query is not None:
+        return None
+    return get_dataset_source_from_json(json.dumps({"uri": str(Path(source).resolve())}), "local")
 
 
 def git_commit() -> str:

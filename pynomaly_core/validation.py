@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -18,6 +19,11 @@ from .io import DataError
 PANDAS_TYPES = {"float": "float64", "int": "Int64", "str": "string", "bool": "boolean"}
 ROW_COLUMN = "_row"  # 1-based position of the record in the input
 ERRORS_COLUMN = "_errors"
+# The largest magnitude a float column takes unless its config sets min/max. Tree and neural
+# detectors cast to float32, which overflows at 3.4e38, and the scaler divides by a column's
+# spread first: 1e30 leaves eight orders of magnitude for that, while squares and sums of squares
+# in float64 (distances, variances; max 1.8e308) stay far from overflowing.
+FLOAT_LIMIT = 1e30
 
 
 @dataclass
@@ -35,12 +41,21 @@ class ValidationResult:
         return {**counts, "rejected_share": round(self.rejected_share, 6)} if include_share else counts
 
 
+def value_range(spec: ColumnSpec) -> tuple[float | None, float | None]:
+    """The column's bounds: its configured min and max, and +-FLOAT_LIMIT for a float column without them."""
+    if spec.type != "float":
+        return spec.min, spec.max
+    return (-FLOAT_LIMIT if spec.min is None else spec.min), (FLOAT_LIMIT if spec.max is None else spec.max)
+
+
 def _column_checks(spec: ColumnSpec) -> list[pa.Check]:
-    checks = []
-    if spec.min is not None:
-        checks.append(pa.Check.ge(spec.min))
-    if spec.max is not None:
-        checks.append(pa.Check.le(spec.max))
+    # inf and -inf are rejected whatever the bounds: no scaler or detector can use them.
+    checks = [pa.Check(np.isfinite, name="finite")] if spec.type == "float" else []
+    low, high = value_range(spec)
+    if low is not None:
+        checks.append(pa.Check.ge(low))
+    if high is not None:
+        checks.append(pa.Check.le(high))
     if spec.allowed is not None:
         checks.append(pa.Check.isin(spec.allowed))
     return checks
@@ -64,8 +79,14 @@ def required_columns(data: DataConfig, with_label: bool = True) -> list[str]:
 def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, source: str = "input") -> ValidationResult:
     """Split `frame` into valid rows (coerced to the schema's types) and rejected rows with reasons.
 
-    Raises DataError when a required column is missing or a feature column holds no value at all.
+    Raises DataError when there are no rows, a column name repeats, a required column is missing
+    or a feature column holds no value at all.
     """
+    if frame.empty:
+        raise DataError(f"{source} has no data rows")
+    duplicated = frame.columns[frame.columns.duplicated()].unique().tolist()
+    if duplicated:
+        raise DataError(f"{source}: duplicate column name(s) {', '.join(map(str, duplicated))}; expected each column once")
     missing = [c for c in required_columns(data, with_label) if c not in frame.columns]
     if missing:
         raise DataError(
@@ -136,8 +157,9 @@ def expectation_report(frame: pd.DataFrame, data: DataConfig, with_label: bool =
         suite.add_expectation(gxe.ExpectColumnToExist(column=name))
         if not spec.nullable:
             suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=name))
-        if spec.min is not None or spec.max is not None:
-            suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=spec.min, max_value=spec.max))
+        low, high = value_range(spec)
+        if low is not None or high is not None:
+            suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high))
         if spec.allowed is not None:
             suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=spec.allowed))
     if with_label and data.label_column:

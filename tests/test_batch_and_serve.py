@@ -16,22 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pynomaly_core import stages
 from pynomaly_core.io import DataError
 from pynomaly_core.scoring import score_file
-from tests.conftest import ROOT, demo_config
+from tests.conftest import MODEL_URI, ROOT
 from tests.services import free_port
 
-MODEL_URI = "models:/breast-cancer-detector@champion"
-
-
-@pytest.fixture
-def registered(workdir):
-    config = demo_config(detectors=["iforest"], n_trials=2)
-    for stage in ("validate", "preprocess", "train", "evaluate", "register"):
-        stages.STAGES[stage](config)
-    yield config
-    mlflow.set_tracking_uri(None)
 
 
 def test_parquet_is_scored_in_batches_like_all_at_once(registered, demo_frame):

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from pynomaly_core.config import ConfigError, load_config
@@ -62,3 +64,30 @@ def test_conformal_threshold_is_refused_for_a_graph(tmp_path):
     (tmp_path / "c.yaml").write_text((ROOT / "configs" / "lesmis.yaml").read_text() + "\nthreshold: {target_fpr: 0.05}\n")
     with pytest.raises(ConfigError, match="threshold.target_fpr is not supported for graph input"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_flows_read_their_default_config_when_they_run_not_when_imported(tmp_path):
+    import inspect
+    import subprocess
+    import sys
+
+    # Importing the flows (a Prefect worker, the CLI, the tests) must not read configs/demo.yaml.
+    code = (
+        "import pynomaly_core.config as c\n"
+        "def refuse(*a, **k): raise AssertionError('config loaded at import')\n"
+        "c.load_config = refuse\n"
+        "import flows.training, flows.scoring, flows.monitoring"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+    from flows.monitoring import monitoring_flow
+    from flows.scoring import scoring_flow
+    from flows.training import training_flow
+
+    demo = load_config(ROOT / "configs" / "demo.yaml")
+    for flow in (training_flow, scoring_flow, monitoring_flow):
+        assert inspect.signature(flow.fn).parameters["config"].default is None
+        # A deployment's `config` parameter (flows/deploy.py) still arrives as the validated model.
+        batch = {} if flow is training_flow else {"batch": "b.csv"}
+        assert flow.validate_parameters({**batch, "config": demo.model_dump(mode="json")})["config"] == demo

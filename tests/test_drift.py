@@ -28,11 +28,14 @@ def test_psi_near_zero_for_the_same_distribution_and_large_for_a_shift():
     assert drift.psi(np.zeros(100), np.zeros(50)) == pytest.approx(0.0)
 
 
-def test_alert_rate_binomial_test():
-    expected = drift.alert_rate(10, 100, 0.1)
-    assert expected["observed"] == 0.1 and expected["p_value"] == pytest.approx(1.0)
-    assert drift.alert_rate(30, 100, 0.1)["p_value"] < 1e-6
-    assert drift.alert_rate(0, 100, 0.1)["p_value"] < 1e-4  # a silent detector is drift too
+def test_alert_rate_is_tested_against_the_reference_share():
+    same = drift.alert_rate(10, 100, 50, 500)
+    assert same["observed"] == same["expected"] == 0.1 and same["p_value"] == pytest.approx(1.0)
+    assert drift.alert_rate(30, 100, 50, 500)["p_value"] < 1e-5
+    assert drift.alert_rate(0, 100, 50, 500)["p_value"] < 1e-3  # a silent detector is drift too
+    # The reference's share is an estimate: 6 % of a large batch against 8 of 171 reference rows
+    # is within its error (a one-sample binomial test against 8/171 gives p < 1e-8).
+    assert drift.alert_rate(600, 10_000, 8, 171)["p_value"] > 0.1
 
 
 def test_unchanged_batches_rarely_raise_a_false_alarm():
@@ -49,7 +52,7 @@ def test_unchanged_batches_rarely_raise_a_false_alarm():
 def test_decide_lists_reasons_and_retrains_only_on_configured_signals():
     shifted = drift.FeatureDrift(["mean_texture"], {"mean_texture": 1e-9, "mean_radius": 0.4}, 0.05 / 30, snapshot=None)
     calm_scores = {"ks_p_value": 0.5, "psi": 0.05}
-    calm_alerts = drift.alert_rate(10, 100, 0.1)
+    calm_alerts = drift.alert_rate(10, 100, 50, 500)
 
     verdict = drift.decide(shifted, calm_scores, calm_alerts, MonitoringConfig())
     assert verdict.drift_detected and verdict.retrain and verdict.signals == ["features"]
@@ -59,7 +62,7 @@ def test_decide_lists_reasons_and_retrains_only_on_configured_signals():
     verdict = drift.decide(shifted, calm_scores, calm_alerts, only_alerts)
     assert verdict.drift_detected and not verdict.retrain
 
-    verdict = drift.decide(None, {"ks_p_value": 0.001, "psi": 0.4}, drift.alert_rate(30, 100, 0.1), only_alerts)
+    verdict = drift.decide(None, {"ks_p_value": 0.001, "psi": 0.4}, drift.alert_rate(30, 100, 50, 500), only_alerts)
     assert verdict.signals == ["scores", "alert_rate"] and verdict.retrain
     assert "PSI=0.400 > 0.25" in verdict.reasons[0] and "alert rate 30.0% vs expected 10.0%" in verdict.reasons[1]
 

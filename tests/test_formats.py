@@ -5,7 +5,6 @@ key, or a missing extra is a clear error naming the file and what was expected."
 import sys
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -16,16 +15,20 @@ from pynomaly_core.cli import main
 from pynomaly_core.config import ReadOptions, load_config
 from pynomaly_core.io import DataError, iter_table, read_table
 from pynomaly_core.scoring import score_file
-from tests.conftest import demo_config
+from tests.conftest import MODEL_URI, demo_config
 
-MODEL_URI = "models:/breast-cancer-detector@champion"
+
+
+def write_zstd_csv(frame: pd.DataFrame, path: str) -> None:
+    """A zstd-compressed CSV through pyarrow's codec (pandas would need the zstandard package)."""
+    with pa.output_stream(path, compression="zstd") as out:
+        out.write(frame.to_csv(index=False).encode())
 
 
 def write_formats(frame: pd.DataFrame) -> dict[str, ReadOptions]:
     """`frame` written in every format the reader knows, each with the options that read it back."""
     frame.to_csv("rows.csv.gz", index=False)
-    with pa.output_stream("rows.csv.zst", compression="zstd") as out:
-        out.write(frame.to_csv(index=False).encode())
+    write_zstd_csv(frame, "rows.csv.zst")
     frame.to_json("rows.jsonl", orient="records", lines=True)
     frame.to_feather("rows.feather")
     frame.to_orc("rows.orc")
@@ -43,15 +46,6 @@ def write_formats(frame: pd.DataFrame) -> dict[str, ReadOptions]:
         "rows.orc": ReadOptions(), "rows.xlsx": ReadOptions(sheet="events"), "rows.h5": ReadOptions(key="events"),
         "parts": ReadOptions(), "parts/*.parquet": ReadOptions(), "rows.log": ReadOptions(format="csv"),
     }
-
-
-@pytest.fixture
-def registered(workdir):
-    config = demo_config(detectors=["iforest"], n_trials=2)
-    for stage in ("validate", "preprocess", "train", "evaluate", "register"):
-        stages.STAGES[stage](config)
-    yield config
-    mlflow.set_tracking_uri(None)
 
 
 def test_every_format_scores_like_the_csv(registered, demo_frame):
@@ -115,6 +109,13 @@ def test_validate_stage_and_init_read_a_workbook_sheet(workdir, demo_frame, caps
         (lambda f: [f.to_hdf("rows.h5", key=k) for k in ("a", "b")], ["rows.h5"], "rows.h5 holds 2 tables (/a, /b); set data.key (--key)"),
         (lambda f: None, ["nowhere/*.parquet"], "no file matches nowhere/*.parquet"),
         (lambda f: f.to_csv("rows.csv.gz", index=False), ["rows.csv.gz", "--format", "jsonl"], "cannot parse rows.csv.gz as JSON Lines: "),
+        # main's CSV checks hold in every format whose reader would rename a repeated name or decode text
+        (lambda f: write_zstd_csv(f.rename(columns={"mean_texture": "mean_radius"}), "rows.csv.zst"),
+         ["rows.csv.zst"], "rows.csv.zst: duplicate column name(s) mean_radius in the header"),
+        (lambda f: f.rename(columns={"mean_texture": "mean_radius"}).to_excel("rows.xlsx", index=False),
+         ["rows.xlsx"], "rows.xlsx: duplicate column name(s) mean_radius in the header"),
+        (lambda f: open("rows.jsonl", "wb").write(b'{"mean_radius": "14\xb72"}\n'), ["rows.jsonl"],
+         "rows.jsonl is not UTF-8 text: invalid start byte (byte b'\\xb7'); expected a UTF-8 JSON Lines file"),
     ],
 )
 def test_bad_table_is_a_clear_error_at_the_cli(workdir, demo_frame, capsys, make, args, message):

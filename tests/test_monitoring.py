@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import joblib
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 import redis
 import sqlalchemy
+from scipy.stats import ks_2samp
 from mlflow import MlflowClient
 from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
@@ -26,7 +28,7 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from flows.monitoring import monitoring_flow
 from flows.scoring import scoring_flow
 from flows.training import training_flow
-from pynomaly_core import cli, stages, stream
+from pynomaly_core import cli, monitoring, stages, stream
 from pynomaly_core.config import MonitoringConfig
 from pynomaly_core.io import DataError
 from pynomaly_core.notify import NotifyError, send
@@ -62,7 +64,10 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def batches(project):
-    """Three batches from the held-out rows: unchanged, one column shifted, anomalies injected."""
+    """Three batches from the held-out rows: unchanged, one column shifted, anomalies injected.
+
+    The demo's held-out rows are also the drift reference; test_knn_with_a_target_fpr_... scores
+    a batch of new rows."""
     config = small_config()
     held_out = pd.read_parquet(config.paths.test).drop(columns=[config.data.label_column])
     raw = pd.read_csv(ROOT / "data" / "raw" / "breast_cancer.csv")
@@ -86,12 +91,15 @@ def test_reference_snapshot_is_logged_with_the_champion(project):
     config = small_config()
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     reference = pd.read_parquet(model.unwrap_python_model().reference_path)
-    train_rows = pd.read_parquet(config.paths.train)
-    assert reference.columns.tolist() == [*config.data.columns, "score", "is_anomaly"]
-    assert len(reference) == min(config.monitoring.reference_rows, len(train_rows))
+    columns = list(config.data.columns)
+    assert reference.columns.tolist() == [*columns, "score", "is_anomaly"]
+    # Held-out rows, which the model never saw.
+    test_rows = pd.read_parquet(config.paths.test)
+    assert len(reference) == min(config.monitoring.reference_rows, len(test_rows))
+    assert set(map(tuple, reference[columns].to_numpy())) <= set(map(tuple, test_rows[columns].to_numpy()))
     pipeline = joblib.load(config.paths.model)
     np.testing.assert_allclose(reference["score"], pipeline.decision_function(features(reference, config.data)))
-    assert reference["is_anomaly"].mean() == pytest.approx(config.train.contamination, abs=0.02)
+    assert (reference["is_anomaly"] == (reference["score"] > pipeline[-1].threshold_)).all()
 
 
 def test_scoring_flow_writes_rows_quarantine_store_and_run(project, batches, postgres_url):
@@ -132,7 +140,8 @@ def test_cli_monitor_unchanged_batch_no_drift_no_retraining(project, batches, ca
     assert verdict["drift_detected"] is False and verdict["retrain_triggered"] is False
     assert verdict["drifted_columns"] == []
     assert verdict["score_drift"]["ks_p_value"] > 0.05 and verdict["score_drift"]["psi"] < 0.25
-    assert verdict["alert_rate"]["expected"] == 0.1 and verdict["alert_rate"]["p_value"] > 0.05
+    reference = pd.read_parquet(mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").unwrap_python_model().reference_path)
+    assert verdict["alert_rate"]["expected"] == reference["is_anomaly"].mean() and verdict["alert_rate"]["p_value"] > 0.05
     runs = MlflowClient().search_runs(
         [mlflow.get_experiment_by_name("pynomaly").experiment_id], "tags.`pynomaly.stage` = 'monitoring'", order_by=["start_time DESC"]
     )
@@ -302,10 +311,10 @@ def redis_client():
 def stream_config(redis_client):
     """Streams with unique names, deleted afterwards."""
     name = f"pynomaly-test-{uuid.uuid4().hex[:8]}"
-    settings = {"input": f"{name}:in", "output": f"{name}:out", "group": "scorers", "batch_size": 25, "block_ms": 50}
+    settings = {"input": f"{name}:in", "output": f"{name}:out", "dead_letter": f"{name}:dead", "group": "scorers", "batch_size": 25, "block_ms": 50}
     config = small_config(stream=small_config().monitoring.stream.model_copy(update=settings))
     yield config
-    redis_client.delete(settings["input"], settings["output"])
+    redis_client.delete(settings["input"], settings["output"], settings["dead_letter"])
 
 
 def _produce(client, config, frame) -> list[str]:
@@ -320,8 +329,10 @@ def test_stream_scores_micro_batches_and_reports_bad_events(project, batches, re
     assert totals == {**totals, "batches": 3, "events": 61, "scored": 60, "rejected": 1}
     out = redis_client.xrange(stream_config.monitoring.stream.output)
     results = {fields["event_id"]: fields for _, fields in out}
-    assert set(results) == {*ids, bad}
-    assert "mean_radius: greater_than_or_equal_to(0" in results[bad]["error"]
+    assert set(results) == set(ids)
+    dead = redis_client.xrange(stream_config.monitoring.stream.dead_letter)
+    assert [fields["event_id"] for _, fields in dead] == [bad]
+    assert dead[0][1]["mean_radius"] == "-3" and "mean_radius: greater_than_or_equal_to(0" in dead[0][1]["_errors"]
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     expected = model.predict(held_out[list(stream_config.data.columns)])
     np.testing.assert_allclose([float(results[i]["score"]) for i in ids], expected["score"], rtol=1e-9)
@@ -355,3 +366,61 @@ def test_consumer_killed_mid_batch_loses_nothing(project, batches, redis_client,
     delivered = [fields["event_id"] for _, fields in redis_client.xrange(options.output)]
     assert sorted(delivered) == sorted(ids)  # every event once, the stalled ones included
     assert redis_client.xpending(options.input, options.group)["pending"] == 0
+
+
+# The drift reference
+
+
+def _synthetic(n: int, seed: int, anomaly_share: float = 0.02) -> pd.DataFrame:
+    """Correlated normal rows, a share of them scattered far out as labelled anomalies."""
+    rng = np.random.default_rng(seed)
+    columns = [f"x{i}" for i in range(6)]
+    mixing = np.random.default_rng(0).normal(size=(6, 6))  # the same distribution for every seed
+    values = rng.normal(size=(n, 6)) @ mixing + 10
+    anomaly = rng.random(n) < anomaly_share
+    values[anomaly] += rng.choice([-1, 1], size=(anomaly.sum(), 6)) * rng.uniform(6, 10, size=(anomaly.sum(), 6))
+    ids = [f"s{seed}-{i}" for i in range(n)]
+    return pd.DataFrame(values, columns=columns).assign(row_id=ids, anomaly=anomaly.astype(int))
+
+
+def test_knn_with_a_target_fpr_raises_no_alarm_on_an_unchanged_batch(tmp_path, monkeypatch):
+    # KNN scores the rows it was fitted on low, and a target FPR flags another share than
+    # `train.contamination`: a reference of training rows, or the contamination as expected alert
+    # rate, would flag this batch on scores and on alerts.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    Path("data/raw").mkdir(parents=True)
+    _synthetic(2000, seed=1).to_csv("data/raw/synthetic.csv", index=False)
+    demo = demo_config()
+    config = demo.model_validate({
+        **demo.model_dump(),
+        "name": "synthetic",
+        "seed": 2,  # the search then picks KNN(9, mean), which scores the rows it was fitted on low
+        "data": {"source": "data/raw/synthetic.csv", "id_column": "row_id", "label_column": "anomaly",
+                 "columns": {f"x{i}": {} for i in range(6)}},
+        "train": {**demo.train.model_dump(), "detectors": ["knn"], "ensemble_size": 1, "n_trials": 2, "cv_folds": 2},
+        "threshold": {"target_fpr": 0.02},
+        "registry": {"model_name": "synthetic-knn", "gate_metric": "roc_auc"},
+    })
+    for name in ("validate", "preprocess", "train", "evaluate", "register"):
+        stages.STAGES[name](config)
+    assert json.loads(Path(config.paths.training).read_text())["detector"] == "knn"
+
+    unchanged = _synthetic(1000, seed=2).drop(columns="anomaly")  # new rows from the same distribution
+    unchanged.to_csv("unchanged.csv", index=False)
+    pipeline = joblib.load(config.paths.model)
+    fitted_scores = pipeline.decision_function(features(pd.read_parquet(config.paths.train), config.data))
+    assert ks_2samp(fitted_scores, pipeline.decision_function(features(unchanged, config.data))).pvalue < 1e-6  # the premise
+    result = monitoring.monitor_drift(config, monitoring.score_batch(config, "unchanged.csv"))
+    assert result.judged and not result.drift_detected, result.reasons
+    alerts = result.alert_rate
+    assert alerts["reference_rows"] == config.monitoring.reference_rows
+    assert alerts["expected"] < 0.07 and abs(alerts["observed"] - alerts["expected"]) < 0.03
+    reference = pd.read_parquet(mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model().reference_path)
+    held_out, fitted = (set(pd.read_parquet(path)["x0"]) for path in (config.paths.test, config.paths.train))
+    assert set(reference["x0"]) <= held_out and not set(reference["x0"]) & fitted
+
+    # The same check still sees a batch with four times the anomalies.
+    _synthetic(1000, seed=3, anomaly_share=0.08).drop(columns="anomaly").to_csv("anomalous.csv", index=False)
+    result = monitoring.monitor_drift(config, monitoring.score_batch(config, "anomalous.csv"))
+    assert "alert_rate" in result.signals, result.reasons

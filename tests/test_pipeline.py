@@ -66,11 +66,34 @@ def test_mlflow_run_holds_lineage_metrics_and_artifacts(project, in_project):
     assert run.data.params["detector"] == summary.training.detector
     assert run.data.metrics["roc_auc"] == pytest.approx(summary.evaluation.metrics["roc_auc"])
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["breast-cancer-train"]
+    assert json.loads(run.inputs.dataset_inputs[0].dataset.source) == {"uri": str(in_project / "data" / "raw" / "breast_cancer.csv")}
     artifacts = {a.path for path in ("", "evaluation", "explanation") for a in client.list_artifacts(run.info.run_id, path)}
     assert {"config.yaml", "evaluation/roc.png", "evaluation/score_histogram.png", "explanation/explanation.png"} <= artifacts
     metrics = json.loads(open("reports/metrics.json").read())  # the DVC metrics file
     assert metrics["roc_auc"] == pytest.approx(summary.evaluation.metrics["roc_auc"])
     assert pd.read_csv("reports/plots/roc.csv").columns.tolist() == ["fpr", "tpr"]
+
+
+def test_logged_datasets_name_their_file_and_hold_no_integer_columns(workdir, demo_frame):
+    import warnings
+
+    from mlflow.types import DataType
+
+    from pynomaly_core.tracking import table_source
+
+    config = demo_config()
+    rows = demo_frame.astype({"malignant": "Int64"})  # as validation leaves it: unknown labels are missing
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = stages.training_dataset(config, rows)
+        entity = dataset._to_mlflow_entity()  # what log_input stores: source and schema
+        batch = table_source("batch.csv")  # a scoring batch's source
+    assert [str(w.message) for w in caught] == []  # neither "interpreted in multiple ways" nor the integer-column hint
+    assert entity.source_type == "local" and json.loads(entity.source) == {"uri": str(workdir / "data" / "raw" / "breast_cancer.csv")}
+    assert batch.to_dict() == {"uri": str(workdir / "batch.csv")}
+    assert list(dataset.df.columns) == [*config.data.columns, "malignant"]  # the model's inputs and the label
+    assert {DataType.double} == set(dataset.schema.input_types())
+    assert table_source("postgresql+psycopg://user:secret@db/x", query="SELECT 1") is None  # no MLflow type; the URL may hold a password
 
 
 def test_registered_model_reloads_and_scores_identically(in_project):

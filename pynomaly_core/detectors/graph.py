@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..config import NEIGHBORS
 from ..io import DataError
-from .pyod import missing_dependency
+from .packages import missing_dependency
 from .spec import DetectorSpec
 from .torch import torch_threads
 

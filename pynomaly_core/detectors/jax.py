@@ -11,7 +11,7 @@ from functools import partial
 import numpy as np
 
 from .base import ModelDetector
-from .pyod import missing_dependency
+from .packages import missing_dependency
 from .spec import DetectorSpec
 
 

@@ -6,8 +6,6 @@ detector is fitted, so loading the registry stays cheap.
 
 from __future__ import annotations
 
-import importlib.util
-
 from . import graph, jax, pyod, sklearn, tensorflow, timeseries, torch
 from .spec import DetectorSpec
 
@@ -36,7 +34,4 @@ def default_candidates(input: str = "tabular") -> list[str]:
 
 def semi_supervised_candidates() -> list[str]:
     """Tabular detectors fitted with labels, whose packages are installed: they join searches that use labels."""
-    return [
-        spec.name for spec in find(needs_labels=True, input="tabular")
-        if all(importlib.util.find_spec(package) for package in spec.tags["python_dependencies"])
-    ]
+    return [spec.name for spec in find(needs_labels=True, input="tabular") if not spec.missing_packages]

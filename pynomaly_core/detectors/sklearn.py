@@ -20,7 +20,7 @@ SKLEARN_MODELS = {
 
 class SklearnDetector(ModelDetector):
     backend = "sklearn"
-    python_dependencies = ("scikit-learn",)
+    python_dependencies = ("sklearn",)
 
 
     def _fit(self, X, y):
@@ -51,7 +51,7 @@ class PositiveUnlabelledLogistic(ModelDetector):
     """
 
     backend = "sklearn"
-    python_dependencies = ("scikit-learn",)
+    python_dependencies = ("sklearn",)
     needs_labels = True
 
     def _fit(self, X, y):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import packages
 from .base import BaseDetector
 
 
@@ -48,3 +49,8 @@ class DetectorSpec:
             "needs_labels": self.needs_labels,
             "python_dependencies": list(dict.fromkeys([*cls.python_dependencies, *self.dependencies])),
         }
+
+    @property
+    def missing_packages(self) -> list[str]:
+        """Its Python packages that are not installed; none when the detector is available."""
+        return packages.missing(self.tags["python_dependencies"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import ModelDetector
-from .pyod import missing_dependency
+from .packages import missing_dependency
 from .spec import DetectorSpec
 
 

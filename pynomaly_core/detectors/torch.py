@@ -13,7 +13,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from .base import ModelDetector
-from .pyod import TORCH_MODELS, PyODDetector, _spec, missing_dependency
+from .packages import missing_dependency
+from .pyod import TORCH_MODELS, PyODDetector, _spec
 from .spec import DetectorSpec
 
 
