@@ -204,7 +204,7 @@ def test_label_guess_needs_a_label_name_and_both_0_and_1(name, values, expected)
         (["data/raw/missing.csv"], "input file not found: data/raw/missing.csv"),
         (["data/raw/empty.csv"], "data/raw/empty.csv is empty"),
         (["data/raw/header.csv"], "data/raw/header.csv has no data rows"),
-        (["data/raw/binary.csv"], "cannot parse data/raw/binary.csv"),
+        (["data/raw/binary.csv"], "data/raw/binary.csv is not UTF-8 text: invalid start byte"),
         (["data/raw/ids.csv"], "no column can be a feature (site: one value only ('north')"),
         (["data/raw/wine.csv", "--label", "quality"], "--label quality: no such column in data/raw/wine.csv"),
         (["data/raw/wine.csv", "--label", "magnesium"], "--label magnesium: expected 0 (normal) and 1 (anomaly)"),
