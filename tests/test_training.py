@@ -408,3 +408,14 @@ def test_train_stage_calibrates_a_conformal_threshold_and_registers_xgbod(workdi
     assert "false_positive_rate" in stages.evaluate(config).metrics
     registered = stages.register(config)
     assert "xgboost-cpu==3.2.0" in open(mlflow.pyfunc.get_model_dependencies(registered.model_uri)).read()
+
+
+def test_costly_models_are_screened_out_and_said_so():
+    kb = metaselect.knowledge_base()
+    allowed, skipped = metaselect.affordable_models(kb, (3000, 512), timeout=None)
+    assert {"mcd", "sk_elliptic"} <= set(skipped) and "cube of the features (512 > 128)" in skipped["mcd"]
+    assert allowed == set(metaselect.models()) - {"mcd", "sk_elliptic"}
+    # The knowledge base's measured fits predict the cost: on 7000 x 500 rows, KDE and OCSVM take longer than a second, HBOS does not.
+    assert metaselect.fit_seconds(kb, "kde", 7000, 500) > metaselect.fit_seconds(kb, "kde", 700, 5) * 10
+    _, skipped = metaselect.affordable_models(kb, (7000, 500), timeout=1.0)
+    assert "predicted fit" in skipped["kde"] and "hbos" not in skipped and "iforest" not in skipped
