@@ -28,9 +28,12 @@ FIXED = ["iforest", "copod", "hbos", "knn", "ecod"]  # the plain rank average pe
 
 
 def ensemble_aucroc(scores: dict, members: list[str], weights: list[float] | None = None) -> float:
-    """Test AUCROC of the rank ensemble of `members`: each test score's percentile among that member's training scores, averaged."""
-    percentiles = [np.searchsorted(np.sort(scores[f"train:{m}"]), scores[f"test:{m}"], side="right") / len(scores[f"train:{m}"]) for m in members]
-    return float(roc_auc_score(scores["y_test"], np.average(percentiles, axis=0, weights=weights)))
+    """Test AUCROC of the rank ensemble of `members`: each test score's percentile among that member's training scores, averaged.
+    A member that could not fit (no cached scores) is left out with its weight, as `RankEnsemble` leaves it out."""
+    weights = weights or [1] * len(members)
+    fitted = [(m, w) for m, w in zip(members, weights) if f"train:{m}" in scores]
+    percentiles = [np.searchsorted(np.sort(scores[f"train:{m}"]), scores[f"test:{m}"], side="right") / len(scores[f"train:{m}"]) for m, _ in fitted]
+    return float(roc_auc_score(scores["y_test"], np.average(percentiles, axis=0, weights=[w for _, w in fitted])))
 
 
 def rules(features: np.ndarray, kb: dict, size: int, shape: tuple[int, int]) -> dict[str, tuple[list[str], list[float] | None]]:

@@ -274,6 +274,8 @@ def train(cfg: PipelineConfig) -> TrainResult:
             mlflow.log_params({f"trial_ensemble.{k}": v for k, v in selection.trial_ensemble.items() if k != "score"})
             mlflow.log_metric("trial_ensemble_score", selection.trial_ensemble["score"])
         mlflow.log_metrics({"selection_score": selection.score, "threshold": detector.threshold_, "search_seconds": fit_seconds})
+        if selection.skipped:  # candidates screened out before fitting, with the reason
+            mlflow.log_dict(selection.skipped, "selection/skipped.json")
         result = TrainResult(
             run_id=run.info.run_id,
             detector=selection.detector,

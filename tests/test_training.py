@@ -221,6 +221,16 @@ def test_rank_ensemble_weighs_its_members(demo_xy):
         RankEnsemble(["iforest", "hbos"], weights=[1]).fit(X)
 
 
+def test_a_member_that_cannot_fit_is_left_out_with_its_weight(demo_xy):
+    X, _ = demo_xy
+    no_label = np.zeros(len(X), dtype=int)  # pu_logistic refuses to fit without a labelled anomaly
+    ensemble = RankEnsemble(["iforest", "pu_logistic"], weights=[1, 3], random_state=0).fit(X, no_label)
+    assert list(ensemble.left_out_) == ["pu_logistic"] and "at least one anomaly" in ensemble.left_out_["pu_logistic"]
+    np.testing.assert_allclose(ensemble.decision_scores_, RankEnsemble(["iforest"], random_state=0).fit(X).decision_scores_)
+    with pytest.raises(ValueError, match="no member could fit this data"):
+        RankEnsemble(["pu_logistic"]).fit(X, no_label)
+
+
 def test_a_label_guided_ensemble_averages_the_members_and_the_classifier_half_and_half(demo_xy):
     from sklearn.metrics import roc_auc_score
 
@@ -243,7 +253,7 @@ def test_every_knowledge_base_model_builds_and_has_a_figure_everywhere():
         assert metaselect.model_name(detector, params) == name
         assert registry.get(detector).build(params, 0.1, 0).fit(X).decision_scores_.shape == (100,)
     assert all(set(e["aucroc"]) == set(metaselect.models()) for e in kb["entries"])
-    assert len({e["dataset"] for e in kb["entries"]}) == 22 and all(0 <= e["anomaly_rank_variance"] < 0.25 for e in kb["entries"])
+    assert len({e["dataset"] for e in kb["entries"]}) == 44 and all(0 <= e["anomaly_rank_variance"] < 0.25 for e in kb["entries"])
 
 
 def test_a_prediction_is_worth_more_labels_the_less_its_models_spread_across_the_neighbours():
@@ -398,3 +408,14 @@ def test_train_stage_calibrates_a_conformal_threshold_and_registers_xgbod(workdi
     assert "false_positive_rate" in stages.evaluate(config).metrics
     registered = stages.register(config)
     assert "xgboost-cpu==3.2.0" in open(mlflow.pyfunc.get_model_dependencies(registered.model_uri)).read()
+
+
+def test_costly_models_are_screened_out_and_said_so():
+    kb = metaselect.knowledge_base()
+    allowed, skipped = metaselect.affordable_models(kb, (3000, 512), timeout=None)
+    assert {"mcd", "sk_elliptic"} <= set(skipped) and "cube of the features (512 > 128)" in skipped["mcd"]
+    assert allowed == set(metaselect.models()) - {"mcd", "sk_elliptic"}
+    # The knowledge base's measured fits predict the cost: on 7000 x 500 rows, KDE and OCSVM take longer than a second, HBOS does not.
+    assert metaselect.fit_seconds(kb, "kde", 7000, 500) > metaselect.fit_seconds(kb, "kde", 700, 5) * 10
+    _, skipped = metaselect.affordable_models(kb, (7000, 500), timeout=1.0)
+    assert "predicted fit" in skipped["kde"] and "hbos" not in skipped and "iforest" not in skipped

@@ -12,7 +12,9 @@ class RankEnsemble(BaseDetector):
 
     `members` are registry names; `member_params` their hyper-parameters, one dict per member
     (default parameters when None). A name may appear twice with different parameters.
-    `weights`, one per member, weigh the average (equal when None).
+    `weights`, one per member, weigh the average (equal when None). A member that cannot fit the
+    data (CBLOF finding no cluster separation, a singular covariance) is left out with its weight,
+    and named in `left_out_`; when none fits, the fit fails.
     """
 
     backend = "ensemble"
@@ -32,11 +34,17 @@ class RankEnsemble(BaseDetector):
             raise ValueError(f"RankEnsemble: {len(self.members)} members but {len(params)} member_params")
         if self.weights is not None and len(self.weights) != len(self.members):
             raise ValueError(f"RankEnsemble: {len(self.members)} members but {len(self.weights)} weights")
-        self.detectors_ = []
-        for name, member_params in zip(self.members, params):
+        self.detectors_, self.weights_, self.left_out_ = [], [], {}
+        for name, member_params, weight in zip(self.members, params, self.weights or [1] * len(self.members)):
             spec = registry.get(name)
-            # Only semi-supervised members see the labels.
-            self.detectors_.append(spec.build(member_params, self.contamination, self.random_state).fit(X, y if spec.needs_labels else None))
+            try:  # only semi-supervised members see the labels
+                self.detectors_.append(spec.build(member_params, self.contamination, self.random_state).fit(X, y if spec.needs_labels else None))
+            except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
+                self.left_out_[name] = f"{type(err).__name__}: {err}"
+                continue
+            self.weights_.append(weight)
+        if not self.detectors_:
+            raise ValueError(f"RankEnsemble: no member could fit this data: {self.left_out_}")
         self.member_training_scores_ = [np.sort(d.decision_scores_) for d in self.detectors_]
         return self._average([d.decision_scores_ for d in self.detectors_])
 
@@ -45,7 +53,7 @@ class RankEnsemble(BaseDetector):
             np.searchsorted(reference, scores, side="right") / len(reference)
             for reference, scores in zip(self.member_training_scores_, member_scores)
         ]
-        return np.average(percentiles, axis=0, weights=self.weights)
+        return np.average(percentiles, axis=0, weights=self.weights_)
 
     def _score(self, X):
         return self._average([d.decision_function(X) for d in self.detectors_])
