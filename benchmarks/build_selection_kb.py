@@ -1,8 +1,8 @@
 """Build `pynomaly_core/selection_kb.json`, the knowledge base of meta-selection.
 
 For every development dataset and seed (ADBench protocol, `pynomaly_core.bench.adbench_split`),
-fit every knowledge-base model on the training part, record its AUCROC on the test part and its
-fit time, the landmark meta-features of the training part, and how much the rank of one labelled
+fit every knowledge-base model on the training part, record its AUCROC on the test part and the
+seconds it took to fit and score, the landmark meta-features of the training part, and how much the rank of one labelled
 anomaly varies (the mean over models). Each dataset also gets a sketch of its rows, so
 `pynomaly bench --lodo` leaves out every development dataset that shares rows with the one
 under test, whatever its file is called.
@@ -27,8 +27,10 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from pynomaly_core.bench import adbench_split, load_dataset
+from pynomaly_core.detectors.base import FIT_ERRORS
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.metaselect import CUBIC, KNOWLEDGE_BASE, LANDMARKS, MAX_CUBIC_FEATURES, features_from_scores, model_name, sketch
+from pynomaly_core.metaselect import CUBIC, KNOWLEDGE_BASE, LANDMARKS, MAX_CUBIC_FEATURES, features_from_scores, sketch
+from pynomaly_core.detectors.spec import model_name
 
 # Fast detectors with default parameters, plus hyper-parameter variants of the cheap ones
 # (MetaOD's models are detector-and-parameter pairs too). PyOD's PCA is left out: its weighted
@@ -53,7 +55,7 @@ def fit_scores(X, y, seed) -> dict:
         started = time.perf_counter()
         try:
             fitted = get(detector).build(dict(params), 0.1, seed).fit(X_train)
-        except ValueError:
+        except FIT_ERRORS:
             continue
         scores[f"train:{name}"] = fitted.decision_scores_
         scores[f"test:{name}"] = fitted.decision_function(X_test)

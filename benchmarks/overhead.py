@@ -53,7 +53,7 @@ def project_config(frame: pd.DataFrame, folder: Path, name: str, **train) -> Pat
 
 
 def bare_training(frame: pd.DataFrame, config) -> dict:
-    """The learning alone: split, scale, the same Optuna selection, final fit, test metrics."""
+    """The learning alone: split, scale, the same selection as the flow (its config's strategy), final fit, test metrics."""
     from pynomaly_core.evaluation import metrics
     from pynomaly_core.preprocessing import build_preprocessor, features, split
     from pynomaly_core.selection import make_selector

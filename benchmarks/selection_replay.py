@@ -23,6 +23,7 @@ from sklearn.metrics import roc_auc_score
 from build_selection_kb import SEEDS, build
 from pynomaly_core import metaselect
 from pynomaly_core.bench import load_dataset
+from pynomaly_core.detectors.ensemble import rank_average
 
 FIXED = ["iforest", "copod", "hbos", "knn", "ecod"]  # the plain rank average people use (PyOD's PCA is not in the KB)
 
@@ -32,8 +33,8 @@ def ensemble_aucroc(scores: dict, members: list[str], weights: list[float] | Non
     A member that could not fit (no cached scores) is left out with its weight, as `RankEnsemble` leaves it out."""
     weights = weights or [1] * len(members)
     fitted = [(m, w) for m, w in zip(members, weights) if f"train:{m}" in scores]
-    percentiles = [np.searchsorted(np.sort(scores[f"train:{m}"]), scores[f"test:{m}"], side="right") / len(scores[f"train:{m}"]) for m, _ in fitted]
-    return float(roc_auc_score(scores["y_test"], np.average(percentiles, axis=0, weights=[w for _, w in fitted])))
+    averaged = rank_average([np.sort(scores[f"train:{m}"]) for m, _ in fitted], [scores[f"test:{m}"] for m, _ in fitted], [w for _, w in fitted])
+    return float(roc_auc_score(scores["y_test"], averaged))
 
 
 def rules(features: np.ndarray, kb: dict, size: int, shape: tuple[int, int]) -> dict[str, tuple[list[str], list[float] | None]]:
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    kb_paths = sorted(p for folder in args.kb_data for p in folder.glob("*.npz"))
+    kb_paths = sorted((p for folder in args.kb_data for p in folder.glob("*.npz")), key=lambda p: p.stem.lower())  # the builder's order
     kb = build(kb_paths, args.scores, progress=lambda *line: None)
     rows = []
     for path in sorted((p for folder in args.test_data for p in folder.glob("*.npz")), key=lambda p: p.stem.lower()):

@@ -1,7 +1,7 @@
 """Does the consensus search's ensemble of its best trials pay off on test data?
 
-For every development dataset and seed (ADBench protocol), `train_detector` runs the consensus
-strategy (label-free, or with a fraction of anomalies revealed); its ensemble of the
+For every development dataset and seed (ADBench protocol), the consensus search runs
+(label-free, or with a fraction of anomalies revealed); its ensemble of the
 `ensemble_size` best distinct trials replaces the best trial only when it wins on the selection
 criterion. This script refits both, the best trial and the ensemble, and prints the test AUCROC
 (%) of each and of the one chosen, per dataset and on average.

@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.tuning import tune_in_parallel
 from pynomaly_core.config import PipelineConfig, load_config
+from pynomaly_core.stages import parallel_search
 from pynomaly_core.summary import TrainingSummary
 from tasks import training as stages
 
@@ -21,7 +22,7 @@ def training_flow(config: PipelineConfig | None = None) -> TrainingSummary:
     config = config or load_config(DEFAULT_CONFIG)  # read when the flow runs, not when the module is imported
     validated = stages.validate(config)
     prepared = stages.preprocess(config)
-    if config.train.workers > 1 and config.train.strategy == "consensus":  # the only strategy with a long search
+    if parallel_search(config):
         tune_in_parallel(config)  # then `train` finds the study full and only picks the best
     trained = stages.train(config)
     evaluated = stages.evaluate(config)

@@ -27,7 +27,7 @@ from . import metaselect
 from .config import ThresholdConfig, TrainConfig
 from .detectors import registry
 from .evaluation import metrics
-from .metaselect import model_name
+from .detectors.spec import model_name
 from .selection import make_selector
 
 
@@ -116,10 +116,15 @@ def run_benchmark(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per dataset and seed instead
     results, errors = [], []
     for path in sorted(Path(data_dir).glob("*.npz"), key=lambda p: p.stem.lower()):
+        try:
+            X, y = load_dataset(path)
+            kb, left_out = metaselect.without_rows_of(X) if leave_one_out else (None, [])
+        except Exception as err:
+            errors.append({"dataset": path.stem, "error": f"{type(err).__name__}: {err}"})
+            progress(f"{path.stem:<12} FAILED {type(err).__name__}: {err}")
+            continue
         for seed in seeds:
             try:  # one dataset failing must not stop the others
-                X, y = load_dataset(path)
-                kb, left_out = metaselect.without_rows_of(X) if leave_one_out and train.strategy == "meta" else (None, [])
                 row = {"dataset": path.stem, **run_one(X, y, seed, label_fraction, train, kb, threshold), "left_out": left_out}
             except Exception as err:
                 errors.append({"dataset": path.stem, "seed": seed, "error": f"{type(err).__name__}: {err}"})

@@ -91,6 +91,8 @@ def _bench(args) -> int:
             threshold = ThresholdConfig.model_validate(threshold.model_dump() | {"target_fpr": args.target_fpr})
         except ValidationError as err:
             raise ConfigError(f"--target-fpr {args.target_fpr}: {err.errors()[0]['msg']}") from None
+    if args.lodo and train.strategy != "meta":
+        raise ConfigError(f"--lodo leaves datasets out of the meta-selection knowledge base; train.strategy is {train.strategy}")
     overrides = {"storage": "sqlite:///:memory:", "progress_bar": False, "use_labels": args.label_fraction > 0}
     if args.n_trials:
         overrides["n_trials"] = args.n_trials

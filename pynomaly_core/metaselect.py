@@ -38,15 +38,11 @@ NEIGHBOUR_DATASETS = 5
 # results (Han et al. 2022), as half its weight: a safe member bounds how far a wrong prediction can fall.
 ANCHOR = "iforest"
 SKETCH_ROWS = 256
+LANDMARK_ROWS = 7000  # the ADBench protocol's training part: 70 % of at most 10,000 rows
 # Covariance estimators' fits grow with the cube of the features: above this many they are not
 # fitted, in the knowledge base (where they rank like a coin flip) or as candidates.
 CUBIC = ("mcd", "sk_elliptic")
 MAX_CUBIC_FEATURES = 128
-
-
-def model_name(detector: str, params: dict) -> str:
-    """A model's name in the knowledge base and in a study: `knn(n_neighbors=20)`, or `knn` for the defaults."""
-    return detector if not params else f"{detector}({', '.join(f'{k}={v}' for k, v in params.items())})"
 
 
 def features_from_scores(training_scores: dict[str, np.ndarray], n_rows: int, n_features: int) -> np.ndarray:
@@ -55,6 +51,10 @@ def features_from_scores(training_scores: dict[str, np.ndarray], n_rows: int, n_
 
 
 def meta_features(X: np.ndarray, seed: int) -> np.ndarray:
+    """The landmarks' agreement on at most `LANDMARK_ROWS` rows (seeded): the knowledge base's training
+    parts hold no more, and OCSVM's fit grows faster than the rows."""
+    if len(X) > LANDMARK_ROWS:
+        X = X[np.sort(np.random.default_rng(seed).choice(len(X), LANDMARK_ROWS, replace=False))]
     scores = {name: registry.get(name).build({}, 0.1, seed).fit(X).decision_scores_ for name in LANDMARKS}
     return features_from_scores(scores, *X.shape)
 
@@ -86,7 +86,8 @@ def shares_rows(X: np.ndarray, dataset_sketch: list[int]) -> bool:
     if np.isin(known, hashes).mean() >= 0.5:
         return True
     # Every row of that dataset hashing below its sketch's largest is in the sketch.
-    comparable = hashes[: SKETCH_ROWS][hashes[:SKETCH_ROWS] <= known.max()]
+    smallest = hashes[:SKETCH_ROWS]
+    comparable = smallest[smallest <= known.max()]
     return len(comparable) > 0 and np.isin(comparable, known).mean() >= 0.5
 
 
@@ -188,16 +189,20 @@ def _utility(gains: np.ndarray) -> float:
     return float(np.mean(np.where(gains < 0, 2 * gains, gains)))
 
 
-def fitted_reach(kb: dict, size: int) -> float:
-    """The `Prediction.reach` that serves the knowledge base's own datasets best, each predicted
-    from the others (leave one dataset out). An ensemble's AUCROC is taken as its members' weighted mean.
-    Candidates: no trust (0), quantiles of those datasets' neighbour distances, full trust (inf)."""
-    rows = []
+def left_out_neighbours(kb: dict):
+    """Each entry with its neighbours and the overall figures, both from the other datasets."""
     for dataset in kb["datasets"]:
         rest = without_datasets(kb, [dataset])
         overall = overall_aucroc(rest)
         for e in (e for e in kb["entries"] if e["dataset"] == dataset):
-            rows.append((dataset, e, neighbours(np.array(e["features"]), rest), overall))
+            yield dataset, e, neighbours(np.array(e["features"]), rest), overall
+
+
+def fitted_reach(kb: dict, size: int) -> float:
+    """The `Prediction.reach` that serves the knowledge base's own datasets best, each predicted
+    from the others (leave one dataset out). An ensemble's AUCROC is taken as its members' weighted mean.
+    Candidates: no trust (0), quantiles of those datasets' neighbour distances, full trust (inf)."""
+    rows = list(left_out_neighbours(kb))
     distances = [near.distance for _, _, near, _ in rows]
     candidates = [0.0, *np.quantile(distances, [0.1, 0.25, 0.5, 0.75, 0.9]), np.inf]
     utilities = []
@@ -225,8 +230,7 @@ def calibration(kb: dict | None = None) -> tuple[float, float]:
     """
     kb = kb or knowledge_base()
     errors, rank_variances, spreads = [], [], []
-    for e in kb["entries"]:
-        near = neighbours(np.array(e["features"]), without_datasets(kb, [e["dataset"]]))
+    for _, e, near, _ in left_out_neighbours(kb):
         errors += [predicted - e["aucroc"][name] for name, predicted in near.ranking()]
         rank_variances.append(e["anomaly_rank_variance"])
         spreads += [near.spread([name]) for name in near.models]
@@ -298,9 +302,11 @@ class MetaSelector(OptunaSearch):
                                   "meta_predicted_aucroc", skipped=skipped)
             return selection, ensemble
         near = prediction.near
-        # Few labels cannot tune hyper-parameters without over-fitting: the knowledge base's models only.
-        ranked = [name for name, _ in near.ranking() if name in affordable]
-        candidates = {name: fixed_params(registry.get(catalogue[name][0]), catalogue[name][1]) for name in ranked[: self.train.meta_candidates]}
+        # Few labels cannot tune hyper-parameters without over-fitting: the knowledge base's models only,
+        # the best-predicted first, as many as leave room for the two ensembles within n_trials.
+        ranked = [name for name, _ in prediction.ranking() if name in affordable]
+        room = max(self.train.n_trials - 2, 0)
+        candidates = {name: fixed_params(registry.get(catalogue[name][0]), catalogue[name][1]) for name in ranked[: min(self.train.meta_candidates or room, room)]}
         models_of = {name: [name] for name in candidates}
         candidates[ensemble.name], models_of[ensemble.name] = ensemble, top
         # The labels join through that ensemble guided by a classifier of the labelled anomalies.
@@ -317,7 +323,7 @@ class MetaSelector(OptunaSearch):
                 return shrink_to_prior(measured, near.predicted(members), n_labelled, prior_labels(near, members, calibrated))
 
         # Every candidate is fitted once: a pruner would only drop some on their raw score.
-        study, _ = self.run(X, y, candidates, n_trials=min(self.train.n_trials, len(candidates)), pruning=False,
+        study, _ = self.run(X, y, candidates, n_trials=len(candidates), pruning=False,
                             sampler=optuna.samplers.GridSampler({"detector": list(candidates)}, seed=self.seed), prior=prior)
         criterion = self.train.metric if prior is None else f"{self.train.metric}, shrunk to the meta prediction"
         selection = dataclasses.replace(best_trial_selection(study, candidates, criterion, self.storage()), skipped=skipped)

@@ -102,8 +102,9 @@ class Selector:
         model = spec.build(selection.params, self.train.contamination, self.seed).fit(X_fit, y_fit if spec.needs_labels else None)
         if X_calibration is not None:
             model.calibrate(X_calibration, self.threshold.target_fpr)
+        left_out = {f"{name} (ensemble member)": reason for name, reason in getattr(model, "left_out_", {}).items()}
         # A knowledge-base model or a trial is recorded as its detector and parameters.
-        return dataclasses.replace(selection, detector=spec.name, model=model)
+        return dataclasses.replace(selection, detector=spec.name, model=model, skipped=selection.skipped | left_out)
 
     def choose(self, X, y) -> tuple[Selection, DetectorSpec]:
         raise NotImplementedError

@@ -36,6 +36,8 @@ from . import model as model_module
 from .detectors import packages, registry
 from .model import OUTPUT_SCHEMA, model_artifacts
 from .preprocessing import build_preprocessor, features, input_columns, split
+from .metaselect import KNOWLEDGE_BASE, MetaSelector
+from .search import ConsensusSearch
 from .selection import Selector, make_selector
 from .study import FINISHED, open_study
 from .validation import check_rejected_share, expectation_report, validate as validate_frame
@@ -198,8 +200,16 @@ def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Sear
     search = cfg.train.model_dump(exclude={"timeout", "progress_bar", "storage", "workers", "dask_address"})
     if cfg.threshold.target_fpr is not None:  # the study then runs on the rows left after the calibration split
         search["threshold"] = cfg.threshold.model_dump()
+    if isinstance(make_selector(cfg.train, input=cfg.data.input), MetaSelector):
+        # The few-label grid's candidates follow the knowledge base and the time budget.
+        search["knowledge_base"], search["timeout"] = tracking.file_md5(str(KNOWLEDGE_BASE)), cfg.train.timeout
     study_name = f"{cfg.name}-{hashlib.sha256(json.dumps([data_md5, search, cfg.seed], sort_keys=True).encode()).hexdigest()[:12]}"
     return Search(X=X, y=y, study_name=study_name, data_md5=data_md5)
+
+
+def parallel_search(cfg: PipelineConfig) -> bool:
+    """Whether `train.workers` processes share the selection: only an Optuna search can be shared."""
+    return cfg.train.workers > 1 and isinstance(make_selector(cfg.train, input=cfg.data.input), ConsensusSearch)
 
 
 def _selector(cfg: PipelineConfig, search: Search, callbacks=(), **train_updates) -> Selector:
@@ -260,7 +270,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
         log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
         selection = _selector(cfg, search, callbacks=[log_trial]).select(X, search.y)
         detector = selection.model
-        if cfg.train.workers > 1:  # the Dask workers' trials become child runs here, where the parent run is
+        if parallel_search(cfg):  # the Dask workers' trials become child runs here, where the parent run is
             study = optuna.load_study(study_name=study_name, storage=tracking.optuna_storage(cfg.train))
             for trial in study.get_trials(deepcopy=False, states=FINISHED):
                 if "worker" in trial.user_attrs:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-import numpy as np
 import optuna
 import sqlalchemy
 
+from .detectors.base import FIT_ERRORS
+
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-# Failures of one candidate (a degenerate fit, a singular covariance) fail that trial, not the study.
-TRIAL_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
+# Failures of one candidate fail that trial, not the study.
+TRIAL_ERRORS = FIT_ERRORS
 
 
 def open_study(storage: str, study_name: str, seed: int, pruning: bool, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:

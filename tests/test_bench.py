@@ -22,7 +22,7 @@ def load(name):
 
 
 def test_the_datasets_read_here_ship_with_the_repository():
-    # A fresh clone has nothing beside it; the full 22 datasets are passed to `pynomaly bench` and the scripts.
+    # A fresh clone has nothing beside it; the development datasets (../shared/benchmarks) are passed to `pynomaly bench` and the scripts.
     assert ADBENCH.resolve().is_relative_to(ROOT)
     assert {p.name for p in ADBENCH.iterdir()} == {"README.md", *(f"{n}.npz" for n in ("WBC", "glass", "breastw", "cardio", "mammography"))}
 
@@ -69,9 +69,10 @@ def test_selection_never_sees_test_rows_or_hidden_labels(monkeypatch, fraction):
         assert 1 <= seen["labels"].sum() < y_train.sum() and (y_train[seen["labels"] == 1] == 1).all()
 
 
-def test_same_seed_same_result():
+@pytest.mark.parametrize("train", [FAST, TrainConfig(storage="sqlite:///:memory:", progress_bar=False)], ids=["consensus", "meta"])
+def test_same_seed_same_result(train):
     X, y = load("glass")
-    assert {**run_one(X, y, 3, 0.0, FAST), "fit_seconds": 0} == {**run_one(X, y, 3, 0.0, FAST), "fit_seconds": 0}
+    assert {**run_one(X, y, 3, 0.0, train), "fit_seconds": 0} == {**run_one(X, y, 3, 0.0, train), "fit_seconds": 0}
 
 
 def test_results_name_an_ensembles_members_and_their_weights_when_they_differ():
@@ -174,12 +175,15 @@ def test_lodo_leaves_out_every_development_dataset_sharing_rows_by_content(tmp_p
 
     X, y = load("WBC")
     np.savez(tmp_path / "renamed.npz", X=X, y=y)
+    shipped = metaselect.knowledge_base()
     handed = []
     real = metaselect.MetaSelector.__init__
 
     def spy(self, *args, knowledge_base=None, **kwargs):
         handed.append(knowledge_base)
         real(self, *args, knowledge_base=knowledge_base, **kwargs)
+        # From here on the selection may read only the knowledge base it was handed.
+        monkeypatch.setattr(metaselect, "knowledge_base", lambda *a: pytest.fail("the shipped knowledge base was read"))
 
     monkeypatch.setattr(metaselect.MetaSelector, "__init__", spy)
     out = tmp_path / "r.json"
@@ -187,5 +191,5 @@ def test_lodo_leaves_out_every_development_dataset_sharing_rows_by_content(tmp_p
     (result,) = json.loads(out.read_text())["results"]
     assert sorted(result["left_out"]) == ["WBC", "breastw"]
     (kb,) = handed
-    assert {"WBC", "breastw"}.isdisjoint({e["dataset"] for e in kb["entries"]}) and len(kb["datasets"]) == len(metaselect.knowledge_base()["datasets"]) - 2
+    assert {"WBC", "breastw"}.isdisjoint({e["dataset"] for e in kb["entries"]}) and len(kb["datasets"]) == len(shipped["datasets"]) - 2
     assert result["detector"].startswith("iforest+") and 0.5 < result["aucroc"] <= 1 and 0.5 < result["iforest_aucroc"] <= 1

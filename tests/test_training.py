@@ -11,6 +11,7 @@ from pynomaly_core import metaselect
 from pynomaly_core.config import PreprocessConfig, TrainConfig
 from pynomaly_core.detectors import registry
 from pynomaly_core.detectors.ensemble import RankEnsemble
+from pynomaly_core.detectors.spec import model_name
 from pynomaly_core.evaluation import metrics
 from pynomaly_core.preprocessing import build_preprocessor, features, split
 from pynomaly_core.search import ConsensusSearch
@@ -250,7 +251,7 @@ def test_every_knowledge_base_model_builds_and_has_a_figure_everywhere():
     kb = metaselect.knowledge_base()
     X = np.random.default_rng(0).normal(size=(100, 3))
     for name, (detector, params) in metaselect.models().items():
-        assert metaselect.model_name(detector, params) == name
+        assert model_name(detector, params) == name
         assert registry.get(detector).build(params, 0.1, 0).fit(X).decision_scores_.shape == (100,)
     assert all(set(e["aucroc"]) == set(metaselect.models()) for e in kb["entries"])
     assert len({e["dataset"] for e in kb["entries"]}) == 44 and all(0 <= e["anomaly_rank_variance"] < 0.25 for e in kb["entries"])
@@ -419,3 +420,12 @@ def test_costly_models_are_screened_out_and_said_so():
     assert metaselect.fit_seconds(kb, "kde", 7000, 500) > metaselect.fit_seconds(kb, "kde", 700, 5) * 10
     _, skipped = metaselect.affordable_models(kb, (7000, 500), timeout=1.0)
     assert "predicted fit" in skipped["kde"] and "hbos" not in skipped and "iforest" not in skipped
+
+
+def test_the_meta_selector_fits_only_affordable_models_and_records_the_rest(demo_xy):
+    X, _ = demo_xy
+    train = TrainConfig(timeout=0.01, storage="sqlite:///:memory:", progress_bar=False)
+    selection = make_selector(train, seed=0).select(X)
+    assert selection.skipped and all("predicted fit" in reason for reason in selection.skipped.values())
+    members = [model_name(d, p) for d, p in zip(selection.params["members"], selection.params["member_params"])]
+    assert members[0] == "iforest" and not set(members) & set(selection.skipped)

@@ -17,6 +17,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
+# A detector that cannot fit the data raises one of these (a degenerate fit, a singular covariance).
+FIT_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
+
 
 def conformal_threshold(calibration_scores: np.ndarray, target_fpr: float) -> float:
     """Split-conformal threshold: the ceil((n+1)(1-target_fpr))-th smallest of n calibration scores.

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BaseDetector
+from .base import FIT_ERRORS, BaseDetector
+from .spec import model_name
+
+
+def rank_average(sorted_training_scores: list[np.ndarray], scores: list[np.ndarray], weights=None) -> np.ndarray:
+    """Each member's scores as percentiles among its own (sorted) training scores, averaged (with `weights`)."""
+    percentiles = [np.searchsorted(reference, member, side="right") / len(reference) for reference, member in zip(sorted_training_scores, scores)]
+    return np.average(percentiles, axis=0, weights=weights)
 
 
 class RankEnsemble(BaseDetector):
@@ -39,8 +46,8 @@ class RankEnsemble(BaseDetector):
             spec = registry.get(name)
             try:  # only semi-supervised members see the labels
                 self.detectors_.append(spec.build(member_params, self.contamination, self.random_state).fit(X, y if spec.needs_labels else None))
-            except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
-                self.left_out_[name] = f"{type(err).__name__}: {err}"
+            except FIT_ERRORS as err:
+                self.left_out_[model_name(name, member_params)] = f"{type(err).__name__}: {err}"
                 continue
             self.weights_.append(weight)
         if not self.detectors_:
@@ -49,11 +56,8 @@ class RankEnsemble(BaseDetector):
         return self._average([d.decision_scores_ for d in self.detectors_])
 
     def _average(self, member_scores) -> np.ndarray:
-        percentiles = [
-            np.searchsorted(reference, scores, side="right") / len(reference)
-            for reference, scores in zip(self.member_training_scores_, member_scores)
-        ]
-        return np.average(percentiles, axis=0, weights=self.weights_)
+        return rank_average(self.member_training_scores_, member_scores, self.weights_)
 
     def _score(self, X):
         return self._average([d.decision_function(X) for d in self.detectors_])
+

@@ -9,6 +9,11 @@ from . import packages
 from .base import BaseDetector
 
 
+def model_name(detector: str, params: dict) -> str:
+    """A detector with fixed hyper-parameters by name: `knn(n_neighbors=20)`, or `knn` for the defaults."""
+    return detector if not params else f"{detector}({', '.join(f'{k}={v}' for k, v in params.items())})"
+
+
 @dataclass(frozen=True)
 class DetectorSpec:
     name: str
