@@ -2,10 +2,6 @@
 `pynomaly serve` serves the same model over REST."""
 
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -18,8 +14,8 @@ import pytest
 
 from pynomaly_core.io import DataError
 from pynomaly_core.scoring import score_file
-from tests.conftest import MODEL_URI, ROOT
-from tests.services import free_port
+from tests.conftest import MODEL_URI
+from tests.services import serving
 
 
 
@@ -62,24 +58,7 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
 
 
 def test_serve_scores_posted_rows_and_rejects_malformed_payloads(registered, workdir, demo_frame):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}  # the venv's bin is added by `serve`
-    env.pop("MLFLOW_TRACKING_URI", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pynomaly_core.cli", "serve", "--port", str(port)],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            assert server.poll() is None, server.stdout.read()
-            try:
-                if urllib.request.urlopen(f"{url}/ping", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("pynomaly serve did not answer /ping in 120 s")
+    with serving(workdir) as url:
         rows = demo_frame[list(registered.data.columns)].head(4)
         status, body = _post(f"{url}/invocations", json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode())
         assert status == 200, body
@@ -92,6 +71,3 @@ def test_serve_scores_posted_rows_and_rejects_malformed_payloads(registered, wor
         assert 400 <= status < 500 and body["message"]
         status, body = _post(f"{url}/invocations", json.dumps({"dataframe_split": rows.drop(columns=["mean_area"]).to_dict(orient="split")}).encode())
         assert 400 <= status < 500 and "mean_area" in body["message"]
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)

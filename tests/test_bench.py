@@ -22,7 +22,7 @@ def load(name):
 
 
 def test_the_datasets_read_here_ship_with_the_repository():
-    # A fresh clone has nothing beside it; the development datasets (../shared/benchmarks) are passed to `pynomaly bench` and the scripts.
+    # A fresh clone has nothing beside it; the development datasets are passed to `pynomaly bench` and the scripts as an argument.
     assert ADBENCH.resolve().is_relative_to(ROOT)
     assert {p.name for p in ADBENCH.iterdir()} == {"README.md", *(f"{n}.npz" for n in ("WBC", "glass", "breastw", "cardio", "mammography"))}
 

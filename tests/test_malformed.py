@@ -7,12 +7,8 @@ import contextlib
 import csv
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -25,7 +21,7 @@ import redis
 from pynomaly_core import cli, stages, stream
 from tests.conftest import MODEL_URI, ROOT, demo_config, prefect_harness, write_config
 from tests.malformed import CASES, N_ROWS
-from tests.services import free_port
+from tests.services import serving
 
 ROW_CASES = [case for case in CASES if case.rejected is not None]
 
@@ -128,30 +124,8 @@ def test_monitor_command(case, project):
 @pytest.fixture(scope="module")
 def server(project):
     """`pynomaly serve` of the champion, on a free port."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pynomaly_core.cli", "serve", "--port", str(port)],
-        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            if process.poll() is not None:
-                pytest.fail(f"pynomaly serve exited: {process.stdout.read()}")
-            try:
-                if urllib.request.urlopen(f"{url}/ping", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("pynomaly serve did not answer /ping in 120 s")
+    with serving(project) as url:
         yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=30)
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

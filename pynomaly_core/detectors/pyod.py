@@ -16,7 +16,6 @@ import warnings
 from functools import cache
 from importlib import resources
 
-import numpy as np
 
 from .base import ModelDetector
 from .packages import missing_dependency
