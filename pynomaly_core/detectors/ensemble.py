@@ -8,10 +8,14 @@ from .base import FIT_ERRORS, BaseDetector
 from .spec import model_name
 
 
+def percentiles(sorted_training_scores: list[np.ndarray], scores: list[np.ndarray]) -> np.ndarray:
+    """Each member's scores as percentiles among its own (sorted) training scores: members x rows."""
+    return np.array([np.searchsorted(reference, member, side="right") / len(reference) for reference, member in zip(sorted_training_scores, scores)])
+
+
 def rank_average(sorted_training_scores: list[np.ndarray], scores: list[np.ndarray], weights=None) -> np.ndarray:
     """Each member's scores as percentiles among its own (sorted) training scores, averaged (with `weights`)."""
-    percentiles = [np.searchsorted(reference, member, side="right") / len(reference) for reference, member in zip(sorted_training_scores, scores)]
-    return np.average(percentiles, axis=0, weights=weights)
+    return np.average(percentiles(sorted_training_scores, scores), axis=0, weights=weights)
 
 
 class RankEnsemble(BaseDetector):
@@ -60,4 +64,9 @@ class RankEnsemble(BaseDetector):
 
     def _score(self, X):
         return self._average([d.decision_function(X) for d in self.detectors_])
+
+    def member_percentiles(self, X) -> np.ndarray:
+        """Rows x fitted members: each member's score of X as its percentile among its own training
+        scores, the numbers the ensemble averages (the review queue reads their disagreement)."""
+        return percentiles(self.member_training_scores_, [d.decision_function(X) for d in self.detectors_]).T
 
