@@ -141,8 +141,9 @@ class ThresholdConfig(Strict):
 
 
 class ExplainConfig(Strict):
-    top_k: int = Field(10, ge=1, description="test anomalies explained with SHAP")
-    background: int = Field(50, ge=5, description="SHAP background rows: more is slower and steadier")
+    method: Literal["shap", "lime"] = Field("shap", description="shap, or lime (extra `explain`; not for graph input)")
+    top_k: int = Field(10, ge=1, description="test anomalies explained")
+    background: int = Field(50, ge=5, description="background rows (SHAP's masker, LIME's sampling statistics): more is slower and steadier")
 
 
 class RegistryConfig(Strict):
@@ -256,6 +257,13 @@ class PipelineConfig(Strict):
         # A graph's detectors score the very nodes they were fitted on: none is left to calibrate on.
         if self.data.graph is not None and self.threshold.target_fpr is not None:
             raise ValueError("threshold.target_fpr is not supported for graph input: the detectors are fitted on every node")
+        return self
+
+    @model_validator(mode="after")
+    def _lime_on_rows(self) -> PipelineConfig:
+        # LIME perturbs one row at a time; a node's score depends on the whole graph.
+        if self.data.graph is not None and self.explain.method == "lime":
+            raise ValueError("explain.method 'lime' is not supported for graph input; use 'shap'")
         return self
 
     def digest(self, *sections: str) -> str:

@@ -30,7 +30,7 @@ from . import __version__, evaluation, tracking
 from .config import PipelineConfig
 from .detectors.graph import induced, with_neighbors
 from .detectors.timeseries import series_windows
-from .explain import explain as shap_explain, explain_nodes, plot_importance
+from .explain import explain as shap_explain, explain_nodes, lime_explain, plot_importance
 from .io import read_table, source_name, write_table
 from . import model as model_module
 from .detectors import packages, registry
@@ -339,7 +339,8 @@ def explain(cfg: PipelineConfig) -> ExplainResult:
     background = train_rows.sample(min(cfg.explain.background, len(train_rows)), random_state=cfg.seed)
     names = list(preprocessor.get_feature_names_out())
     if cfg.data.graph is None:
-        explanation = shap_explain(
+        method = lime_explain if cfg.explain.method == "lime" else shap_explain
+        explanation = method(
             detector, preprocessor.transform(features(test.iloc[top], cfg.data)), preprocessor.transform(features(background, cfg.data)), names
         )
     else:  # nodes are explained inside the whole graph
