@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("active_learning.csv"))
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore")  # MCD's convergence warnings, thousands per dataset, drown the figures
     paths = [p for folder in args.data_dirs for p in sorted(folder.glob("*.npz"), key=lambda p: p.stem.lower())]
     paths = [p for p in paths if (args.datasets is None or p.stem in args.datasets) and p.stem not in args.exclude]
     if not paths:
