@@ -33,7 +33,7 @@ from sklearn.metrics import roc_auc_score
 
 from pynomaly_core import metaselect
 from pynomaly_core.active import member_scores, review_order
-from pynomaly_core.bench import adbench_split, load_dataset
+from pynomaly_core.bench import adbench_split, described, load_dataset
 from pynomaly_core.config import ThresholdConfig, TrainConfig
 from pynomaly_core.selection import make_selector
 
@@ -54,22 +54,24 @@ def run_one(X, y, seed: int, n_labels: int, kb: dict | None) -> dict:
     X_train, X_test, y_train, y_test = adbench_split(X, y, seed)
     base = TrainConfig().model_copy(update={"storage": "sqlite:///:memory:", "progress_bar": False})
 
-    def test_aucroc(known: np.ndarray | None):
+    def retrain(known: np.ndarray | None) -> tuple:
+        """The selection's fitted model, its test AUCROC and what it chose."""
         train = base.model_copy(update={"use_labels": known is not None})
         selection = make_selector(train, ThresholdConfig(), seed, study_name=f"active-{seed}", knowledge_base=kb).select(X_train, known)
-        return selection.model, round(float(roc_auc_score(y_test, selection.model.decision_function(X_test))), 4)
+        return selection.model, round(float(roc_auc_score(y_test, selection.model.decision_function(X_test))), 4), described(selection)
 
     started = time.perf_counter()
-    label_free, label_free_aucroc = test_aucroc(None)
-    row = {"seed": seed, "label_free": label_free_aucroc}
-    retrained = {(): label_free_aucroc}  # labelled anomalies -> test AUCROC
+    label_free, *outcome = retrain(None)
+    row = {"seed": seed, "label_free": outcome[0], "label_free_detector": outcome[1]}
+    retrained = {(): outcome}  # labelled anomalies -> (test AUCROC, detector)
     for way, rows in picked_rows(label_free, X_train, n_labels, seed).items():
         anomalies = tuple(sorted(int(r) for r in rows if y_train[r] == 1))
         if anomalies not in retrained:
             known = np.zeros_like(y_train)
             known[list(anomalies)] = 1
-            retrained[anomalies] = test_aucroc(known)[1]
-        row[way], row[f"{way}_anomalies"] = retrained[anomalies], len(anomalies)
+            retrained[anomalies] = retrain(known)[1:]
+        row[way], row[f"{way}_detector"] = retrained[anomalies]
+        row[f"{way}_anomalies"] = len(anomalies)
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
 

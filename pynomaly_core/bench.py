@@ -66,17 +66,17 @@ def reveal_labels(y_train: np.ndarray, fraction: float, seed: int) -> np.ndarray
     return known
 
 
-def _described(selection) -> str:
+def described(selection) -> str:
     """The detector with its parameters (`knn(n_neighbors=20)`); an ensemble's members so, with
     their weights when they differ (`knn(n_neighbors=20)+iforest+pu_logistic (weights 1, 1, 2)`)."""
     members = selection.params.get("members")
     if members is None:
         return model_name(selection.detector, selection.params)
-    described = "+".join(map(model_name, members, selection.params.get("member_params") or [{}] * len(members)))
+    names = "+".join(map(model_name, members, selection.params.get("member_params") or [{}] * len(members)))
     weights = selection.params.get("weights")
     if weights is None or len(set(weights)) == 1:
-        return described
-    return f"{described} (weights {', '.join(f'{w:g}' for w in weights)})"
+        return names
+    return f"{names} (weights {', '.join(f'{w:g}' for w in weights)})"
 
 
 def run_one(
@@ -96,7 +96,7 @@ def run_one(
         "iforest_aucroc": round(float(roc_auc_score(y_test, iforest.decision_function(X_test))), 4),
         "aucpr": round(test["pr_auc"], 4),
         "threshold_fpr": round(test["false_positive_rate"], 4),
-        "detector": _described(selection),
+        "detector": described(selection),
         "skipped": selection.skipped,
         "fit_seconds": round(fit_seconds, 2),
     }

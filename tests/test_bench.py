@@ -78,7 +78,7 @@ def test_same_seed_same_result(train):
 def test_results_name_an_ensembles_members_and_their_weights_when_they_differ():
     def described(spec):
         params = spec.search_space(None)
-        return bench._described(Selection(spec.name, params, 0.0, "roc_auc", 1, 1, 0, 0, "bench-1"))
+        return bench.described(Selection(spec.name, params, 0.0, "roc_auc", 1, 1, 0, 0, "bench-1"))
 
     guided = label_guided_spec(["knn", "iforest"], [{"n_neighbors": 20}, {}])
     assert described(guided) == "knn(n_neighbors=20)+iforest+pu_logistic (weights 1, 1, 2)"
