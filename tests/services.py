@@ -55,7 +55,7 @@ class Services:
         return f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.env['OPTUNA_DB']}"
 
     def databases(self) -> list[str]:
-        return [self.env[key] for key in ("MLFLOW_DB", "PREFECT_DB", "OPTUNA_DB")]
+        return [self.env[key] for key in ("MLFLOW_DB", "PREFECT_DB", "OPTUNA_DB", "WORKBENCH_DB")]
 
     def run(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -78,10 +78,12 @@ def make_services(state: Path) -> Services:
         "MLFLOW_DB": f"{prefix}_mlflow",
         "PREFECT_DB": f"{prefix}_prefect",
         "OPTUNA_DB": f"{prefix}_optuna",
+        "WORKBENCH_DB": f"{prefix}_workbench",
+        "WORKBENCH_PORT": str(free_port()),
         "PREFECT_WORK_POOL": "pynomaly-test",
         "PREFECT_WORKER_QUERY_SECONDS": "2",  # pick up triggered runs quickly
     }
-    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "PYNOMALY_OPTUNA_STORAGE"):
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "PYNOMALY_OPTUNA_STORAGE", "PYNOMALY_DB_URL"):
         env.pop(key, None)
     return Services(env, state)
 

@@ -11,6 +11,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlencode
 
 import pandas as pd
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pynomaly_core import tracking
+from pynomaly_core import notify, tracking
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.feedback import ANOMALY, LABELS, NORMAL, UNSURE, database_url, latest_labels
 from pynomaly_core.io import DataError
@@ -52,7 +53,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
     reviewer = Reviewer(cfg)
     metrics = Metrics()
     templates = Jinja2Templates(directory=HERE / "templates")
-    mlflow_ui = cfg.monitoring.mlflow_ui.rstrip("/")
+    mlflow_ui = notify.mlflow_ui_url(cfg)
     prefect_ui = (prefect_ui or os.environ.get("PYNOMALY_PREFECT_UI", "http://127.0.0.1:4200")).rstrip("/")
     champions: dict[str, tuple[float, str]] = {}
 
@@ -253,7 +254,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
                 audit(connection, user.name, "user_added", f"{name} ({new_role})", client_of(request))
         except auth.AuthError as err:
             raise HTTPException(422, str(err)) from None
-        return RedirectResponse(f"/admin?message=added+{name}", status_code=303)
+        return RedirectResponse("/admin?" + urlencode({"message": f"added {name} ({new_role})"}), status_code=303)
 
     @app.post("/admin/keys")
     def add_key(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], model: Annotated[str, Form()]):
@@ -267,7 +268,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         with engine.begin() as connection:
             auth.revoke_api_key(connection, key_id)
             audit(connection, user.name, "api_key_revoked", f"key {key_id}", client_of(request))
-        return RedirectResponse("/admin?message=revoked", status_code=303)
+        return RedirectResponse("/admin?" + urlencode({"message": f"key {key_id} revoked"}), status_code=303)
 
     @app.post("/admin/retrain")
     def retrain(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))]):
@@ -276,7 +277,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         record = trigger_training(cfg)
         with engine.begin() as connection:
             audit(connection, user.name, "retrain", record["message"], client_of(request))
-        return RedirectResponse(f"/admin?message={record['message']}", status_code=303)
+        return RedirectResponse("/admin?" + urlencode({"message": record["message"]}), status_code=303)
 
     # --- machines -------------------------------------------------------------------------------
 
