@@ -179,7 +179,8 @@ def _ui(args) -> int:
     from workbench.app import create_app
 
     config = load_config(args.config)
-    uvicorn.run(create_app(config, secure_cookies=args.secure_cookies), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(config, secure_cookies=args.secure_cookies), host=args.host, port=args.port, log_level="info",
+                timeout_graceful_shutdown=5)  # a SHAP request in flight does not hold up a stop
     return 0
 
 

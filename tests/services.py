@@ -133,27 +133,28 @@ class TcpProxy:
 
 
 @contextlib.contextmanager
-def serving(cwd: Path):
-    """`pynomaly serve` of the champion registered in `cwd`, on a free port: yields its URL, then stops it."""
+def serving(cwd: Path, command: str = "serve", health: str = "/ping"):
+    """`pynomaly serve` of the champion registered in `cwd` (or another `pynomaly` server command, answering
+    `health` when up), on a free port: yields its URL, then stops it."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}  # the venv's bin is added by `serve`
     env.pop("MLFLOW_TRACKING_URI", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "pynomaly_core.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "pynomaly_core.cli", command, "--port", str(port)],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
             if process.poll() is not None:
-                raise RuntimeError(f"pynomaly serve exited: {process.stdout.read()}")
+                raise RuntimeError(f"pynomaly {command} exited: {process.stdout.read()}")
             try:
-                if urllib.request.urlopen(f"{url}/ping", timeout=2).status == 200:
+                if urllib.request.urlopen(f"{url}{health}", timeout=2).status == 200:
                     break
             except OSError:
                 time.sleep(1)
         else:
-            raise RuntimeError("pynomaly serve did not answer /ping in 120 s")
+            raise RuntimeError(f"pynomaly {command} did not answer {health} in 120 s")
         yield url
     finally:
         if process.poll() is None:

@@ -10,9 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -29,7 +27,7 @@ from pynomaly_core.config import load_config
 from pynomaly_core.feedback import LABELS, database_url
 from pynomaly_core.scoring import load_model, score_frame
 from tests.conftest import ROOT, demo_config, prefect_harness, write_config
-from tests.services import free_port
+from tests.services import serving
 from workbench.app import create_app
 from workbench.db import AUDIT, connect
 from workbench.retrain import feedback_config
@@ -103,27 +101,8 @@ def labels_in_db(engine) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def server(project):
     """`pynomaly ui` on a free port, run from the project folder."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "pynomaly_core.cli", "ui", "--port", str(port)], cwd=project,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            if process.poll() is not None:
-                raise RuntimeError(f"pynomaly ui exited: {process.stdout.read()}")
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with serving(project, "ui", "/healthz") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # uvicorn waits for requests in flight
-            process.kill()
-            process.wait()
 
 
 def test_browser_login_label_three_rows_by_keyboard_and_log_out(project, server):
@@ -167,6 +146,13 @@ def test_browser_login_label_three_rows_by_keyboard_and_log_out(project, server)
         expect(page).to_have_url(f"{server}/login")
         page.goto(f"{server}/batches")
         expect(page).to_have_url(f"{server}/login")  # the session is gone
+        if shots:
+            page.screenshot(path=shots / "login.png")
+            page.fill("input[name=name]", "ada")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.goto(f"{server}/admin")
+            page.screenshot(path=shots / "admin.png", full_page=True)
         browser.close()
 
     engine = connect(database_url(load_config(project / "configs" / "demo.yaml")))

@@ -122,13 +122,11 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         # The login form has no session yet: its token is checked against a cookie (double submit).
         if not auth.csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE, ""), csrf_token):
             raise HTTPException(403, "missing or wrong CSRF token")
-        try:
-            with engine.begin() as connection:
+        with engine.begin() as connection:  # a failure is caught inside, so its audit entry is committed
+            try:
                 token, _ = auth.login(connection, name, password, client_of(request))
-        except auth.TooManyAttempts as err:
-            return _login_again(request, str(err), 429)
-        except auth.AuthError as err:
-            return _login_again(request, str(err), 401)
+            except auth.AuthError as err:
+                return _login_again(request, str(err), 429 if isinstance(err, auth.TooManyAttempts) else 401)
         response = RedirectResponse("/batches", status_code=303)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=secure_cookies, max_age=auth.SESSION_HOURS * 3600)
         response.delete_cookie(LOGIN_CSRF_COOKIE)

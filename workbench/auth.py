@@ -112,7 +112,7 @@ def logout(connection, token: str) -> None:
 
 
 def csrf_matches(expected: str, given: str | None) -> bool:
-    return given is not None and hmac.compare_digest(expected, given)
+    return bool(expected) and given is not None and hmac.compare_digest(expected, given)
 
 
 def create_api_key(connection, model_name: str, created_by: str) -> str:
