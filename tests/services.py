@@ -139,15 +139,17 @@ def serving(cwd: Path, command: str = "serve", health: str = "/ping"):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}  # the venv's bin is added by `serve`
     env.pop("MLFLOW_TRACKING_URI", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pynomaly_core.cli", command, "--port", str(port)],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+    log = Path(cwd) / f"{command}-{port}.log"  # a file, not a pipe: a server that logs much never blocks on it
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pynomaly_core.cli", command, "--port", str(port)],
+            cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
             if process.poll() is not None:
-                raise RuntimeError(f"pynomaly {command} exited: {process.stdout.read()}")
+                raise RuntimeError(f"pynomaly {command} exited: {log.read_text()}")
             try:
                 if urllib.request.urlopen(f"{url}{health}", timeout=2).status == 200:
                     break

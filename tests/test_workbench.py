@@ -50,8 +50,8 @@ def add_user(name: str, role: str) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A project folder (the current directory) with a registered champion, one scored batch of 120
-    rows (two of them rejected) and three users: ada (admin), ann (analyst), vic (viewer)."""
+    """A project folder (the current directory) with a registered champion, one scored and judged batch
+    of 120 rows (two of them rejected) and three users: ada (admin), ann (analyst), vic (viewer)."""
     root = tmp_path_factory.mktemp("workbench")
     shutil.copytree(ROOT / "data" / "raw", root / "data" / "raw")
     with pytest.MonkeyPatch.context() as patch:
@@ -66,7 +66,7 @@ def project(tmp_path_factory):
         batch = pd.read_csv(ROOT / "data" / "raw" / "breast_cancer.csv").drop(columns="malignant").sample(120, random_state=1)
         batch.loc[batch.index[:2], "mean_radius"] = -5.0  # rejected: below the column's minimum
         batch.to_csv(root / f"{BATCH}.csv", index=False)
-        monitoring.score_batch(config, f"{BATCH}.csv")
+        monitoring.monitor_drift(config, monitoring.score_batch(config, f"{BATCH}.csv"))  # what `pynomaly monitor` does
         for name, role in (("ada", "admin"), ("ann", "analyst"), ("vic", "viewer")):
             add_user(name, role)
         yield root
@@ -163,6 +163,25 @@ def test_browser_login_label_three_rows_by_keyboard_and_log_out(project, server)
     with engine.connect() as connection:
         audit = connection.execute(sa.select(AUDIT.c.user, AUDIT.c.detail).where(AUDIT.c.action == "label")).all()
     assert {(user, f"{BATCH} row {row}") for user, row in zip(["ann"] * 3, rows)} <= {(u, d.split(":")[0]) for u, d in audit}
+
+
+# The pages
+
+def test_pages_show_versions_batches_rejected_rows_drift_and_detectors(app, project):
+    client = TestClient(app)
+    log_in(client, "vic")
+    models = client.get("/models").text
+    assert "@champion" in models and "@challenger" in models and "roc_auc = 0.9" in models and "consensus: consensus_spearman" in models
+    batches = client.get("/batches").text
+    assert re.search(rf">{BATCH}</a></td>\s*<td>monitor</td>\s*<td>118</td>", batches)
+    assert "2 with reasons" in batches and "Evidently report" in batches and re.search(r'class="(good|bad)">(no drift|drift: )', batches)
+    rejected = client.get("/batches/rejected", params={"batch": BATCH}).text
+    assert rejected.count("mean_radius") >= 3 and "_errors" in rejected  # the column header and both rows' reasons
+    report = client.get("/batches/drift", params={"batch": BATCH})
+    assert report.status_code == 200 and report.text == (project / "data" / "scored" / f"{BATCH}.drift.html").read_text()
+    pyod_only = client.get("/detectors", params={"backend": "pyod"}, headers={"HX-Request": "true"}).text
+    assert "<td>iforest</td>" in pyod_only and "<td>sk_iforest</td>" not in pyod_only and "<html" not in pyod_only
+    assert client.get("/batches/rejected", params={"batch": "../configs/demo"}).status_code == 404
 
 
 # Roles, CSRF and logins

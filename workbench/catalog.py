@@ -47,6 +47,9 @@ def model_versions(cfg: PipelineConfig) -> list[ModelVersion]:
     versions = []
     for registered in mlflow.search_registered_models():
         gate_metric = cfg.registry.gate_metric if registered.name == cfg.registry.model_name else "roc_auc"
+        aliases_of = {}  # searched versions carry no aliases: the registered model has them
+        for alias, number in dict(registered.aliases or {}).items():
+            aliases_of.setdefault(str(number), []).append(alias)
         for version in mlflow.search_model_versions(f"name = '{registered.name}'"):
             try:
                 run = mlflow.get_run(version.run_id)
@@ -54,7 +57,7 @@ def model_versions(cfg: PipelineConfig) -> list[ModelVersion]:
                 continue  # its run was deleted
             params, tags = run.data.params, run.data.tags
             versions.append(ModelVersion(
-                name=registered.name, version=str(version.version), aliases=sorted(version.aliases), run_id=version.run_id,
+                name=registered.name, version=str(version.version), aliases=sorted(aliases_of.get(str(version.version), [])), run_id=version.run_id,
                 experiment_id=run.info.experiment_id, detector=params.get("detector", "?"), strategy=tags.get("selection.strategy", "?"),
                 criterion=tags.get("selection.criterion", "?"), gate_metric=gate_metric, gate_value=run.data.metrics.get(gate_metric),
                 feedback_labels=params.get("feedback.n_labels"), created=pd.Timestamp(version.creation_timestamp, unit="ms"),
