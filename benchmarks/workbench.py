@@ -1,7 +1,7 @@
 """Workbench speed: the review page of a 100k-row batch, and the scoring API's latency beside
 `mlflow models serve` on the same model, both under the same bounded load on loopback.
 
-    python benchmarks/workbench.py data/raw [--rows 100000] [--connections 4] [--requests 200] [--batch-rows 10]
+    python benchmarks/workbench.py data/raw [--rows 100000] [--connections 2] [--requests 50] [--batch-rows 10]
 
 DATA_DIR holds breast_cancer.csv. In a scratch folder it trains the demo detector (IForest),
 scores a batch of --rows rows drawn from the table with a little noise, starts `pynomaly ui` and
@@ -140,8 +140,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--batch-rows", type=int, default=10)
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
