@@ -204,7 +204,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
                 sa.select(LABELS).where(LABELS.c.model_name == queue.model_name, LABELS.c.batch == batch, LABELS.c.row_id == row).order_by(LABELS.c.id)
             ).mappings().all()
         try:
-            shap_values = dict(zip(reviewer._names(queue), reviewer.shap_values(queue, [position])[0]))
+            shap_values = dict(zip(reviewer.feature_names(queue), reviewer.shap_values(queue, [position])[0]))
         except DataError:
             shap_values = {}
         return page(request, "row.html", user, queue=queue, row_id=row, position=position, score=float(queue.frame["score"].iloc[position]),

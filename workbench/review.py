@@ -97,9 +97,10 @@ class Reviewer:
         """Top SHAP features of these rows (computed once per row)."""
         missing = [int(p) for p in positions if int(p) not in queue.explained]
         if missing:
+            names = self.feature_names(queue)
             for position, values in zip(missing, self.shap_values(queue, missing)):
                 order = np.argsort(-values)[:top]
-                queue.explained[position] = [(self._names(queue)[i], float(values[i])) for i in order]
+                queue.explained[position] = [(names[i], float(values[i])) for i in order]
         return {int(p): queue.explained[int(p)] for p in positions}
 
     def shap_values(self, queue: Queue, positions: list[int]) -> np.ndarray:
@@ -111,9 +112,9 @@ class Reviewer:
         reference = self.reference(queue.model_uri)
         background = reference.sample(min(SHAP_BACKGROUND, len(reference)), random_state=self.cfg.seed)
         rows = preprocessor.transform(features(queue.frame.iloc[positions], data))
-        return explain(detector, rows, preprocessor.transform(features(background, data)), self._names(queue)).values
+        return explain(detector, rows, preprocessor.transform(features(background, data)), self.feature_names(queue)).values
 
-    def _names(self, queue: Queue) -> list[str]:
+    def feature_names(self, queue: Queue) -> list[str]:
         names = self.model(queue.model_uri).unwrap_python_model().pipeline[0].get_feature_names_out()
         return [str(name).split("__", 1)[-1] for name in names]  # "num__mean_radius" -> "mean_radius"
 
