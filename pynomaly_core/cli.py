@@ -172,6 +172,55 @@ def _serve(args) -> int:
     os.execve(command[0], command, env)
 
 
+def _ui(args) -> int:
+    """The analysts' workbench (the CLI is the outermost layer, so it may start it)."""
+    import uvicorn
+
+    from workbench.app import create_app
+
+    config = load_config(args.config)
+    uvicorn.run(create_app(config, secure_cookies=args.secure_cookies), host=args.host, port=args.port, log_level="info",
+                timeout_graceful_shutdown=5)  # a SHAP request in flight does not hold up a stop
+    return 0
+
+
+def _users(args) -> int:
+    import getpass
+
+    import sqlalchemy as sa
+
+    from workbench import auth
+    from workbench.db import USERS, audit, connect, migrate
+
+    from .feedback import database_url
+
+    url = database_url(load_config(args.config))
+    migrate(url)
+    engine = connect(url)
+    if args.action == "list":
+        with engine.connect() as connection:
+            for name, role in connection.execute(sa.select(USERS.c.name, USERS.c.role).order_by(USERS.c.name)):
+                print(f"{name}\t{role}")
+        return 0
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            print("pynomaly: error: the passwords differ", file=sys.stderr)
+            return 2
+    role = "admin" if args.admin else args.role
+    try:
+        with engine.begin() as connection:
+            auth.add_user(connection, args.name, password, role)
+            audit(connection, getpass.getuser(), "user_added", f"{args.name} ({role}) from the command line")
+    except auth.AuthError as err:
+        print(f"pynomaly: error: {err}", file=sys.stderr)
+        return 2
+    print(f"added {args.name} ({role}) to {url.split('@')[-1]}")
+    return 0
+
+
 def _read_options(args) -> ReadOptions:
     sheet = int(args.sheet) if args.sheet is not None and args.sheet.isdigit() else args.sheet
     return ReadOptions(format=args.format, sheet=sheet, key=args.key)
@@ -254,11 +303,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5056)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(handler=_serve)
+
+    ui = commands.add_parser("ui", help="the analysts' workbench: review flagged rows, label them, manage users and API keys")
+    ui.add_argument("--config", default=DEFAULT_CONFIG)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=8050)
+    ui.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
+    ui.set_defaults(handler=_ui)
+
+    users = commands.add_parser("users", help="workbench accounts: add one (the first admin comes from here) or list them")
+    users.add_argument("action", choices=["add", "list"])
+    users.add_argument("name", nargs="?")
+    users.add_argument("--config", default=DEFAULT_CONFIG)
+    role = users.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_true", help="the admin role: retrains, manages users and keys")
+    role.add_argument("--role", choices=["viewer", "analyst", "admin"], default="analyst")
+    users.add_argument("--password-stdin", action="store_true", help="read the password from the first line of standard input")
+    users.set_defaults(handler=_users)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "users" and args.action == "add" and not args.name:
+        parser.error("users add needs a NAME")
     try:
         return args.handler(args)
     except (ConfigError, DataError) as err:

@@ -123,6 +123,9 @@ class TrainConfig(Strict):
     cv_folds: int = Field(3, ge=2, description="folds each trial is scored on")
     pruning: bool = True
     use_labels: bool = Field(False, description="let data.label_column steer selection (otherwise it only evaluates)")
+    labels: Literal["column", "feedback"] = Field(
+        "column", description="feedback: select with the analysts' workbench labels (confirmed and dismissed rows of scored batches) instead of data.label_column"
+    )
     metric: Literal["roc_auc", "pr_auc"] = Field("roc_auc", description="selection objective with labels")
     contamination: float = Field(0.1, gt=0, le=0.5, description="expected anomaly share: unless threshold.target_fpr, the threshold is this quantile of training scores")
     storage: str = Field("sqlite:///mlflow/optuna.db", description="Optuna RDB storage, any SQLAlchemy URL")
@@ -206,6 +209,12 @@ class MonitoringConfig(Strict):
         return urls
 
 
+class FeedbackConfig(Strict):
+    url: str = Field(
+        "sqlite:///mlflow/workbench.db", description="SQLAlchemy URL of the workbench database (labels, users, API keys, audit log); PYNOMALY_DB_URL overrides it"
+    )
+
+
 class PathsConfig(Strict):
     validated: str
     quarantine: str
@@ -233,19 +242,22 @@ class PipelineConfig(Strict):
     registry: RegistryConfig
     tracking: TrackingConfig = TrackingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     paths: PathsConfig
 
     @model_validator(mode="after")
     def _labels_where_needed(self) -> PipelineConfig:
+        if self.train.labels == "feedback":
+            self.train.use_labels = True  # the workbench's labels steer selection as a label column would
         if self.data.label_column is None:
-            if self.train.use_labels:
+            if self.train.use_labels and self.train.labels == "column":
                 raise ValueError("train.use_labels is true but data.label_column is not set")
             if self.registry.gate_metric in LABEL_METRICS:
                 raise ValueError(
                     f"registry.gate_metric '{self.registry.gate_metric}' needs data.label_column; "
                     "use 'selection_score' for unlabelled data"
                 )
-        elif self.data.graph is not None and self.train.use_labels:
+        if self.data.graph is not None and self.train.use_labels:
             # Graph detectors are fitted on every node (transductively), test nodes included.
             raise ValueError("train.use_labels is not supported for graph input: the detectors are fitted on every node")
         elif self.data.label_column in self.data.columns:

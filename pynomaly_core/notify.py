@@ -41,14 +41,14 @@ def send(url: str, title: str, body: str) -> None:
         raise NotifyError(f"monitoring.notify '{url}': not delivered (Apprise's log says why)")
 
 
-def _ui(cfg: PipelineConfig) -> str:
+def mlflow_ui_url(cfg: PipelineConfig) -> str:
     uri = tracking.tracking_uri(cfg.tracking)
     return (uri if uri.startswith(("http://", "https://")) else cfg.monitoring.mlflow_ui).rstrip("/")
 
 
 def run_link(cfg: PipelineConfig, run_id: str) -> str:
     experiment = MlflowClient().get_run(run_id).info.experiment_id
-    return f"{_ui(cfg)}/#/experiments/{experiment}/runs/{run_id}"
+    return f"{mlflow_ui_url(cfg)}/#/experiments/{experiment}/runs/{run_id}"
 
 
 def drift_message(cfg: PipelineConfig, result: MonitorResult) -> tuple[str, str] | None:
@@ -62,7 +62,7 @@ def drift_message(cfg: PipelineConfig, result: MonitorResult) -> tuple[str, str]
     }
     checks = [f"- {signal}: {reason} [{figures[signal]}]" for signal, reason in zip(result.signals, result.reasons, strict=True)]
     report = "none" if result.report_uri is None else (
-        f"{_ui(cfg)}/get-artifact?path={quote(f'monitoring/{os.path.basename(result.report_uri)}', safe='')}&run_uuid={result.run_id}"
+        f"{mlflow_ui_url(cfg)}/get-artifact?path={quote(f'monitoring/{os.path.basename(result.report_uri)}', safe='')}&run_uuid={result.run_id}"
         f" (artifact {result.report_uri})"
     )
     body = "\n".join([
@@ -83,7 +83,7 @@ def failure_message(cfg: PipelineConfig, batch: str, error: BaseException) -> tu
         f"Model: {champion_uri(cfg)}",
         f"Batch: {batch}",
         f"Checks fired:\n- scoring failed: {type(error).__name__}: {error}",
-        f"MLflow: {_ui(cfg)}/#/models/{cfg.registry.model_name}",
+        f"MLflow: {mlflow_ui_url(cfg)}/#/models/{cfg.registry.model_name}",
     ])
     return f"pynomaly: {cfg.registry.model_name} batch {os.path.basename(batch)}: scoring failed", body
 

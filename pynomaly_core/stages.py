@@ -26,7 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from pydantic import BaseModel
 from sklearn.pipeline import Pipeline
 
-from . import __version__, evaluation, tracking
+from . import __version__, evaluation, feedback, tracking
 from .config import PipelineConfig
 from .detectors.graph import induced, with_neighbors
 from .detectors.timeseries import series_windows
@@ -173,8 +173,12 @@ class Search:
 
 def _fit_rows(cfg: PipelineConfig) -> pd.DataFrame:
     """The rows the detector is fitted on: the training rows, or for a graph every node (graph
-    detectors are transductive; labels are never used for a graph, so test labels stay unseen)."""
-    return pd.read_parquet(cfg.paths.validated if cfg.data.graph else cfg.paths.train)
+    detectors are transductive; labels are never used for a graph, so test labels stay unseen).
+    With `train.labels: feedback`, the analysts' confirmed and dismissed batch rows join them."""
+    rows = pd.read_parquet(cfg.paths.validated if cfg.data.graph else cfg.paths.train)
+    if cfg.train.labels != "feedback":
+        return rows
+    return pd.concat([rows.assign(**{feedback.LABEL_COLUMN: 0}), feedback.labelled_rows(cfg)], ignore_index=True)
 
 
 def _whole_graph(cfg: PipelineConfig, preprocessor):
@@ -194,10 +198,13 @@ def _scores(cfg: PipelineConfig, pipeline, rows: pd.DataFrame, whole_graph=None)
 
 def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Search:
     X = preprocessor.transform(features(train_rows, cfg.data))
-    y = train_rows[cfg.data.label_column].to_numpy(dtype=int) if cfg.train.use_labels else None
+    label = feedback.LABEL_COLUMN if cfg.train.labels == "feedback" else cfg.data.label_column
+    y = train_rows[label].to_numpy(dtype=int) if cfg.train.use_labels else None
     data_md5 = tracking.file_md5(cfg.paths.train)
     # Same data and search settings -> same study, so an interrupted study resumes where it stopped.
     search = cfg.train.model_dump(exclude={"timeout", "progress_bar", "storage", "workers", "dask_address"})
+    if cfg.train.labels == "feedback":  # new labels, new study
+        search["feedback"] = hashlib.sha256(train_rows[[feedback.BATCH_COLUMN, label]].to_csv().encode()).hexdigest()
     if cfg.threshold.target_fpr is not None:  # the study then runs on the rows left after the calibration split
         search["threshold"] = cfg.threshold.model_dump()
     if isinstance(make_selector(cfg.train, input=cfg.data.input), MetaSelector):
@@ -248,6 +255,14 @@ def training_dataset(cfg: PipelineConfig, train_rows: pd.DataFrame) -> mlflow.da
     return mlflow.data.from_pandas(rows, source=tracking.table_source(cfg.data.source, cfg.data.query), name=f"{cfg.name}-train", targets=label)
 
 
+def _log_feedback(fit_rows: pd.DataFrame) -> None:
+    """Which workbench labels this training used: counts as params, the batches as a tag."""
+    labelled = fit_rows[fit_rows[feedback.BATCH_COLUMN].notna()]
+    n_anomalies = int(labelled[feedback.LABEL_COLUMN].sum())
+    mlflow.log_params({"feedback.n_labels": len(labelled), "feedback.n_anomalies": n_anomalies, "feedback.n_normal": len(labelled) - n_anomalies})
+    mlflow.set_tag("feedback.batches", ",".join(sorted(labelled[feedback.BATCH_COLUMN].unique()))[:5000])
+
+
 def train(cfg: PipelineConfig) -> TrainResult:
     tracking.setup(cfg.tracking)
     train_rows = _fit_rows(cfg)
@@ -266,6 +281,8 @@ def train(cfg: PipelineConfig) -> TrainResult:
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
         mlflow.log_artifact(cfg.paths.validation_report, "validation")
         mlflow.log_input(training_dataset(cfg, train_rows), context="training")
+        if cfg.train.labels == "feedback":
+            _log_feedback(train_rows)
         started = time.perf_counter()
         log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
         selection = _selector(cfg, search, callbacks=[log_trial]).select(X, search.y)
@@ -280,6 +297,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
         Path(cfg.paths.model).parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(pipeline, cfg.paths.model)
         mlflow.log_params({"detector": selection.detector, **{f"detector.{k}": v for k, v in selection.params.items()}})
+        mlflow.set_tags({"selection.strategy": cfg.train.strategy, "selection.criterion": selection.criterion})  # what chose this model
         if selection.trial_ensemble:  # weighed against the best trial, chosen or not
             mlflow.log_params({f"trial_ensemble.{k}": v for k, v in selection.trial_ensemble.items() if k != "score"})
             mlflow.log_metric("trial_ensemble_score", selection.trial_ensemble["score"])

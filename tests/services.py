@@ -55,7 +55,7 @@ class Services:
         return f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.env['OPTUNA_DB']}"
 
     def databases(self) -> list[str]:
-        return [self.env[key] for key in ("MLFLOW_DB", "PREFECT_DB", "OPTUNA_DB")]
+        return [self.env[key] for key in ("MLFLOW_DB", "PREFECT_DB", "OPTUNA_DB", "WORKBENCH_DB")]
 
     def run(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -78,10 +78,12 @@ def make_services(state: Path) -> Services:
         "MLFLOW_DB": f"{prefix}_mlflow",
         "PREFECT_DB": f"{prefix}_prefect",
         "OPTUNA_DB": f"{prefix}_optuna",
+        "WORKBENCH_DB": f"{prefix}_workbench",
+        "WORKBENCH_PORT": str(free_port()),
         "PREFECT_WORK_POOL": "pynomaly-test",
         "PREFECT_WORKER_QUERY_SECONDS": "2",  # pick up triggered runs quickly
     }
-    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "PYNOMALY_OPTUNA_STORAGE"):
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "PYNOMALY_OPTUNA_STORAGE", "PYNOMALY_DB_URL"):
         env.pop(key, None)
     return Services(env, state)
 
@@ -131,27 +133,30 @@ class TcpProxy:
 
 
 @contextlib.contextmanager
-def serving(cwd: Path):
-    """`pynomaly serve` of the champion registered in `cwd`, on a free port: yields its URL, then stops it."""
+def serving(cwd: Path, command: str = "serve", health: str = "/ping"):
+    """`pynomaly serve` of the champion registered in `cwd` (or another `pynomaly` server command, answering
+    `health` when up), on a free port: yields its URL, then stops it."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}  # the venv's bin is added by `serve`
     env.pop("MLFLOW_TRACKING_URI", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pynomaly_core.cli", "serve", "--port", str(port)],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+    log = Path(cwd) / f"{command}-{port}.log"  # a file, not a pipe: a server that logs much never blocks on it
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pynomaly_core.cli", command, "--port", str(port)],
+            cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
             if process.poll() is not None:
-                raise RuntimeError(f"pynomaly serve exited: {process.stdout.read()}")
+                raise RuntimeError(f"pynomaly {command} exited: {log.read_text()}")
             try:
-                if urllib.request.urlopen(f"{url}/ping", timeout=2).status == 200:
+                if urllib.request.urlopen(f"{url}{health}", timeout=2).status == 200:
                     break
             except OSError:
                 time.sleep(1)
         else:
-            raise RuntimeError("pynomaly serve did not answer /ping in 120 s")
+            raise RuntimeError(f"pynomaly {command} did not answer {health} in 120 s")
         yield url
     finally:
         if process.poll() is None:

@@ -91,3 +91,14 @@ def test_flows_read_their_default_config_when_they_run_not_when_imported(tmp_pat
         # A deployment's `config` parameter (flows/deploy.py) still arrives as the validated model.
         batch = {} if flow is training_flow else {"batch": "b.csv"}
         assert flow.validate_parameters({**batch, "config": demo.model_dump(mode="json")})["config"] == demo
+
+
+def test_feedback_labels_need_no_label_column_and_steer_selection(tmp_path):
+    text = (ROOT / "configs" / "demo.yaml").read_text().replace("  label_column: malignant", "  label_column: null")
+    text = text.replace("  gate_metric: roc_auc", "  gate_metric: selection_score").replace("  use_labels: false", "  use_labels: false\n  labels: feedback")
+    (tmp_path / "c.yaml").write_text(text)
+    config = load_config(tmp_path / "c.yaml")
+    assert config.train.labels == "feedback" and config.train.use_labels
+    (tmp_path / "d.yaml").write_text(text.replace("  labels: feedback", "  labels: column").replace("  use_labels: false", "  use_labels: true"))
+    with pytest.raises(ConfigError, match="train.use_labels is true but data.label_column is not set"):
+        load_config(tmp_path / "d.yaml")

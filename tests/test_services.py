@@ -62,12 +62,12 @@ def test_up_fails_clearly_when_a_port_is_taken(tmp_path):
 def test_servers_are_healthy_and_keep_their_state_in_postgres(services):
     status = services.run("status")
     assert status.returncode == 0, status.stdout
-    assert status.stdout.count("healthy") == 3
+    assert status.stdout.count("healthy") == 4
     tables = {}
-    for key, table in (("MLFLOW_DB", "registered_models"), ("PREFECT_DB", "work_pool")):
+    for key, table in (("MLFLOW_DB", "registered_models"), ("PREFECT_DB", "work_pool"), ("WORKBENCH_DB", "labels")):
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{services.env[key]}") as connection:
             tables[key] = connection.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = %s", [table]).fetchone()[0]
-    assert tables == {"MLFLOW_DB": 1, "PREFECT_DB": 1}
+    assert tables == {"MLFLOW_DB": 1, "PREFECT_DB": 1, "WORKBENCH_DB": 1}  # the workbench migrated its database
     again = services.run("up")
     assert again.returncode == 0 and "mlflow already running" in again.stdout
 
@@ -103,12 +103,12 @@ def test_deployed_training_runs_on_the_worker_and_registers_on_the_server(servic
 
 def test_down_stops_what_up_started_and_nothing_else(services):
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    pids = {name: services.pid(name) for name in ("worker", "prefect", "mlflow")}
+    pids = {name: services.pid(name) for name in ("workbench", "worker", "prefect", "mlflow")}
     try:
         result = services.run("down", timeout=120)
         assert result.returncode == 0, result.stderr
         stopped = [line.split()[1] for line in result.stdout.splitlines() if line.endswith(" stopped")]
-        assert stopped == ["worker", "prefect", "mlflow"]  # workers first: they hang once their server is gone
+        assert stopped == ["workbench", "worker", "prefect", "mlflow"]  # workers first: they hang once their server is gone
         assert not [name for name, pid in pids.items() if alive(pid)], result.stdout
         assert bystander.poll() is None
         assert "stopped" in services.run("status").stdout

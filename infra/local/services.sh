@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The production topology on one machine: PostgreSQL databases, an MLflow tracking server,
-# a Prefect server and a Prefect worker on a process work pool, all on loopback.
+# a Prefect server, a Prefect worker on a process work pool and the analysts' workbench, all on loopback.
 #
 #   infra/local/services.sh up [--auth]   # create databases, start and wait for health
 #   infra/local/services.sh status
@@ -8,8 +8,8 @@
 #
 # `up` writes $STATE/env: `source` it to point pynomaly, mlflow and prefect at the servers.
 # Settings (environment): MLFLOW_PORT (5055), PREFECT_PORT (4205), PG_HOST, PG_PORT, PG_USER,
-# PG_PASSWORD, MLFLOW_DB/PREFECT_DB/OPTUNA_DB (each service has its own database: they share
-# no migrations), PREFECT_WORK_POOL (pynomaly), PYNOMALY_SERVICES_DIR (.services).
+# PG_PASSWORD, MLFLOW_DB/PREFECT_DB/OPTUNA_DB/WORKBENCH_DB (each service has its own database: they share
+# no migrations), PREFECT_WORK_POOL (pynomaly), PYNOMALY_SERVICES_DIR (.services), WORKBENCH_PORT (8050).
 # --auth starts MLflow with `--app-name basic-auth`; it needs MLFLOW_AUTH_ADMIN_PASSWORD.
 set -euo pipefail
 
@@ -23,11 +23,13 @@ PG_USER=${PG_USER:-postgres}
 MLFLOW_DB=${MLFLOW_DB:-mlflow}
 PREFECT_DB=${PREFECT_DB:-prefect}
 OPTUNA_DB=${OPTUNA_DB:-optuna}
+WORKBENCH_DB=${WORKBENCH_DB:-workbench}
+WORKBENCH_PORT=${WORKBENCH_PORT:-8050}
 WORK_POOL=${PREFECT_WORK_POOL:-pynomaly}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-180}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
 # Workers stop before the server: a worker whose server is gone hangs on shutdown.
-SERVICES_DOWN_ORDER=(worker prefect mlflow)
+SERVICES_DOWN_ORDER=(workbench worker prefect mlflow)
 
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true
 
@@ -63,7 +65,7 @@ start_postgres() {
 create_databases() {
   need psql
   export PGPASSWORD=${PG_PASSWORD:-}
-  for db in "$MLFLOW_DB" "$PREFECT_DB" "$OPTUNA_DB"; do
+  for db in "$MLFLOW_DB" "$PREFECT_DB" "$OPTUNA_DB" "$WORKBENCH_DB"; do
     if [[ -z $(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'") ]]; then
       psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -qc "CREATE DATABASE \"$db\"" && log "created database $db"
     fi
@@ -107,6 +109,8 @@ export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
 export PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api
 export PYNOMALY_OPTUNA_STORAGE=$(pg_url psycopg "$OPTUNA_DB")
 export PREFECT_WORK_POOL=$WORK_POOL
+export PYNOMALY_DB_URL=$(pg_url psycopg "$WORKBENCH_DB")
+export PYNOMALY_PREFECT_UI=http://127.0.0.1:$PREFECT_PORT
 EOF
 }
 
@@ -146,7 +150,10 @@ up() {
     launch worker - prefect worker start --pool "$WORK_POOL" --type process
   )
   wait_for worker worker_online
-  log "ready; run: source $STATE/env"
+  # The workbench reads the same tracking server and triggers the deployments; labels go to WORKBENCH_DB.
+  (cd "$ROOT"; source "$STATE/env"; launch workbench "$WORKBENCH_PORT" pynomaly ui --port "$WORKBENCH_PORT")
+  wait_for workbench curl -sf "http://127.0.0.1:$WORKBENCH_PORT/healthz"
+  log "ready; run: source $STATE/env; workbench: http://127.0.0.1:$WORKBENCH_PORT (first admin: pynomaly users add NAME --admin)"
 }
 
 stop() {
@@ -170,8 +177,9 @@ down() { for name in "${SERVICES_DOWN_ORDER[@]}"; do stop "$name"; done; }
 
 status() {
   local healthy=0 url
-  for name in mlflow prefect worker; do
+  for name in mlflow prefect worker workbench; do
     case $name in
+      workbench) url="curl -sf http://127.0.0.1:$WORKBENCH_PORT/healthz" ;;
       mlflow) url="curl -sf http://127.0.0.1:$MLFLOW_PORT/health" ;;
       prefect) url="curl -sf http://127.0.0.1:$PREFECT_PORT/api/health" ;;
       worker) url=worker_online ;;

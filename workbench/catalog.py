@@ -1,0 +1,139 @@
+"""What the Models, Batches and Detectors pages list, read from MLflow and the scored files.
+
+Batches are the files `score`, `monitor` and `stream` leave in `monitoring.scored_dir`
+(`<batch>.parquet`, `<batch>.rejected.csv`, `<batch>.drift.html`, `stream/<first>-<last>.parquet`);
+the verdicts and model versions come from the MLflow scoring and monitoring runs of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pynomaly_core.config import PipelineConfig
+from pynomaly_core.detectors.registry import REGISTRY
+from pynomaly_core.io import table_stem
+from pynomaly_core.tracking import absolute_sqlite, tracking_uri
+
+
+def client(cfg: PipelineConfig) -> MlflowClient:
+    return MlflowClient(tracking_uri=absolute_sqlite(tracking_uri(cfg.tracking)))
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: str
+    aliases: list[str]
+    run_id: str
+    experiment_id: str
+    detector: str
+    strategy: str
+    criterion: str
+    gate_metric: str
+    gate_value: float | None
+    feedback_labels: str | None  # how many workbench labels trained it, when any
+    created: pd.Timestamp
+
+
+def model_versions(cfg: PipelineConfig) -> list[ModelVersion]:
+    """Every registered version, newest first, with what selected it and its gate metric."""
+    mlflow = client(cfg)
+    versions = []
+    for registered in mlflow.search_registered_models():
+        gate_metric = cfg.registry.gate_metric if registered.name == cfg.registry.model_name else "roc_auc"
+        aliases_of = {}  # searched versions carry no aliases: the registered model has them
+        for alias, number in dict(registered.aliases or {}).items():
+            aliases_of.setdefault(str(number), []).append(alias)
+        for version in mlflow.search_model_versions(f"name = '{registered.name}'"):
+            try:
+                run = mlflow.get_run(version.run_id)
+            except MlflowException:
+                continue  # its run was deleted
+            params, tags = run.data.params, run.data.tags
+            versions.append(ModelVersion(
+                name=registered.name, version=str(version.version), aliases=sorted(aliases_of.get(str(version.version), [])), run_id=version.run_id,
+                experiment_id=run.info.experiment_id, detector=params.get("detector", "?"), strategy=tags.get("selection.strategy", "?"),
+                criterion=tags.get("selection.criterion", "?"), gate_metric=gate_metric, gate_value=run.data.metrics.get(gate_metric),
+                feedback_labels=params.get("feedback.n_labels"), created=pd.Timestamp(version.creation_timestamp, unit="ms"),
+            ))
+    return sorted(versions, key=lambda v: (v.name, -int(v.version)))
+
+
+@dataclass
+class Batch:
+    id: str  # the scored file's path inside scored_dir, without .parquet
+    source: str  # score, monitor or stream
+    n_rows: int
+    alert_rate: float
+    n_rejected: int
+    model_uri: str | None
+    drift: str | None  # "drift" with its reasons, "no drift", or None when not judged
+    report: Path | None  # the Evidently HTML report
+    report_uri: str | None  # the same report in MLflow
+    run_id: str | None
+    experiment_id: str | None
+    modified: pd.Timestamp
+
+
+def _runs_by_batch(cfg: PipelineConfig, stage: str) -> dict[str, object]:
+    """The latest MLflow run of `stage` for each batch, by the scored file's stem."""
+    mlflow = client(cfg)
+    experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is None:
+        return {}
+    runs = mlflow.search_runs([experiment.experiment_id], f"tags.`pynomaly.stage` = '{stage}'", order_by=["attributes.start_time ASC"], max_results=5000)
+    return {table_stem(run.data.tags["batch"]): run for run in runs if "batch" in run.data.tags}
+
+
+def rejected_file(cfg: PipelineConfig, batch_id: str) -> Path:
+    return Path(cfg.monitoring.scored_dir) / f"{batch_id}.rejected.csv"
+
+
+def _count_rows(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return max(sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) - 1, 0)
+
+
+def batches(cfg: PipelineConfig) -> list[Batch]:
+    root = Path(cfg.monitoring.scored_dir)
+    scoring, monitoring = _runs_by_batch(cfg, "scoring"), _runs_by_batch(cfg, "monitoring")
+    found = []
+    for path in sorted(root.glob("*.parquet")) + sorted(root.glob("stream/*.parquet")):
+        batch_id = path.relative_to(root).with_suffix("").as_posix()
+        flags = pq.read_table(path, columns=["is_anomaly"]).column("is_anomaly").to_numpy()
+        scored, judged = scoring.get(batch_id), monitoring.get(batch_id)
+        drift = None
+        if judged is not None and judged.data.tags.get("drift_detected") in ("true", "false"):
+            detected = judged.data.tags["drift_detected"] == "true"
+            drift = f"drift: {judged.data.tags.get('drift_reasons', '')}" if detected else "no drift"
+        report = root / f"{batch_id}.drift.html"
+        rejected = rejected_file(cfg, batch_id)
+        source = "stream" if batch_id.startswith("stream/") else "monitor" if judged else "score" if scored is None else "scoring flow"
+        run = judged or scored
+        found.append(Batch(
+            id=batch_id, source=source, n_rows=len(flags), alert_rate=float(flags.mean()) if len(flags) else 0.0,
+            n_rejected=_count_rows(rejected) if rejected.exists() else 0,
+            model_uri=run.data.tags.get("model_uri") if run else None, drift=drift, report=report if report.exists() else None,
+            report_uri=f"{judged.info.artifact_uri}/monitoring/{report.name}" if judged and report.exists() else None,
+            run_id=run.info.run_id if run else None, experiment_id=run.info.experiment_id if run else None, modified=pd.Timestamp(path.stat().st_mtime, unit="s"),
+        ))
+    return sorted(found, key=lambda b: b.modified, reverse=True)
+
+
+def batch_model_uri(cfg: PipelineConfig, batch_id: str) -> str | None:
+    """The model version that scored the batch, as its scoring run recorded it (stream and `score` batches record none)."""
+    run = _runs_by_batch(cfg, "scoring").get(batch_id)
+    return run.data.tags.get("model_uri") if run else None
+
+
+def detectors(text: str = "", **tags: str) -> list[dict]:
+    """The registry with its tags; `text` matches the name, the other filters a tag's value."""
+    rows = [{"name": name, **spec.tags, "default": spec.default} for name, spec in REGISTRY.items()]
+    rows = [r for r in rows if text.lower() in r["name"].lower()]
+    return [r for r in rows if all(value in ("", None) or str(r.get(tag)).lower() == value.lower() for tag, value in tags.items())]

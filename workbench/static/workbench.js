@@ -1,0 +1,49 @@
+// Keyboard review: j/k move between queue rows, c/d/u label the selected row, n its note,
+// o opens it, ]/[ change page. Keys typed into a field are left alone (Escape leaves it).
+(function () {
+  const rows = () => Array.from(document.querySelectorAll("#queue .queue-row"));
+  let selected = 0;
+
+  function select(index) {
+    const all = rows();
+    if (!all.length) return;
+    selected = Math.max(0, Math.min(index, all.length - 1));
+    all.forEach((row, i) => row.classList.toggle("selected", i === selected));
+    all[selected].scrollIntoView({ block: "nearest" });
+  }
+
+  function click(selector) {
+    const element = document.querySelector(selector);
+    if (element) element.click();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => select(0));
+  document.addEventListener("keydown", (event) => {
+    if (event.target.matches("input, textarea, select")) {
+      if (event.key === "Escape") event.target.blur();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey || !rows().length) return;
+    const row = rows()[selected];
+    const button = row.querySelector(`button[data-key="${event.key}"]`);
+    if (button && !button.disabled) {
+      button.click();
+      select(selected + 1);
+    } else if (event.key === "j" || event.key === "ArrowDown") {
+      select(selected + 1);
+    } else if (event.key === "k" || event.key === "ArrowUp") {
+      select(selected - 1);
+    } else if (event.key === "n") {
+      row.querySelector(".note").focus();
+    } else if (event.key === "o") {
+      row.querySelector("a.open").click();
+    } else if (event.key === "]") {
+      click("#next-page");
+    } else if (event.key === "[") {
+      click("#previous-page");
+    } else {
+      return;
+    }
+    event.preventDefault();
+  });
+})();
