@@ -24,7 +24,9 @@ from prefect import get_client
 from flows.training import training_flow
 from pynomaly_core import monitoring, stages
 from pynomaly_core.config import load_config
-from pynomaly_core.feedback import LABELS, database_url
+from pynomaly_core.active import member_scores, review_order
+from pynomaly_core.feedback import LABELS, batch_file, database_url, row_ids
+from pynomaly_core.preprocessing import features
 from pynomaly_core.scoring import load_model, score_frame
 from tests.conftest import ROOT, demo_config, prefect_harness, write_config
 from tests.services import serving
@@ -182,6 +184,24 @@ def test_pages_show_versions_batches_rejected_rows_drift_and_detectors(app, proj
     pyod_only = client.get("/detectors", params={"backend": "pyod"}, headers={"HX-Request": "true"}).text
     assert "<td>iforest</td>" in pyod_only and "<td>sk_iforest</td>" not in pyod_only and "<html" not in pyod_only
     assert client.get("/batches/rejected", params={"batch": "../configs/demo"}).status_code == 404
+
+
+def test_queue_follows_the_active_learning_rule_and_lime_explains_a_row_on_demand(app, project):
+    client = TestClient(app)
+    log_in(client, "vic")
+    config = load_config(project / "configs" / "demo.yaml")
+    frame = pd.read_parquet(batch_file(config, BATCH))
+    python_model = load_model(f"models:/{config.registry.model_name}@champion").unwrap_python_model()
+    pipeline = python_model.pipeline
+    expected = review_order(frame["score"].to_numpy(), member_scores(pipeline, features(frame, python_model.data_config)), float(pipeline[-1].threshold_))
+    assert queue_rows(client) == list(row_ids(frame, config.data.id_column).iloc[expected[:25]])
+
+    row = queue_rows(client)[0]
+    fragment = client.get("/row/lime", params={"batch": BATCH, "row": row}, headers={"HX-Request": "true"})
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    names = re.findall(r"<tr><td>([^<]+)</td>", fragment.text)
+    assert sorted(names) == sorted(python_model.data_config.columns)  # every feature, each once
+    assert 'hx-get="/row/lime' in client.get("/row", params={"batch": BATCH, "row": row}).text
 
 
 # Roles, CSRF and logins

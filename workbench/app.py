@@ -210,6 +210,11 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         return page(request, "row.html", user, queue=queue, row_id=row, position=position, score=float(queue.frame["score"].iloc[position]),
                     table=reviewer.row_against_reference(queue, position), shap=shap_values, history=history, label_names=LABEL_NAMES)
 
+    @app.get("/row/lime")
+    def row_lime(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, row: str):
+        queue = reviewer.queue(batch)
+        return page(request, "lime_cells.html", user, weights=reviewer.lime(queue, queue.position(row)))
+
     @app.post("/label")
     def label(request: Request, user: Annotated[auth.User, Depends(role("analyst", post=True))], batch: Annotated[str, Form()],
               row: Annotated[str, Form()], label: Annotated[str, Form()], note: Annotated[str, Form()] = ""):

@@ -12,6 +12,8 @@ import pandas as pd
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.explain import explain
 from pynomaly_core.feedback import batch_file, row_ids
+from pynomaly_core.active import member_scores, review_order
+from pynomaly_core.explain import lime_explanation
 from pynomaly_core.io import DataError
 from pynomaly_core.monitoring import champion_version_uri
 from pynomaly_core.preprocessing import features
@@ -19,12 +21,6 @@ from pynomaly_core.scoring import load_model
 
 from . import catalog
 
-try:
-    from pynomaly_core.active import review_order
-except ImportError:  # REPLACE when branch `learn` is merged: pynomaly_core.active.review_order is the rule
-    def review_order(scores, member_scores, threshold):
-        """Stand-in: rows nearest the threshold first (member disagreement is not used)."""
-        return np.argsort(np.abs(np.asarray(scores, dtype=float) - threshold), kind="stable")
 
 # Background rows of the queue's SHAP values. The permutation explainer (every detector but an
 # isolation forest) costs rows x background x 2(2 x features + 1) model calls: with 50 rows, a page of
@@ -87,8 +83,11 @@ class Reviewer:
             return cached[1]
         uri = catalog.batch_model_uri(self.cfg, batch_id) or champion_version_uri(self.cfg)
         frame = pd.read_parquet(path)
-        threshold = float(self.model(uri).unwrap_python_model().pipeline[-1].threshold_)
-        order = np.asarray(review_order(frame["score"].to_numpy(), None, threshold))
+        python_model = self.model(uri).unwrap_python_model()
+        threshold = float(python_model.pipeline[-1].threshold_)
+        # The queue's rule (pynomaly_core.active): members' disagreement first, then nearness to the threshold.
+        members = None if python_model.data_config.graph is not None else member_scores(python_model.pipeline, features(frame, python_model.data_config))
+        order = review_order(frame["score"].to_numpy(), members, threshold)
         queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), order, threshold)
         self._queues[batch_id] = (mtime, queue)
         return queue
@@ -113,6 +112,16 @@ class Reviewer:
         background = reference.sample(min(SHAP_BACKGROUND, len(reference)), random_state=self.cfg.seed)
         rows = preprocessor.transform(features(queue.frame.iloc[positions], data))
         return explain(detector, rows, preprocessor.transform(features(background, data)), self.feature_names(queue)).values
+
+    def lime(self, queue: Queue, position: int) -> list[tuple[str, float]]:
+        """LIME for one row on demand, against the reference as background."""
+        python_model = self.model(queue.model_uri).unwrap_python_model()
+        data = python_model.data_config
+        if data.graph is not None:
+            raise DataError("LIME of single graph nodes is not shown here")
+        rows = pd.concat([queue.frame.iloc[[position]], self.reference(queue.model_uri)], ignore_index=True)
+        explained = lime_explanation(python_model.pipeline, features(rows, data), 0, seed=self.cfg.seed)
+        return [(str(name).split("__", 1)[-1], weight) for name, weight in explained]
 
     def feature_names(self, queue: Queue) -> list[str]:
         names = self.model(queue.model_uri).unwrap_python_model().pipeline[0].get_feature_names_out()
