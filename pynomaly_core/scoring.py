@@ -12,7 +12,7 @@ from .config import NEIGHBORS, ReadOptions, TrackingConfig
 from .detectors.graph import with_neighbors
 from .io import DataError, TableWriter, iter_table, read_table
 from .preprocessing import input_columns
-from .tracking import absolute_sqlite, tracking_uri
+from .tracking import absolute_sqlite, tracking_uri, use_store
 from .validation import ROW_COLUMN, ValidationResult, validate
 
 
@@ -22,7 +22,7 @@ def rejected_path(output: str | Path) -> Path:
 
 
 def load_model(model_uri: str, tracking: TrackingConfig | None = None):
-    mlflow.set_tracking_uri(absolute_sqlite(tracking_uri(tracking or TrackingConfig())))
+    use_store(absolute_sqlite(tracking_uri(tracking or TrackingConfig())))
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as err:
