@@ -8,10 +8,10 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from .config import NEIGHBORS, ReadOptions, TrackingConfig
+from .config import NEIGHBORS, DataConfig, ReadOptions, TrackingConfig
 from .detectors.graph import with_neighbors
 from .io import DataError, TableWriter, iter_table, read_table
-from .preprocessing import input_columns
+from .preprocessing import features
 from .tracking import absolute_sqlite, tracking_uri, use_store
 from .validation import ROW_COLUMN, ValidationResult, validate
 
@@ -29,12 +29,21 @@ def load_model(model_uri: str, tracking: TrackingConfig | None = None):
         raise DataError(f"cannot load model {model_uri}: {getattr(err, 'message', err)}") from None
 
 
+def score_rows(pipeline, data_config: DataConfig, rows: pd.DataFrame) -> pd.DataFrame:
+    """`score` and `is_anomaly` of rows that passed validation: the model's `predict` after its
+    validation, and batch scoring, which validates each batch once and then calls this with the
+    loaded model's pipeline."""
+    scores = pipeline.decision_function(features(rows, data_config))
+    return pd.DataFrame({"score": scores, "is_anomaly": (scores > pipeline[-1].threshold_).astype("int64")})
+
+
 def score_frame(model, frame: pd.DataFrame, source: str, edges: pd.DataFrame | None = None) -> tuple[ValidationResult, pd.DataFrame]:
     """Validate `frame` with the model's training schema; the valid rows come back with `score` and `is_anomaly`.
 
     For a graph model `frame` is the node table: its rows carry a `neighbors` column, or `edges` gives the edge list.
     """
-    data_config = model.unwrap_python_model().data_config
+    python_model = model.unwrap_python_model()
+    data_config = python_model.data_config
     if data_config.graph is not None and edges is None and NEIGHBORS not in frame:
         raise DataError(f"{source}: a graph model scores nodes with their edges: give the edge list (--edges) or a '{NEIGHBORS}' column of neighbour ids")
     result = validate(frame, data_config, with_label=False, source=source)
@@ -44,7 +53,7 @@ def score_frame(model, frame: pd.DataFrame, source: str, edges: pd.DataFrame | N
     if edges is not None:
         graph = data_config.graph
         valid, _ = with_neighbors(valid, frame, edges, id_column=data_config.id_column, source=graph.source, target=graph.target)
-    predictions = model.predict(valid[[c for c in input_columns(data_config) if c in valid]])
+    predictions = score_rows(python_model.pipeline, data_config, valid)
     scored = valid.drop(columns=NEIGHBORS) if edges is not None else valid  # the user's columns, not the derived lists
     return result, scored.assign(score=predictions["score"].to_numpy(), is_anomaly=predictions["is_anomaly"].to_numpy())
 
