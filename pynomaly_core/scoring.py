@@ -21,12 +21,29 @@ def rejected_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}.rejected.csv")
 
 
-def load_model(model_uri: str, tracking: TrackingConfig | None = None):
+def _use_tracking(tracking: TrackingConfig | None) -> None:
     use_store(absolute_sqlite(tracking_uri(tracking or TrackingConfig())))
+
+
+def load_model(model_uri: str, tracking: TrackingConfig | None = None):
+    _use_tracking(tracking)
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as err:
         raise DataError(f"cannot load model {model_uri}: {getattr(err, 'message', err)}") from None
+
+
+def pinned_uri(model_uri: str, tracking: TrackingConfig | None = None) -> str:
+    """`models:/NAME@ALIAS` as `models:/NAME/VERSION`, so that workers loading it later all get one version."""
+    if not model_uri.startswith("models:/") or "@" not in model_uri:
+        return model_uri
+    _use_tracking(tracking)
+    name, alias = model_uri.removeprefix("models:/").split("@", 1)
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+    except MlflowException as err:
+        raise DataError(f"cannot load model {model_uri}: {err.message}") from None
+    return f"models:/{name}/{version}"
 
 
 def score_rows(pipeline, data_config: DataConfig, rows: pd.DataFrame) -> pd.DataFrame:
@@ -103,3 +120,24 @@ def append_to_store(scored: pd.DataFrame, url: str, table: str) -> None:
             scored.to_sql(table, connection, if_exists="append", index=False)
     finally:
         engine.dispose()
+
+
+def score_with_engine(engine: str, model_uri: str, input_path: str | Path, output_path: str | Path, *, batch_rows: int = 100_000,
+                      edges_path: str | Path | None = None, options: ReadOptions | None = None, spark_master: str = "local[*]",
+                      scheduler: str | None = None, workers: int = 2) -> dict:
+    """`score_file` in this process (engine `pandas`), or the Parquet input scored on Spark or Dask; the same counts back."""
+    if engine == "pandas":
+        return score_file(model_uri, input_path, output_path, batch_rows, edges_path, options)
+    package, extra = {"spark": ("pyspark", "spark"), "dask": ("distributed", "dask")}[engine]
+    try:
+        if engine == "spark":
+            from .scoring_spark import score_with_spark
+
+            return score_with_spark(model_uri, input_path, output_path, spark_master)
+        from .scoring_dask import score_with_dask
+
+        return score_with_dask(model_uri, input_path, output_path, scheduler, workers)
+    except ModuleNotFoundError as err:
+        if err.name is None or err.name.split(".")[0] not in (package, "dask", "py4j"):
+            raise
+        raise DataError(f"--engine {engine} needs {err.name}: pip install 'pynomaly[{extra}]'") from None
