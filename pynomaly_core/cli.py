@@ -70,12 +70,12 @@ def _detectors(args) -> int:
 
 
 def _score(args) -> int:
+    from .config import EngineOptions
     from .scoring import score_with_engine
 
-    if args.engine != "pandas" and (args.edges or args.format not in (None, "parquet")):
-        raise DataError(f"--engine {args.engine} reads Parquet (a file, folder or glob) and scores no graph; use the default engine")
-    report = score_with_engine(args.engine, args.model, args.input, args.output, batch_rows=args.batch_rows, edges_path=args.edges,
-                               options=_read_options(args), spark_master=args.spark_master, scheduler=args.scheduler, workers=args.workers)
+    engine = EngineOptions(name=args.engine, spark_master=args.spark_master, scheduler=args.scheduler, workers=args.workers)
+    report = score_with_engine(engine, args.model, args.input, args.output, batch_rows=args.batch_rows, edges_path=args.edges,
+                               options=_read_options(args))
     print(json.dumps(report, indent=2))
     return 0
 

@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from .config import NEIGHBORS, DataConfig, ReadOptions, TrackingConfig
+from .config import NEIGHBORS, DataConfig, EngineOptions, ReadOptions, TrackingConfig
 from .detectors.graph import with_neighbors
 from .io import DataError, TableWriter, iter_table, read_table
 from .preprocessing import features
@@ -122,22 +122,22 @@ def append_to_store(scored: pd.DataFrame, url: str, table: str) -> None:
         engine.dispose()
 
 
-def score_with_engine(engine: str, model_uri: str, input_path: str | Path, output_path: str | Path, *, batch_rows: int = 100_000,
-                      edges_path: str | Path | None = None, options: ReadOptions | None = None, spark_master: str = "local[*]",
-                      scheduler: str | None = None, workers: int = 2) -> dict:
+def score_with_engine(engine: EngineOptions, model_uri: str, input_path: str | Path, output_path: str | Path, *,
+                      batch_rows: int = 100_000, edges_path: str | Path | None = None, options: ReadOptions | None = None) -> dict:
     """`score_file` in this process (engine `pandas`), or the Parquet input scored on Spark or Dask; the same counts back."""
-    if engine == "pandas":
+    if engine.name == "pandas":
         return score_file(model_uri, input_path, output_path, batch_rows, edges_path, options)
-    package, extra = {"spark": ("pyspark", "spark"), "dask": ("distributed", "dask")}[engine]
+    if edges_path is not None or (options is not None and options.format not in (None, "parquet")):
+        raise DataError(f"engine {engine.name} reads Parquet (a file, folder or glob) and scores no graph; use the default engine")
     try:
-        if engine == "spark":
+        if engine.name == "spark":
             from .scoring_spark import score_with_spark
 
-            return score_with_spark(model_uri, input_path, output_path, spark_master)
+            return score_with_spark(model_uri, input_path, output_path, engine.spark_master)
         from .scoring_dask import score_with_dask
 
-        return score_with_dask(model_uri, input_path, output_path, scheduler, workers)
+        return score_with_dask(model_uri, input_path, output_path, engine.scheduler, engine.workers)
     except ModuleNotFoundError as err:
-        if err.name is None or err.name.split(".")[0] not in (package, "dask", "py4j"):
+        if err.name is None or err.name.split(".")[0] not in ("pyspark", "py4j", "dask", "distributed"):
             raise
-        raise DataError(f"--engine {engine} needs {err.name}: pip install 'pynomaly[{extra}]'") from None
+        raise DataError(f"engine {engine.name} needs {err.name}: pip install 'pynomaly[{engine.name}]'") from None

@@ -6,6 +6,7 @@ import glob
 import shutil
 
 import mlflow
+from mlflow import MlflowClient
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pynomaly_core import stages
+from pynomaly_core.config import EngineOptions
 from pynomaly_core.io import DataError
 from pynomaly_core.scoring import score_with_engine
 from tests.conftest import MODEL_URI, ROOT, demo_config
@@ -36,7 +38,7 @@ def project(tmp_path_factory):
         (root / "batch").mkdir()
         for part, start in enumerate(range(0, len(rows), 150)):
             pq.write_table(pa.Table.from_pandas(rows.iloc[start:start + 150], preserve_index=False), root / "batch" / f"part-{part}.parquet")
-        reference = score_with_engine("pandas", MODEL_URI, "batch", "reference.parquet")
+        reference = score_with_engine(EngineOptions(), MODEL_URI, "batch", "reference.parquet")
         yield root, reference
         mlflow.set_tracking_uri(None)
 
@@ -64,7 +66,7 @@ def _same_as_default_engine(report: dict, reference: dict, output: str) -> None:
 
 def test_spark_scores_like_the_default_engine(project):
     _, reference = project
-    report = score_with_engine("spark", MODEL_URI, "batch", "spark.parquet", spark_master="local[2]")
+    report = score_with_engine(EngineOptions(name="spark", spark_master="local[2]"), MODEL_URI, "batch", "spark.parquet")
     _same_as_default_engine(report, reference, "spark.parquet")
 
 
@@ -77,7 +79,7 @@ def test_dask_scores_like_the_default_engine_loading_the_model_once_per_worker(p
     _, reference = project
     assert dd.read_parquet("batch").npartitions == 3
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        report = score_with_engine("dask", MODEL_URI, "batch", "dask.parquet", scheduler=cluster.scheduler_address)
+        report = score_with_engine(EngineOptions(name="dask", scheduler=cluster.scheduler_address), MODEL_URI, "batch", "dask.parquet")
         loads = {worker: sum("pynomaly: loaded models:/breast-cancer-detector/1" in line for _, line in logs)
                  for worker, logs in client.get_worker_logs().items()}
     _same_as_default_engine(report, reference, "dask.parquet")
@@ -89,4 +91,20 @@ def test_engines_refuse_what_they_cannot_read(project):
     pd.read_parquet(root / "batch").drop(columns=["mean_area"]).to_parquet("no_area.parquet")
     for engine in ("spark", "dask"):
         with pytest.raises(DataError, match=r"no_area.parquet: missing required column\(s\) mean_area"):
-            score_with_engine(engine, MODEL_URI, "no_area.parquet", f"{engine}-out.parquet", spark_master="local[2]")
+            score_with_engine(EngineOptions(name=engine, spark_master="local[2]"), MODEL_URI, "no_area.parquet", f"{engine}-out.parquet")
+
+
+def test_scoring_flow_takes_the_engine_as_a_parameter(project):
+    """The Prefect scoring flow with `engine` set scores the batch on Spark: a deployment can score on the cluster."""
+    from flows.scoring import scoring_flow
+    from tests.conftest import prefect_harness
+
+    _, reference = project
+    with prefect_harness():
+        result = scoring_flow("batch", demo_config(), engine=EngineOptions(name="spark", spark_master="local[2]"))
+    assert (result.n_rows, result.n_valid, result.n_rejected) == (reference["n_rows"], reference["n_valid"], reference["n_rejected"])
+    assert result.model_uri == "models:/breast-cancer-detector/1" and result.output == "data/scored/batch.parquet"
+    scored = pd.read_parquet(result.output).sort_values("sample_id")
+    expected = pd.read_parquet("reference.parquet").sort_values("sample_id")
+    np.testing.assert_allclose(scored["score"], expected["score"], rtol=0, atol=1e-9)
+    assert MlflowClient().get_run(result.run_id).data.metrics["n_rejected"] == 3
