@@ -1,7 +1,7 @@
 """Batch scoring of a large Parquet file with the registered model: rows/s against the bare
 detector, where the time goes, and peak memory.
 
-    python benchmarks/batch_scoring.py --data ../shared/benchmarks/adbench [--repeat 16] [--batch-rows 100000] [--profile]
+    python benchmarks/batch_scoring.py --data ../shared/benchmarks/adbench [--repeat 16] [--batch-rows 100000] [--profile] [--engines]
 
 Trains a detector (IForest) on a 20,000-row sample of ADBench `donors`, registers it in a
 temporary MLflow store and writes all 619,326 rows (times --repeat: 16 gives ~10 M rows, built
@@ -11,7 +11,11 @@ batch by batch) to Parquet. Then, in one run, each pinned to the same single cor
 - `pynomaly score` end to end in a child process (start, model load, read, validate, transform,
   score, write), whose peak RSS is read from the kernel (wait4).
 Targets: end to end >= 0.7x the bare rows/s; peak RSS <= 2 GiB.
-`--profile` runs the child under cProfile and prints the time per phase.
+`--profile` runs the child under cProfile and prints the time per phase. `--engines` then scores
+the same input with `--engine spark --spark-master local[2]` and `--engine dask --workers 2`
+(both cores) and prints their rows/s against the single-process path's. The input is a folder
+of Parquet files (each copy of donors in `8 // repeat` files, at least one), so that Spark and
+Dask have partitions to share out.
 """
 
 from __future__ import annotations
@@ -76,10 +80,11 @@ def bare_rows_per_second(features) -> float:
     return len(X) / (time.perf_counter() - started)
 
 
-def score_command(args, profile: Path | None) -> tuple[float, int]:
-    """`pynomaly score` on input.parquet in a child process: seconds and peak RSS (MiB)."""
+def score_command(args, profile: Path | None = None, engine: list[str] = ()) -> tuple[float, int]:
+    """`pynomaly score` on the input folder in a child process: seconds and peak RSS (MiB)."""
+    output = f"scored-{engine[1] if engine else 'pandas'}.parquet"
     command = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", "pynomaly_core.cli",
-               "score", "--model", MODEL_URI, "--batch-rows", str(args.batch_rows), "input.parquet", "scored.parquet"]
+               "score", "--model", MODEL_URI, "--batch-rows", str(args.batch_rows), *engine, "input", output]
     started = time.perf_counter()
     child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
@@ -96,6 +101,7 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=100_000)
     parser.add_argument("--cpu", type=int, default=0, help="the core that the bare detector and `pynomaly score` are pinned to")
     parser.add_argument("--profile", action="store_true", help="also run `pynomaly score` under cProfile and print the time per phase")
+    parser.add_argument("--engines", action="store_true", help="also score with Spark local[2] and Dask with 2 workers")
     args = parser.parse_args()
     frame = npz_frame(args.data.resolve() / "donors.npz")
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,27 +113,37 @@ def main() -> None:
 
         features = frame.drop(columns=["label"])
         table = pa.Table.from_pandas(features, preserve_index=False)
-        with pq.ParquetWriter("input.parquet", table.schema) as writer:
-            for _ in range(args.repeat):
-                writer.write_table(table, row_group_size=args.batch_rows)
+        split = max(1, 8 // args.repeat)
+        Path("input").mkdir()
+        for copy in range(args.repeat):
+            for part in range(split):
+                rows = table.slice(part * -(-len(table) // split), -(-len(table) // split))
+                pq.write_table(rows, f"input/part-{copy * split + part:03d}.parquet", row_group_size=args.batch_rows)
         n_rows = len(features) * args.repeat
         del frame, table
 
         os.sched_setaffinity(0, {args.cpu})  # this process and its children: one core
         bare = bare_rows_per_second(features)
         del features
-        seconds, peak_mib = score_command(args, None)
-        scored = pq.ParquetFile("scored.parquet").metadata.num_rows
+        seconds, peak_mib = score_command(args)
+        scored = pq.ParquetFile("scored-pandas.parquet").metadata.num_rows
         print(f"rows: {n_rows:,} in, {scored:,} scored, batch {args.batch_rows:,} rows, one core (cpu {args.cpu})")
         print(f"bare decision_function (preprocessed array)   {bare:10,.0f} rows/s")
         print(f"pynomaly score end to end ({seconds:6.1f} s)       {n_rows / seconds:10,.0f} rows/s   "
               f"ratio {n_rows / seconds / bare:.2f} x (target >= 0.7)")
         print(f"peak RSS of the scoring process: {peak_mib:,} MiB (target <= 2048 MiB)")
         if args.profile:
-            profiled_seconds, _ = score_command(args, Path(tmp, "score.prof"))
+            profiled_seconds, _ = score_command(args, profile=Path(tmp, "score.prof"))
             print(f"\nper phase, under cProfile ({profiled_seconds:.1f} s wall):")
             for phase, phase_time in phase_seconds(Path(tmp, "score.prof")).items():
                 print(f"  {phase:<16} {phase_time:7.2f} s")
+        if args.engines:
+            os.sched_setaffinity(0, range(os.cpu_count()))
+            print(f"\nengines on {os.cpu_count()} cores, against the single-process path above ({n_rows / seconds:,.0f} rows/s):")
+            for engine in (["--engine", "spark", "--spark-master", "local[2]"], ["--engine", "dask", "--workers", "2"]):
+                engine_seconds, engine_peak = score_command(args, engine=engine)
+                print(f"  {' '.join(engine[1:]):<24} {engine_seconds:7.1f} s  {n_rows / engine_seconds:10,.0f} rows/s  "
+                      f"{seconds / engine_seconds:.2f} x (target >= 1.6); largest process peak RSS {engine_peak:,} MiB")
 
 
 if __name__ == "__main__":
