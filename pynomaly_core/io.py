@@ -106,6 +106,8 @@ def _frames(source: str | Path, options: ReadOptions | None, batch_rows: int | N
         dataset = ds.dataset(target if folder else str(target), format=DATASET_FORMATS[fmt], partitioning="hive" if folder else None)
         if batch_rows is None:
             yield dataset.to_table().to_pandas()
+        elif fmt == "parquet":
+            yield from _parquet_batches(dataset, batch_rows)
         else:
             yield from (batch.to_pandas() for batch in dataset.to_batches(batch_size=batch_rows) if batch.num_rows)
         return
@@ -144,6 +146,24 @@ def _frames(source: str | Path, options: ReadOptions | None, batch_rows: int | N
             yield from store.select(key, chunksize=batch_rows) if chunked else [store.select(key)]
         return
     yield from [frames] if batch_rows is None else frames
+
+
+def _parquet_batches(dataset, batch_rows: int) -> Iterator[pd.DataFrame]:
+    """A Parquet dataset file by file, in the dataset's order, `batch_rows` at a time, with its Hive partition keys as columns.
+
+    pyarrow's dataset scanner decodes far ahead of a consumer slower than the disk: reading
+    donors x 16 (38 MB of Parquet, 790 MB decoded) through it held 0.8 to 1.3 GiB, against
+    0.24 GiB batch by batch from each file.
+    """
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    for fragment in dataset.get_fragments():
+        keys = ds.get_partition_keys(fragment.partition_expression)
+        with pq.ParquetFile(fragment.path) as parquet:
+            for batch in parquet.iter_batches(batch_size=batch_rows):
+                if batch.num_rows:
+                    yield batch.to_pandas().assign(**keys)
 
 
 def _guarded(source: str | Path, options: ReadOptions | None, batch_rows: int | None) -> Iterator[pd.DataFrame]:

@@ -9,6 +9,7 @@ gathered and written to OUT.rejected.csv. Extra `dask`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -80,8 +81,10 @@ def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | P
     if missing:
         raise DataError(f"{input_path}: missing required column(s) {', '.join(missing)}; found columns: {', '.join(columns)}")
 
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-    with Client(scheduler or cluster) as client:
+    with contextlib.ExitStack() as stack:
+        cluster = None if scheduler else stack.enter_context(
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
+        client = stack.enter_context(Client(scheduler or cluster))
         client.register_plugin(ModelOnWorker(model_uri, mlflow.get_tracking_uri()), name=PLUGIN)
         try:
             checked = frame.map_partitions(score_partition, str(input_path), meta=_meta(frame._meta))
@@ -93,8 +96,6 @@ def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | P
             n_anomalies = int(dd.read_parquet(str(output_path), columns=["is_anomaly"])["is_anomaly"].sum().compute())
         finally:
             client.unregister_worker_plugin(PLUGIN)
-    if cluster is not None:
-        cluster.close()
     return _report(rejected, list(lengths), columns, output_path, n_anomalies)
 
 

@@ -3,7 +3,7 @@
 Spark reads the input; each Arrow batch is validated by the same `validate` as `pynomaly score`
 (`mapInPandas`), with the schema the model was trained on; the valid rows are scored by the
 model as a pandas UDF, and both outputs are written by Spark: the scored rows as Parquet at
-OUT, the rejected rows with `_row` and `_errors` as CSV at OUT.rejected.csv. Extra `pyspark`.
+OUT, the rejected rows with `_row` and `_errors` as CSV at OUT.rejected.csv. Extra `spark`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def score_with_spark(model_uri: str, input_path: str | Path, output_path: str | 
     try:
         frame = spark.read.parquet(str(input_path))
     except AnalysisException as err:
-        raise DataError(f"cannot read {input_path} as Parquet with Spark: {err.getMessage() if hasattr(err, 'getMessage') else err}") from None
+        raise DataError(f"cannot read {input_path} as Parquet with Spark: {err.getMessage()}") from None
     missing = [c for c in data_config.columns if c not in frame.columns]
     if missing:
         raise DataError(f"{input_path}: missing required column(s) {', '.join(missing)}; found columns: {', '.join(frame.columns)}")
