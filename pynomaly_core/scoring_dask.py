@@ -50,7 +50,7 @@ def score_partition(rows: pd.DataFrame, source: str, partition_info=None) -> pd.
     model = get_worker().plugins[PLUGIN].model
     rows = rows.reset_index(drop=True)
     result = validate(rows, model.data_config, with_label=False, source=source)
-    rejected = result.rejected[ROW_COLUMN].to_numpy() - 1
+    rejected = result.rejected[ROW_COLUMN].to_numpy(dtype=np.int64) - 1
     valid = np.ones(len(rows), dtype=bool)
     valid[rejected] = False
     out = rows.assign(score=np.nan, is_anomaly=pd.array([pd.NA] * len(rows), dtype="Int64"),

@@ -32,7 +32,9 @@ FILE, INDEX = "_pynomaly_file", "_pynomaly_index"  # where each row came from: f
 
 def session(master: str) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # local workers: this environment, not the first python3 on PATH
-    return SparkSession.builder.master(master).appName("pynomaly-score").config("spark.ui.enabled", "false").getOrCreate()
+    # Arrow batches as large as `pynomaly score`'s: the detector's cost per call is paid per batch.
+    return (SparkSession.builder.master(master).appName("pynomaly-score").config("spark.ui.enabled", "false")
+            .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000").getOrCreate())
 
 
 def file_offsets(frame) -> dict[str, int]:
@@ -100,7 +102,7 @@ def _check(batches, data_config, offsets: dict[str, int], columns: list[str], so
         rows = (batch[FILE].map(offsets) + batch[INDEX] + 1).to_numpy()
         given = batch[columns].reset_index(drop=True)
         result = validate(given, data_config, with_label=False, source=source)
-        positions = result.rejected[ROW_COLUMN].to_numpy() - 1
+        positions = result.rejected[ROW_COLUMN].to_numpy(dtype="int64") - 1
         out = given.assign(**{ROW_COLUMN: rows, ERRORS_COLUMN: pd.Series([None] * len(given), dtype=object)})
         out.loc[positions, ERRORS_COLUMN] = result.rejected[ERRORS_COLUMN].to_numpy()
         yield out

@@ -19,7 +19,7 @@ from pynomaly_core.io import DataError
 from pynomaly_core.scoring import score_with_engine
 from tests.conftest import MODEL_URI, ROOT, demo_config
 
-BAD_ROWS = {7: ("mean_area", -1.0), 200: ("mean_texture", np.inf), 390: ("worst_radius", np.nan)}  # 0-based row: (column, value)
+BAD_ROWS = {7: ("mean_area", -1.0), 100: ("mean_texture", np.inf), 390: ("worst_radius", np.nan)}  # 0-based row: (column, value); the second file has none
 
 
 @pytest.fixture(scope="module")
