@@ -1,17 +1,28 @@
-"""Batch scoring of a large Parquet file with the registered model: rows/s and peak memory.
+"""Batch scoring of a large Parquet file with the registered model: rows/s against the bare
+detector, where the time goes, and peak memory.
 
-    python benchmarks/batch_scoring.py --data ../shared/benchmarks/adbench [--repeat 1] [--batch-rows 100000]
+    python benchmarks/batch_scoring.py --data ../shared/benchmarks/adbench [--repeat 16] [--batch-rows 100000] [--profile] [--engines]
 
 Trains a detector (IForest) on a 20,000-row sample of ADBench `donors`, registers it in a
-temporary MLflow store, writes all 619,326 rows (times --repeat: 16 gives ~10 M rows, built
-batch by batch) to Parquet and runs `pynomaly score` on it in a child process, whose peak RSS
-is read from the kernel (wait4). Target: peak RSS <= 2 GiB.
+temporary MLflow store and writes all 619,326 rows (times --repeat: 16 gives ~10 M rows, built
+batch by batch) to Parquet. Then, in one run, each pinned to the same single core:
+- bare: the registered model's detector, `decision_function` on the preprocessed array of one
+  copy of donors (no reading, validation, conversion or writing);
+- `pynomaly score` end to end in a child process (start, model load, read, validate, transform,
+  score, write), whose peak RSS is read from the kernel (wait4).
+Targets: end to end >= 0.7x the bare rows/s; peak RSS <= 2 GiB.
+`--profile` runs the child under cProfile and prints the time per phase. `--engines` then scores
+the same input with `--engine spark --spark-master local[2]` and `--engine dask --workers 2`
+(both cores) and prints their rows/s against the single-process path's. The input is a folder
+of Parquet files (each copy of donors in `8 // repeat` files, at least one), so that Spark and
+Dask have partitions to share out.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -28,41 +39,111 @@ from benchmarks.overhead import npz_frame, project_config  # noqa: E402
 from pynomaly_core import stages  # noqa: E402
 from pynomaly_core.config import load_config  # noqa: E402
 
+MODEL_URI = "models:/donors-detector@champion"
+# Phase: the functions (file suffix, function name) whose cumulative profile time is that phase.
+PHASES = {
+    "import scoring": [("pynomaly_core/scoring.py", "<module>")],
+    "load model": [("pynomaly_core/scoring.py", "load_model")],
+    "read": [("pynomaly_core/io.py", "_guarded")],
+    "validate": [("pynomaly_core/validation.py", "validate")],
+    "transform": [("pynomaly_core/preprocessing.py", "features"), ("sklearn/compose/_column_transformer.py", "transform")],
+    "score": [("pynomaly_core/detectors/base.py", "decision_function")],
+    "write": [("pynomaly_core/io.py", "write"), ("pynomaly_core/io.py", "close")],
+}
+
+
+def phase_seconds(profile: Path) -> dict[str, float]:
+    """Seconds per phase from a cProfile dump; `start` is what ran before the command (the CLI's imports), `other` the rest."""
+    stats = pstats.Stats(str(profile)).stats  # (file, line, name) -> (calls, primitive calls, own time, cumulative, callers)
+    def cumulative(file: str, name: str) -> float:
+        # Outermost calls only: a phase function called from itself (recursion) is not counted twice.
+        return sum(entry[3] for (path, _, function), entry in stats.items()
+                   if path.endswith(file) and function == name and not any(c[0].endswith(file) and c[2] == name for c in entry[4]))
+    total = max(entry[3] for entry in stats.values())
+    main = sum(entry[3] for (path, _, function), entry in stats.items() if path.endswith("pynomaly_core/cli.py") and function == "main")
+    phases = {"start": total - main}
+    phases |= {phase: sum(cumulative(*f) for f in functions) for phase, functions in PHASES.items()}
+    phases["other"] = main - sum(v for k, v in phases.items() if k != "start")
+    return phases
+
+
+def bare_rows_per_second(features) -> float:
+    """The registered model's detector alone on the preprocessed rows."""
+    import mlflow
+
+    from pynomaly_core.preprocessing import features as model_features
+
+    model = mlflow.pyfunc.load_model(MODEL_URI).unwrap_python_model()
+    X = model.pipeline[:-1].transform(model_features(features, model.data_config))
+    started = time.perf_counter()
+    model.pipeline[-1].decision_function(X)
+    return len(X) / (time.perf_counter() - started)
+
+
+def score_command(args, profile: Path | None = None, engine: list[str] = ()) -> tuple[float, int]:
+    """`pynomaly score` on the input folder in a child process: seconds and peak RSS (MiB)."""
+    output = f"scored-{engine[1] if engine else 'pandas'}.parquet"
+    command = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", "pynomaly_core.cli",
+               "score", "--model", MODEL_URI, "--batch-rows", str(args.batch_rows), *engine, "input", output]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        sys.exit(f"scoring failed with status {status}")
+    return seconds, round(usage.ru_maxrss / 1024)
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder holding ADBench's donors.npz, e.g. ../shared/benchmarks/adbench")
     parser.add_argument("--repeat", type=int, default=1, help="copies of donors in the input file (16: ~10 M rows)")
     parser.add_argument("--batch-rows", type=int, default=100_000)
+    parser.add_argument("--cpu", type=int, default=0, help="the core that the bare detector and `pynomaly score` are pinned to")
+    parser.add_argument("--profile", action="store_true", help="also run `pynomaly score` under cProfile and print the time per phase")
+    parser.add_argument("--engines", action="store_true", help="also score with Spark local[2] and Dask with 2 workers")
     args = parser.parse_args()
-    frame = npz_frame(args.data / "donors.npz")
+    frame = npz_frame(args.data.resolve() / "donors.npz")
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow/mlflow.db"
         config = load_config(project_config(frame.sample(20_000, random_state=0), Path(tmp), "donors", n_trials=1, detectors=["iforest"]))
         for stage in ("validate", "preprocess", "train", "evaluate", "register"):
             stages.STAGES[stage](config)
 
         features = frame.drop(columns=["label"])
         table = pa.Table.from_pandas(features, preserve_index=False)
-        with pq.ParquetWriter("input.parquet", table.schema) as writer:
-            for _ in range(args.repeat):
-                writer.write_table(table, row_group_size=args.batch_rows)
+        split = max(1, 8 // args.repeat)
+        Path("input").mkdir()
+        for copy in range(args.repeat):
+            for part in range(split):
+                rows = table.slice(part * -(-len(table) // split), -(-len(table) // split))
+                pq.write_table(rows, f"input/part-{copy * split + part:03d}.parquet", row_group_size=args.batch_rows)
         n_rows = len(features) * args.repeat
-        del frame, features, table
+        del frame, table
 
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow/mlflow.db", "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", "pynomaly_core.cli", "score", "--model", "models:/donors-detector@champion",
-                   "--batch-rows", str(args.batch_rows), "input.parquet", "scored.parquet"]
-        started = time.perf_counter()
-        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - started
-        if status != 0:
-            sys.exit(f"scoring failed with status {status}")
-        scored = pq.ParquetFile("scored.parquet").metadata.num_rows
-        print(f"rows: {n_rows:,} in, {scored:,} scored, batch {args.batch_rows:,} rows")
-        print(f"time: {seconds:.1f} s (process start and model load included), {n_rows / seconds:,.0f} rows/s")
-        print(f"peak RSS of the scoring process: {usage.ru_maxrss / 1024:,.0f} MiB (target <= 2048 MiB)")
+        os.sched_setaffinity(0, {args.cpu})  # this process and its children: one core
+        bare = bare_rows_per_second(features)
+        del features
+        seconds, peak_mib = score_command(args)
+        scored = pq.ParquetFile("scored-pandas.parquet").metadata.num_rows
+        print(f"rows: {n_rows:,} in, {scored:,} scored, batch {args.batch_rows:,} rows, one core (cpu {args.cpu})")
+        print(f"bare decision_function (preprocessed array)   {bare:10,.0f} rows/s")
+        print(f"pynomaly score end to end ({seconds:6.1f} s)       {n_rows / seconds:10,.0f} rows/s   "
+              f"ratio {n_rows / seconds / bare:.2f} x (target >= 0.7)")
+        print(f"peak RSS of the scoring process: {peak_mib:,} MiB (target <= 2048 MiB)")
+        if args.profile:
+            profiled_seconds, _ = score_command(args, profile=Path(tmp, "score.prof"))
+            print(f"\nper phase, under cProfile ({profiled_seconds:.1f} s wall):")
+            for phase, phase_time in phase_seconds(Path(tmp, "score.prof")).items():
+                print(f"  {phase:<16} {phase_time:7.2f} s")
+        if args.engines:
+            os.sched_setaffinity(0, range(os.cpu_count()))
+            print(f"\nengines on {os.cpu_count()} cores, against the single-process path above ({n_rows / seconds:,.0f} rows/s):")
+            for engine in (["--engine", "spark", "--spark-master", "local[2]"], ["--engine", "dask", "--workers", "2"]):
+                engine_seconds, engine_peak = score_command(args, engine=engine)
+                print(f"  {' '.join(engine[1:]):<24} {engine_seconds:7.1f} s  {n_rows / engine_seconds:10,.0f} rows/s  "
+                      f"{seconds / engine_seconds:.2f} x (target >= 1.6); largest process peak RSS {engine_peak:,} MiB")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.training import DEFAULT_CONFIG
-from pynomaly_core.config import PipelineConfig, ReadOptions, load_config
+from pynomaly_core.config import EngineOptions, PipelineConfig, ReadOptions, load_config
 from pynomaly_core.monitoring import ScoreResult
 from tasks import monitoring as stages
 
@@ -19,9 +19,11 @@ def _markdown(result: ScoreResult) -> str:
 
 
 @flow(name="scoring", log_prints=True)
-def scoring_flow(batch: str, config: PipelineConfig | None = None, read: ReadOptions = ReadOptions()) -> ScoreResult:
-    """Score one batch (any table format; see pynomaly_core.io) with models:/NAME@champion."""
+def scoring_flow(batch: str, config: PipelineConfig | None = None, read: ReadOptions = ReadOptions(),
+                 engine: EngineOptions = EngineOptions()) -> ScoreResult:
+    """Score one batch (any table format; see pynomaly_core.io) with models:/NAME@champion, in this
+    process or, with `engine`, a Parquet batch on a Spark or Dask cluster."""
     config = config or load_config(DEFAULT_CONFIG)
-    result = stages.score_batch(config, batch, read)
+    result = stages.score_batch(config, batch, read, engine)
     create_markdown_artifact(_markdown(result), key=f"{config.name}-scoring", description="Scored batch")
     return result

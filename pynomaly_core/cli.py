@@ -70,9 +70,12 @@ def _detectors(args) -> int:
 
 
 def _score(args) -> int:
-    from .scoring import score_file
+    from .config import EngineOptions
+    from .scoring import score_with_engine
 
-    report = score_file(args.model, args.input, args.output, batch_rows=args.batch_rows, edges_path=args.edges, options=_read_options(args))
+    engine = EngineOptions(name=args.engine, spark_master=args.spark_master, scheduler=args.scheduler, workers=args.workers)
+    report = score_with_engine(engine, args.model, args.input, args.output, batch_rows=args.batch_rows, edges_path=args.edges,
+                               options=_read_options(args))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -266,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("output")
     score.add_argument("--batch-rows", type=int, default=100_000, help="rows read, validated and scored at a time")
     score.add_argument("--edges", help="graph models: the edge list of the node table INPUT (CSV or Parquet)")
+    score.add_argument("--engine", choices=["pandas", "spark", "dask"], default="pandas",
+                       help="pandas: this process, batch by batch (default); spark: a Spark session (MLflow's spark_udf); "
+                            "dask: a Dask cluster. spark and dask read Parquet and write OUTPUT as a Parquet folder")
+    score.add_argument("--spark-master", default="local[*]", help="--engine spark: the master URL (default local[*])")
+    score.add_argument("--scheduler", help="--engine dask: the scheduler's address (default: a local cluster of --workers processes)")
+    score.add_argument("--workers", type=int, default=2, help="--engine dask without --scheduler: worker processes of the local cluster")
     _add_read_options(score)
     score.set_defaults(handler=_score)
 

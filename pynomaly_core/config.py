@@ -62,6 +62,15 @@ class ReadOptions(Strict):
     key: str | None = Field(None, description="hdf5: the table's key (default: the file's only one)")
 
 
+class EngineOptions(Strict):
+    """Where a batch is scored: in this process (pandas), or on a Spark or Dask cluster (Parquet input)."""
+
+    name: Literal["pandas", "spark", "dask"] = "pandas"
+    spark_master: str = Field("local[*]", description="spark: the master URL")
+    scheduler: str | None = Field(None, description="dask: the scheduler's address; default: a local cluster of `workers` processes")
+    workers: int = Field(2, ge=1, description="dask without a scheduler: worker processes of the local cluster")
+
+
 class DataConfig(ReadOptions):
     source: str = Field(description="a table file (see the README's formats), a folder or glob of Parquet files, or a SQLAlchemy URL when `query` is set")
     query: str | None = Field(None, description="SQL run on `source` for the rows")

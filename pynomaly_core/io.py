@@ -3,8 +3,12 @@ ORC, Excel, HDF5, or a SQL query through SQLAlchemy. One reader, chosen by suffi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
+import os
 import re
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +20,7 @@ from .config import ReadOptions
 
 
 class DataError(ValueError):
-    """Input that cannot be used; the message says which file, column or row, and what was expected."""
+    """Input that cannot be used, or output that cannot be written; the message says which file, column or row, and what was expected."""
 
 
 def source_name(source: str | Path, query: str | None = None) -> str:
@@ -102,6 +106,8 @@ def _frames(source: str | Path, options: ReadOptions | None, batch_rows: int | N
         dataset = ds.dataset(target if folder else str(target), format=DATASET_FORMATS[fmt], partitioning="hive" if folder else None)
         if batch_rows is None:
             yield dataset.to_table().to_pandas()
+        elif fmt == "parquet":
+            yield from _parquet_batches(dataset, batch_rows)
         else:
             yield from (batch.to_pandas() for batch in dataset.to_batches(batch_size=batch_rows) if batch.num_rows)
         return
@@ -140,6 +146,24 @@ def _frames(source: str | Path, options: ReadOptions | None, batch_rows: int | N
             yield from store.select(key, chunksize=batch_rows) if chunked else [store.select(key)]
         return
     yield from [frames] if batch_rows is None else frames
+
+
+def _parquet_batches(dataset, batch_rows: int) -> Iterator[pd.DataFrame]:
+    """A Parquet dataset file by file, in the dataset's order, `batch_rows` at a time, with its Hive partition keys as columns.
+
+    pyarrow's dataset scanner decodes far ahead of a consumer slower than the disk: reading
+    donors x 16 (38 MB of Parquet, 790 MB decoded) through it held 0.8 to 1.3 GiB, against
+    0.24 GiB batch by batch from each file.
+    """
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    for fragment in dataset.get_fragments():
+        keys = ds.get_partition_keys(fragment.partition_expression)
+        with pq.ParquetFile(fragment.path) as parquet:
+            for batch in parquet.iter_batches(batch_size=batch_rows):
+                if batch.num_rows:
+                    yield batch.to_pandas().assign(**keys)
 
 
 def _guarded(source: str | Path, options: ReadOptions | None, batch_rows: int | None) -> Iterator[pd.DataFrame]:
@@ -196,46 +220,79 @@ def iter_table(source: str | Path, batch_rows: int = 100_000, options: ReadOptio
 
 
 class TableWriter:
-    """Append frames to one CSV or Parquet file, batch by batch; the first batch fixes the columns and types."""
+    """Append frames to one CSV or Parquet file, batch by batch; the first batch fixes the columns and types.
+
+    The rows go to a hidden temporary file in the same folder, renamed to `path` when the writer
+    closes cleanly (`os.replace`, atomic within a file system): a reader never sees a half-written
+    file, and a failed run (a full disk, a bad batch) leaves nothing under `path`. Nothing is
+    created until the first write.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.parquet = self.path.suffix.lower() in (".parquet", ".pq")
+        self._temporary: Path | None = None
         self._writer = None
         self.n_rows = 0
 
     def write(self, frame: pd.DataFrame) -> None:
-        if self.parquet:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+        try:
+            if self._temporary is None:  # a unique name; created by the writer, so with the usual permissions
+                self._temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp")
+            if self.parquet:
+                import pyarrow.parquet as pq
 
-            if self._writer is None:
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                self._writer = pq.ParquetWriter(self.path, table.schema)
+                if self._writer is None:
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    self._writer = pq.ParquetWriter(self._temporary, table.schema)
+                else:
+                    table = pa.Table.from_pandas(frame, schema=self._writer.schema, preserve_index=False)
+                self._writer.write_table(table)
             else:
-                table = pa.Table.from_pandas(frame, schema=self._writer.schema, preserve_index=False)
-            self._writer.write_table(table)
-        else:
-            frame.to_csv(self.path, mode="w" if self.n_rows == 0 else "a", header=self.n_rows == 0, index=False)
+                frame.to_csv(self._temporary, mode="w" if self.n_rows == 0 else "a", header=self.n_rows == 0, index=False)
+        except OSError as err:
+            self.discard()
+            raise self._failure(err) from None
         self.n_rows += len(frame)
 
     def close(self) -> None:
+        """Finish the file and move it to `path`."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._temporary is not None:
+                os.replace(self._temporary, self.path)
+        except OSError as err:
+            self.discard()
+            raise self._failure(err) from None
+
+    def discard(self) -> None:
+        """Remove what was written; `path` is left as it was."""
         if self._writer is not None:
-            self._writer.close()
+            with contextlib.suppress(OSError):
+                self._writer.close()
+            self._writer = None
+        if self._temporary is not None:
+            self._temporary.unlink(missing_ok=True)
+            self._temporary = None
+
+    def _failure(self, err: OSError) -> DataError:
+        reason = "no space left on device" if err.errno == errno.ENOSPC or "No space left on device" in str(err) else err.strerror or str(err)
+        return DataError(f"cannot write {self.path}: {reason} (in {self.path.parent.resolve()}); nothing was written under {self.path}")
 
     def __enter__(self) -> TableWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
-    return path
+    """Write `frame` whole, as CSV or Parquet by the suffix, atomically (see TableWriter)."""
+    with TableWriter(path) as writer:
+        writer.write(frame)
+    return Path(path)

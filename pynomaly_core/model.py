@@ -17,7 +17,7 @@ from mlflow.types import ColSpec, Schema
 
 from pynomaly_core.config import DataConfig
 from pynomaly_core.io import DataError
-from pynomaly_core.preprocessing import features
+from pynomaly_core.scoring import score_rows
 from pynomaly_core.validation import ERRORS_COLUMN, ROW_COLUMN, validate
 
 OUTPUT_SCHEMA = Schema([ColSpec("double", "score"), ColSpec("long", "is_anomaly")])
@@ -61,9 +61,7 @@ class AnomalyModel(mlflow.pyfunc.PythonModel):
                 f"request: {len(result.rejected)} of {result.n_rows} rows rejected, none scored:"
                 + "".join(f"\nrow {row}: {errors}" for row, errors in rows)
             )
-        scores = self.pipeline.decision_function(features(result.valid, self.data_config))
-        threshold = self.pipeline[-1].threshold_
-        return pd.DataFrame({"score": scores, "is_anomaly": (scores > threshold).astype("int64")})
+        return score_rows(self.pipeline, self.data_config, result.valid)
 
 
 mlflow.models.set_model(AnomalyModel())

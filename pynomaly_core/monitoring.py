@@ -16,9 +16,9 @@ from mlflow import MlflowClient
 from pydantic import BaseModel
 
 from . import drift, tracking
-from .config import PipelineConfig, ReadOptions
-from .io import DataError, read_table, table_stem, write_table
-from .scoring import append_to_store, load_model, rejected_path, score_frame
+from .config import EngineOptions, PipelineConfig, ReadOptions
+from .io import DataError, iter_table, read_table, table_stem, write_table
+from .scoring import append_to_store, load_model, rejected_path, score_frame, score_with_engine
 
 
 class ScoreResult(BaseModel):
@@ -66,14 +66,19 @@ def champion_version_uri(cfg: PipelineConfig) -> str:
     return f"models:/{cfg.registry.model_name}/{version}"
 
 
-def score_batch(cfg: PipelineConfig, batch: str, options: ReadOptions | None = None) -> ScoreResult:
-    """Validate `batch` (format by suffix or `options`) with the training schema, score it with the champion, write the scored rows."""
+def score_batch(cfg: PipelineConfig, batch: str, options: ReadOptions | None = None, engine: EngineOptions | None = None) -> ScoreResult:
+    """Validate `batch` (format by suffix or `options`) with the training schema, score it with the champion, write the scored rows.
+
+    `engine` (default: this process) scores a Parquet batch on Spark or Dask instead; the scored rows are then a Parquet folder.
+    """
     tracking.setup(cfg.tracking)
     model_uri = champion_version_uri(cfg)
+    output = Path(cfg.monitoring.scored_dir) / f"{table_stem(batch)}.parquet"
+    if engine is not None and engine.name != "pandas":
+        return _score_on_cluster(cfg, batch, options, engine, model_uri, output)
     model = load_model(model_uri, cfg.tracking)
     frame = read_table(batch, options=options)
     result, scored = score_frame(model, frame, batch)
-    output = Path(cfg.monitoring.scored_dir) / f"{table_stem(batch)}.parquet"
     rejected_file = None
     if len(result.rejected):
         rejected_file = str(write_table(result.rejected, rejected_path(output)))
@@ -82,23 +87,36 @@ def score_batch(cfg: PipelineConfig, batch: str, options: ReadOptions | None = N
     write_table(scored, output)
     if cfg.monitoring.store_url:
         append_to_store(scored.assign(batch=str(batch), model_uri=model_uri), cfg.monitoring.store_url, cfg.monitoring.store_table)
-    n_anomalies = int(scored["is_anomaly"].sum())
+    counts = {**result.report(include_share=False), "n_anomalies": int(scored["is_anomaly"].sum())}
+    dataset = mlflow.data.from_pandas(frame, source=tracking.table_source(batch), name=table_stem(batch))
+    return _logged(cfg, batch, model_uri, counts, str(output), rejected_file, dataset)
+
+
+def _score_on_cluster(cfg: PipelineConfig, batch: str, options, engine: EngineOptions, model_uri: str, output: Path) -> ScoreResult:
+    """`score_batch` on Spark or Dask: the engine writes the outputs; the store gets the scored rows batch by batch."""
+    report = score_with_engine(engine, model_uri, batch, output, options=options)
+    if report["n_valid"] == 0:
+        raise DataError(f"{batch}: no valid rows to score; see {report.get('rejected_file')}")
+    if cfg.monitoring.store_url:
+        for scored in iter_table(output):
+            append_to_store(scored.assign(batch=str(batch), model_uri=model_uri), cfg.monitoring.store_url, cfg.monitoring.store_table)
+    counts = {k: report[k] for k in ("n_rows", "n_valid", "n_rejected", "n_anomalies")}
+    return _logged(cfg, batch, model_uri, counts, str(output), report.get("rejected_file"), None)
+
+
+def _logged(cfg: PipelineConfig, batch: str, model_uri: str, counts: dict, output: str, rejected_file: str | None, dataset) -> ScoreResult:
+    """The scoring run in MLflow (counts, alert rate, the quarantined rows, the batch as its input) and its result."""
+    alert_rate = counts["n_anomalies"] / counts["n_valid"]
     with mlflow.start_run(run_name=f"{cfg.name}-scoring") as run:
         mlflow.set_tags({"pynomaly.stage": "scoring", "model_uri": model_uri, "batch": str(batch)})
-        mlflow.log_input(mlflow.data.from_pandas(frame, source=tracking.table_source(batch), name=table_stem(batch)), context="scoring")
-        mlflow.log_metrics({**result.report(), "n_anomalies": n_anomalies, "alert_rate": n_anomalies / len(scored)})
+        if dataset is not None:
+            mlflow.log_input(dataset, context="scoring")
+        mlflow.log_metrics({**counts, "rejected_share": round(counts["n_rejected"] / counts["n_rows"], 6), "alert_rate": alert_rate})
         if rejected_file:
             mlflow.log_artifact(rejected_file, "quarantine")
     return ScoreResult(
-        batch=str(batch),
-        model_uri=model_uri,
-        **result.report(include_share=False),
-        n_anomalies=n_anomalies,
-        alert_rate=n_anomalies / len(scored),
-        output=str(output),
-        rejected_file=rejected_file,
-        store_table=cfg.monitoring.store_table if cfg.monitoring.store_url else None,
-        run_id=run.info.run_id,
+        batch=str(batch), model_uri=model_uri, **counts, alert_rate=alert_rate, output=output, rejected_file=rejected_file,
+        store_table=cfg.monitoring.store_table if cfg.monitoring.store_url else None, run_id=run.info.run_id,
     )
 
 

@@ -8,11 +8,11 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from .config import NEIGHBORS, ReadOptions, TrackingConfig
+from .config import NEIGHBORS, DataConfig, EngineOptions, ReadOptions, TrackingConfig
 from .detectors.graph import with_neighbors
 from .io import DataError, TableWriter, iter_table, read_table
-from .preprocessing import input_columns
-from .tracking import absolute_sqlite, tracking_uri
+from .preprocessing import features
+from .tracking import absolute_sqlite, tracking_uri, use_store
 from .validation import ROW_COLUMN, ValidationResult, validate
 
 
@@ -21,12 +21,37 @@ def rejected_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}.rejected.csv")
 
 
+def _use_tracking(tracking: TrackingConfig | None) -> None:
+    use_store(absolute_sqlite(tracking_uri(tracking or TrackingConfig())))
+
+
 def load_model(model_uri: str, tracking: TrackingConfig | None = None):
-    mlflow.set_tracking_uri(absolute_sqlite(tracking_uri(tracking or TrackingConfig())))
+    _use_tracking(tracking)
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as err:
         raise DataError(f"cannot load model {model_uri}: {getattr(err, 'message', err)}") from None
+
+
+def pinned_uri(model_uri: str, tracking: TrackingConfig | None = None) -> str:
+    """`models:/NAME@ALIAS` as `models:/NAME/VERSION`, so that workers loading it later all get one version."""
+    if not model_uri.startswith("models:/") or "@" not in model_uri:
+        return model_uri
+    _use_tracking(tracking)
+    name, alias = model_uri.removeprefix("models:/").split("@", 1)
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+    except MlflowException as err:
+        raise DataError(f"cannot load model {model_uri}: {err.message}") from None
+    return f"models:/{name}/{version}"
+
+
+def score_rows(pipeline, data_config: DataConfig, rows: pd.DataFrame) -> pd.DataFrame:
+    """`score` and `is_anomaly` of rows that passed validation: the model's `predict` after its
+    validation, and batch scoring, which validates each batch once and then calls this with the
+    loaded model's pipeline."""
+    scores = pipeline.decision_function(features(rows, data_config))
+    return pd.DataFrame({"score": scores, "is_anomaly": (scores > pipeline[-1].threshold_).astype("int64")})
 
 
 def score_frame(model, frame: pd.DataFrame, source: str, edges: pd.DataFrame | None = None) -> tuple[ValidationResult, pd.DataFrame]:
@@ -34,7 +59,8 @@ def score_frame(model, frame: pd.DataFrame, source: str, edges: pd.DataFrame | N
 
     For a graph model `frame` is the node table: its rows carry a `neighbors` column, or `edges` gives the edge list.
     """
-    data_config = model.unwrap_python_model().data_config
+    python_model = model.unwrap_python_model()
+    data_config = python_model.data_config
     if data_config.graph is not None and edges is None and NEIGHBORS not in frame:
         raise DataError(f"{source}: a graph model scores nodes with their edges: give the edge list (--edges) or a '{NEIGHBORS}' column of neighbour ids")
     result = validate(frame, data_config, with_label=False, source=source)
@@ -44,7 +70,7 @@ def score_frame(model, frame: pd.DataFrame, source: str, edges: pd.DataFrame | N
     if edges is not None:
         graph = data_config.graph
         valid, _ = with_neighbors(valid, frame, edges, id_column=data_config.id_column, source=graph.source, target=graph.target)
-    predictions = model.predict(valid[[c for c in input_columns(data_config) if c in valid]])
+    predictions = score_rows(python_model.pipeline, data_config, valid)
     scored = valid.drop(columns=NEIGHBORS) if edges is not None else valid  # the user's columns, not the derived lists
     return result, scored.assign(score=predictions["score"].to_numpy(), is_anomaly=predictions["is_anomaly"].to_numpy())
 
@@ -94,3 +120,24 @@ def append_to_store(scored: pd.DataFrame, url: str, table: str) -> None:
             scored.to_sql(table, connection, if_exists="append", index=False)
     finally:
         engine.dispose()
+
+
+def score_with_engine(engine: EngineOptions, model_uri: str, input_path: str | Path, output_path: str | Path, *,
+                      batch_rows: int = 100_000, edges_path: str | Path | None = None, options: ReadOptions | None = None) -> dict:
+    """`score_file` in this process (engine `pandas`), or the Parquet input scored on Spark or Dask; the same counts back."""
+    if engine.name == "pandas":
+        return score_file(model_uri, input_path, output_path, batch_rows, edges_path, options)
+    if edges_path is not None or (options is not None and options.format not in (None, "parquet")):
+        raise DataError(f"engine {engine.name} reads Parquet (a file, folder or glob) and scores no graph; use the default engine")
+    try:
+        if engine.name == "spark":
+            from .scoring_spark import score_with_spark
+
+            return score_with_spark(model_uri, input_path, output_path, engine.spark_master)
+        from .scoring_dask import score_with_dask
+
+        return score_with_dask(model_uri, input_path, output_path, engine.scheduler, engine.workers)
+    except ModuleNotFoundError as err:
+        if err.name is None or err.name.split(".")[0] not in ("pyspark", "py4j", "dask", "distributed"):
+            raise
+        raise DataError(f"engine {engine.name} needs {err.name}: pip install 'pynomaly[{engine.name}]'") from None

@@ -46,10 +46,27 @@ def absolute_sqlite(uri: str) -> str:
     return f"sqlite:///{path}"
 
 
+def use_store(uri: str) -> None:
+    """`mlflow.set_tracking_uri(uri)` without its export of MLFLOW_TRACKING_URI.
+
+    MLflow exports the URI for subprocesses, and `tracking_uri` reads that variable as the
+    user's override: a later project folder in the same process (a benchmark's next temporary
+    folder, a second config) would then log into the first folder's store, through MLflow's
+    cached engine to a database that may be deleted by then ("attempt to write a readonly
+    database"). So the variable is left as the user set it.
+    """
+    user_value = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if user_value is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_value
+
+
 def setup(tracking: TrackingConfig) -> str:
     """Point MLflow at MLFLOW_TRACKING_URI, or the embedded default, and select the experiment."""
     uri = absolute_sqlite(tracking_uri(tracking))
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)
     if mlflow.get_experiment_by_name(tracking.experiment) is None:
         # A local store keeps artifacts beside its database; a server decides for itself.
         local = uri.startswith(("sqlite:", "file:")) or "://" not in uri

@@ -98,14 +98,54 @@ def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, sou
 
     frame = frame.reset_index(drop=True)
     schema = build_schema(data, with_label)
+    checked = _check_columns(frame, schema)
+    if checked is None:  # a column does not convert as a whole: pandera finds the cells that fail
+        valid, reasons = _pandera_split(frame, schema, source)
+    else:
+        coerced, failing = checked
+        valid, reasons = coerced[~failing], {}
+        if failing.any():  # only the rows that break a rule go through pandera, which names each failed cell
+            passed, reasons = _pandera_split(frame[failing], schema, source)
+            if len(passed):
+                valid = pd.concat([valid, passed]).sort_index()
+
+    bad_rows = sorted(reasons)
+    rejected = frame.loc[bad_rows].copy()
+    rejected.insert(0, ROW_COLUMN, [i + 1 for i in bad_rows])
+    rejected[ERRORS_COLUMN] = ["; ".join(reasons[i]) for i in bad_rows]
+    return ValidationResult(valid.reset_index(drop=True), rejected.reset_index(drop=True), len(frame))
+
+
+def _check_columns(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """pandera's own coercion and checks, run once per column on the whole batch: the coerced
+    frame and a mask of the rows that break any rule. None when a column does not coerce as a
+    whole. (pandera's lazy validation collects every failure case, which costs more than the
+    checks themselves; most batches have none.)"""
+    coerced = frame.copy(deep=False)
+    failing = np.zeros(len(frame), dtype=bool)
+    for name, column in schema.columns.items():
+        try:
+            values = column.dtype.coerce(frame[name])
+        except Exception:  # pandera's try_coerce catches any error too, then reports the failing cells
+            return None
+        if not column.nullable:
+            failing |= values.isna().to_numpy()
+        for check in column.checks:
+            passed = check(values).check_output  # missing values are left out (ignore_na), as in validation
+            failing[passed.index[~passed.to_numpy(dtype=bool)]] = True
+        coerced[name] = values
+    return coerced, failing
+
+
+def _pandera_split(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+    """pandera's lazy validation: the valid rows (coerced) and, per rejected row index, its reasons."""
     reasons: dict[int, list[str]] = {}
     remaining = frame
     # A value that cannot be coerced hides the column's other checks, so failing rows are set
     # aside and the rest validated again until only valid rows remain.
     for _ in range(3):
         try:
-            valid = schema.validate(remaining, lazy=True)
-            break
+            return schema.validate(remaining, lazy=True), reasons
         except pa.errors.SchemaErrors as err:
             failures = err.failure_cases
         row_level = failures[failures["index"].notna()]
@@ -118,14 +158,7 @@ def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, sou
         for index, column, check, value in row_level[["index", "column", "check", "failure_case"]].itertuples(index=False):
             reasons.setdefault(int(index), []).append(f"{column}: {check} (got {value!r})")
         remaining = remaining.drop(index=row_level["index"].astype(int).unique())
-    else:
-        raise DataError(f"{source}: rows still fail validation after three passes: {sorted(reasons)[:10]}")
-
-    bad_rows = sorted(reasons)
-    rejected = frame.loc[bad_rows].copy()
-    rejected.insert(0, ROW_COLUMN, [i + 1 for i in bad_rows])
-    rejected[ERRORS_COLUMN] = ["; ".join(reasons[i]) for i in bad_rows]
-    return ValidationResult(valid.reset_index(drop=True), rejected.reset_index(drop=True), len(frame))
+    raise DataError(f"{source}: rows still fail validation after three passes: {sorted(reasons)[:10]}")
 
 
 def check_rejected_share(result: ValidationResult, limit: float, source: str) -> None:

@@ -1,7 +1,11 @@
 """Batch scoring streams a Parquet file through the registered model a batch at a time;
 `pynomaly serve` serves the same model over REST."""
 
+import contextlib
+import io
 import json
+import os
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -12,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pynomaly_core import cli
 from pynomaly_core.io import DataError
 from pynomaly_core.scoring import score_file
 from tests.conftest import MODEL_URI
@@ -46,6 +51,49 @@ def test_unreadable_parquet_is_a_clear_error(registered):
         handle.write(b"not parquet at all")
     with pytest.raises(DataError, match="cannot parse broken.parquet"):
         score_file(MODEL_URI, "broken.parquet", "out.parquet")
+
+
+@contextlib.contextmanager
+def small_disk(folder, size: str):
+    """A tmpfs of `size` mounted on `folder` (needs root, as on CI): a disk that fills up."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_file(registered, demo_frame, tmp_path):
+    """The scored Parquet is written to a temporary name and renamed when complete: on a disk that
+    fills up half way, `pynomaly score` names the file and the cause, exits 2, and the earlier
+    file under the final name is untouched; no temporary file is left."""
+    rows = pd.concat([demo_frame.drop(columns=["malignant"])] * 4, ignore_index=True)
+    pq.write_table(pa.Table.from_pandas(rows), "rows.parquet", row_group_size=500)
+    with small_disk(tmp_path / "disk", "96k") as disk:
+        earlier = disk / "scored.parquet"
+        earlier.write_bytes(b"the previous run's file")
+        code, err = _score_cli("--batch-rows", "500", "rows.parquet", str(earlier))
+        assert code == 2 and "Traceback" not in err
+        assert err.strip() == (f"pynomaly: error: cannot write {earlier}: no space left on device (in {disk}); "
+                               f"nothing was written under {earlier}")
+        assert os.listdir(disk) == ["scored.parquet"] and earlier.read_bytes() == b"the previous run's file"
+
+        pq.write_table(pa.Table.from_pandas(rows.head(50)), "few.parquet")
+        code, err = _score_cli("few.parquet", str(disk / "few.parquet"))
+        assert code == 0, err
+        assert sorted(os.listdir(disk)) == ["few.parquet", "scored.parquet"]
+        assert pq.ParquetFile(disk / "few.parquet").metadata.num_rows == 50
+
+
+def _score_cli(*args) -> tuple[int, str]:
+    """`pynomaly score` with the registered model in this process: exit status and stderr."""
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = cli.main(["score", "--model", MODEL_URI, *args])
+    return code, err.getvalue()
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict]:

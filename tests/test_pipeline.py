@@ -96,6 +96,29 @@ def test_logged_datasets_name_their_file_and_hold_no_integer_columns(workdir, de
     assert table_source("postgresql+psycopg://user:secret@db/x", query="SELECT 1") is None  # no MLflow type; the URL may hold a password
 
 
+def test_each_project_folder_logs_to_its_own_store(tmp_path, monkeypatch):
+    """Two project folders in one process, the first deleted before the second runs (what
+    benchmarks/overhead.py does): the second run lands in the second folder's store, not through
+    MLflow's cached engine to the first, deleted database ("attempt to write a readonly database")."""
+    from pynomaly_core import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = demo_config()
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        uri = tracking.setup(config.tracking)
+        with mlflow.start_run() as run:
+            mlflow.log_metric("x", 1.0)
+        assert uri == f"sqlite:///{folder}/mlflow/mlflow.db"
+        assert run.info.artifact_uri.startswith((folder / "mlflow").as_uri())
+        assert "MLFLOW_TRACKING_URI" not in os.environ  # what the user set stays the only override
+        monkeypatch.chdir(tmp_path)
+        shutil.rmtree(folder)
+    mlflow.set_tracking_uri(None)
+
+
 def test_registered_model_reloads_and_scores_identically(in_project):
     config = demo_config()
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy
@@ -123,3 +124,56 @@ def test_categorical_columns_are_checked_against_allowed_values():
     result = validate(pd.DataFrame({"size": ["S", "XL", "M"], "weight": [1.0, 2.0, 3.0]}), data)
     assert result.rejected["_errors"].tolist() == ["size: isin(['S', 'M', 'L']) (got 'XL')"]
     assert result.valid["size"].tolist() == ["S", "M"]
+
+
+def _pandera_only(frame: pd.DataFrame, data) -> tuple[pd.DataFrame, list[int], list[str]]:
+    """The reference: pandera's lazy validation of the whole frame (what `validate` did for every batch)."""
+    from pynomaly_core.validation import _pandera_split, build_schema
+
+    frame = frame.reset_index(drop=True)
+    valid, reasons = _pandera_split(frame, build_schema(data), "input")
+    return valid.reset_index(drop=True), [i + 1 for i in sorted(reasons)], ["; ".join(reasons[i]) for i in sorted(reasons)]
+
+
+def _random_frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """Columns of every type, with the values each rule rejects sprinkled in: missing, inf, 1e31,
+    out of range, not allowed, and, in some frames, text in a numeric column."""
+    def sprinkle(values, bad):
+        values = pd.Series(values, dtype=object)
+        hits = rng.random(n) < 0.15
+        values[hits] = rng.choice(np.array(bad, dtype=object), hits.sum())
+        return values
+
+    frame = pd.DataFrame({
+        "f": sprinkle(rng.uniform(0, 10, n), [np.nan, np.inf, -np.inf, 1e31, -3.0, 11.0]).astype(float),
+        "g": sprinkle(rng.normal(size=n), [np.nan, np.inf, -1e31]).astype(float),
+        "i": sprinkle(rng.integers(0, 6, n), [None, 9, -1]).astype("Int64"),
+        "s": sprinkle(rng.choice(["a", "b"], n), [None, "c", "A"]),
+        "b": sprinkle(rng.choice([True, False], n), [None]),
+        "label": sprinkle(rng.integers(0, 2, n), [2, None]),
+        "note": rng.choice(["x", "y"], n),  # extra column: kept as is
+    })
+    if rng.random() < 0.3:
+        frame["f"] = frame["f"].astype(object)
+        frame.loc[rng.integers(0, n), "f"] = "large"
+    return frame
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_vectorised_checks_reject_exactly_what_pandera_rejects(seed):
+    """`validate` runs pandera's checks column by column and sends only failing rows through
+    pandera's lazy validation: the valid rows, their types, the rejected rows and every reason
+    are the same as pandera's on the whole frame."""
+    config = demo_config()
+    spec = type(config.data.columns["mean_radius"])
+    columns = {"f": spec(min=0, max=10), "g": spec(nullable=True), "i": spec(type="int", min=0, max=5, nullable=True),
+               "s": spec(type="str", allowed=["a", "b"], nullable=True), "b": spec(type="bool")}
+    data = config.data.model_copy(update={"columns": columns, "label_column": "label"})
+    frame = _random_frame(np.random.default_rng(seed), 400)
+
+    result = validate(frame, data)
+    valid, rows, reasons = _pandera_only(frame, data)
+    assert len(rows) > 0
+    pd.testing.assert_frame_equal(result.valid, valid)
+    assert result.rejected["_row"].tolist() == rows
+    assert result.rejected["_errors"].tolist() == reasons

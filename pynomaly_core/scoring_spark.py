@@ -1,0 +1,108 @@
+"""`pynomaly score --engine spark`: a Parquet dataset scored on a Spark session through MLflow's `spark_udf`.
+
+Spark reads the input; each Arrow batch is validated by the same `validate` as `pynomaly score`
+(`mapInPandas`), with the schema the model was trained on; the valid rows are scored by the
+model as a pandas UDF, and both outputs are written by Spark: the scored rows as Parquet at
+OUT, the rejected rows with `_row` and `_errors` as CSV at OUT.rejected.csv. Extra `spark`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from pyspark.errors import AnalysisException
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+from .io import DataError
+from .scoring import load_model, pinned_uri, rejected_path
+from .validation import ERRORS_COLUMN, ROW_COLUMN, validate
+
+SPARK_TYPES = {"float": "double", "int": "bigint", "str": "string", "bool": "boolean"}
+FILE, INDEX = "_pynomaly_file", "_pynomaly_index"  # where each row came from: file and 0-based row in it
+
+
+def session(master: str) -> SparkSession:
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # local workers: this environment, not the first python3 on PATH
+    # Arrow batches as large as `pynomaly score`'s: the detector's cost per call is paid per batch.
+    return (SparkSession.builder.master(master).appName("pynomaly-score").config("spark.ui.enabled", "false")
+            .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000").getOrCreate())
+
+
+def file_offsets(frame) -> dict[str, int]:
+    """Rows before each file, the files in path order (as `pynomaly score` reads a folder), so `_row` counts through the dataset."""
+    counts = sorted(frame.groupBy(FILE).count().collect())
+    starts = [0]
+    for _, count in counts[:-1]:
+        starts.append(starts[-1] + count)
+    return {path: start for (path, _), start in zip(counts, starts)}
+
+
+def score_with_spark(model_uri: str, input_path: str | Path, output_path: str | Path, master: str = "local[*]") -> dict:
+    """Score the Parquet file, folder or glob `input_path`; returns the same counts as `score_file`."""
+    model_uri = pinned_uri(model_uri)  # the version spark_udf ships is the one whose schema validates
+    model = load_model(model_uri)  # the training schema; spark_udf ships the model to the workers itself
+    data_config = model.unwrap_python_model().data_config
+    if data_config.graph is not None:
+        raise DataError(f"{model_uri} scores a whole graph: use the default engine")
+    spark = session(master)
+    try:
+        frame = spark.read.parquet(str(input_path))
+    except AnalysisException as err:
+        raise DataError(f"cannot read {input_path} as Parquet with Spark: {err.getMessage()}") from None
+    missing = [c for c in data_config.columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{input_path}: missing required column(s) {', '.join(missing)}; found columns: {', '.join(frame.columns)}")
+    located = frame.select("*", F.col("_metadata.file_path").alias(FILE), F.col("_metadata.row_index").alias(INDEX))
+    checked_schema = StructType([*frame.schema.fields, StructField(ROW_COLUMN, LongType()), StructField(ERRORS_COLUMN, StringType())])
+    checked = located.mapInPandas(
+        functools.partial(_check, data_config=data_config, offsets=file_offsets(located), columns=frame.columns, source=str(input_path)),
+        schema=checked_schema,
+    )
+    rejected_out = str(rejected_path(output_path))
+    valid = checked.filter(F.col(ERRORS_COLUMN).isNull()).select(
+        *[F.col(c).cast(SPARK_TYPES[data_config.columns[c].type]).alias(c) if c in data_config.columns else F.col(c) for c in frame.columns]
+    )
+    predict = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="score double, is_anomaly long", env_manager="local")
+    scored = valid.withColumn("_prediction", predict(F.struct(*data_config.columns)))
+    scored = scored.select(*frame.columns, "_prediction.score", "_prediction.is_anomaly")
+    try:
+        checked.filter(F.col(ERRORS_COLUMN).isNotNull()).select(ROW_COLUMN, *frame.columns, ERRORS_COLUMN) \
+            .write.mode("overwrite").option("header", True).csv(rejected_out)
+        scored.write.mode("overwrite").parquet(str(output_path))
+    except Exception as err:  # a DataError raised in a Python worker arrives wrapped in Spark's exception
+        found = re.search(r"DataError: (.*)", str(err))
+        if found is None:
+            raise
+        raise DataError(found.group(1)) from None
+    n_rows = frame.count()
+    n_valid, n_anomalies = spark.read.parquet(str(output_path)).agg(F.count("*"), F.sum("is_anomaly")).first()
+    n_rejected = n_rows - n_valid
+    if n_rejected == 0 and Path(rejected_out).is_dir():  # as `pynomaly score`: no rejected file when nothing was rejected
+        shutil.rmtree(rejected_out)
+    report = {"n_rows": n_rows, "n_valid": n_valid, "n_rejected": n_rejected, "n_anomalies": int(n_anomalies or 0),
+              "rejected_share": round(n_rejected / n_rows, 6) if n_rows else 0.0, "output": str(output_path)}
+    if n_rejected:
+        report["rejected_file"] = rejected_out
+    return report
+
+
+def _check(batches, data_config, offsets: dict[str, int], columns: list[str], source: str):
+    """mapInPandas: each Arrow batch validated with the training schema; every row comes back as
+    given, with its `_row` (1-based, counted through the dataset) and, when rejected, its `_errors`."""
+    for batch in batches:
+        rows = (batch[FILE].map(offsets) + batch[INDEX] + 1).to_numpy()
+        given = batch[columns].reset_index(drop=True)
+        result = validate(given, data_config, with_label=False, source=source)
+        positions = result.rejected[ROW_COLUMN].to_numpy(dtype="int64") - 1
+        out = given.assign(**{ROW_COLUMN: rows, ERRORS_COLUMN: pd.Series([None] * len(given), dtype=object)})
+        out.loc[positions, ERRORS_COLUMN] = result.rejected[ERRORS_COLUMN].to_numpy()
+        yield out
