@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import sys
@@ -155,10 +156,21 @@ def _stream(args) -> int:
     return 0
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
 def _serve(args) -> int:
     """Exec `mlflow models serve`: MLflow's REST server (POST /invocations) for the registered model."""
     from .tracking import absolute_sqlite, tracking_uri
 
+    if not _loopback(args.host):
+        # MLflow's scoring server has no authentication: only this machine may reach it.
+        raise ConfigError(f"--host {args.host}: pynomaly serve has no authentication, so it listens on loopback only "
+                          "(127.0.0.1, ::1 or localhost); to serve other machines, put an authenticating reverse proxy in front of it")
     config = load_config(args.config)
     model = args.model or f"models:/{config.registry.model_name}@champion"
     bin_dir = os.path.dirname(sys.executable)  # mlflow execs uvicorn from the environment's bin
@@ -250,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a registered model over REST (mlflow models serve)")
     serve.add_argument("--model", help="default: models:/<registry.model_name>@champion")
     serve.add_argument("--config", default=DEFAULT_CONFIG)
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="a loopback address: the server has no authentication")
     serve.add_argument("--port", type=int, default=5056)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(handler=_serve)

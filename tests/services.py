@@ -6,13 +6,16 @@ Each test session gets free ports, its own state folder and its own PostgreSQL d
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,19 @@ from tests.conftest import ROOT
 
 SCRIPT = ROOT / "infra" / "local" / "services.sh"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def http_status(url: str, method: str = "GET", body: dict | None = None, auth: str | None = None) -> int:
+    """The HTTP status of one JSON request, with basic auth `user:password` when given."""
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def free_port() -> int:
@@ -65,6 +81,16 @@ class Services:
     def pid(self, name: str) -> int:
         return int((self.state / f"{name}.pid").read_text())
 
+    def credentials(self) -> dict[str, str]:
+        """The credentials file `up` wrote (KEY=value lines)."""
+        lines = (self.state / "credentials").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+    def sourced_env(self) -> dict[str, str]:
+        """What `source .services/env` exports to a command."""
+        shown = subprocess.run(["bash", "-c", f". {self.state}/env && env -0"], capture_output=True, text=True, check=True, env=self.env)
+        return dict(item.split("=", 1) for item in shown.stdout.split("\0") if "=" in item)
+
 
 def make_services(state: Path) -> Services:
     prefix = f"pynomaly_test_{os.getpid()}"
@@ -81,7 +107,8 @@ def make_services(state: Path) -> Services:
         "PREFECT_WORK_POOL": "pynomaly-test",
         "PREFECT_WORKER_QUERY_SECONDS": "2",  # pick up triggered runs quickly
     }
-    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "PYNOMALY_OPTUNA_STORAGE"):
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_URL",
+                "PREFECT_API_AUTH_STRING", "PREFECT_HOME", "PYNOMALY_OPTUNA_STORAGE", "PYNOMALY_CREDENTIALS"):
         env.pop(key, None)
     return Services(env, state)
 

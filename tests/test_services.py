@@ -1,8 +1,10 @@
 """The production path against real servers: infra/local/services.sh starts PostgreSQL-backed
-MLflow and Prefect servers and a process worker; the training deployment runs on that worker."""
+MLflow and Prefect servers, both asking for credentials, and a process worker; the training
+deployment runs on that worker."""
 
 import signal
 import socket
+import stat
 import subprocess
 from pathlib import Path
 
@@ -11,11 +13,10 @@ import psycopg
 import pytest
 from mlflow import MlflowClient
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-from flows import deploy
 from tests.conftest import ROOT, demo_config
-from tests.services import drop_databases, make_services
+from tests.services import drop_databases, http_status, make_services
 
 MODEL = "breast-cancer-detector"
 
@@ -59,7 +60,39 @@ def test_up_fails_clearly_when_a_port_is_taken(tmp_path):
     assert not list(tmp_path.glob("*.pid"))  # nothing was started
 
 
+def test_credentials_are_random_private_and_not_in_the_env_file(services):
+    credentials = services.credentials()
+    assert stat.S_IMODE((services.state / "credentials").stat().st_mode) == 0o600
+    assert stat.S_IMODE((services.state / "basic_auth.ini").stat().st_mode) == 0o600  # it holds the admin password
+    secrets = [credentials[key] for key in ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_READER_PASSWORD",
+                                            "MLFLOW_FLASK_SERVER_SECRET_KEY")]
+    secrets.append(credentials["PREFECT_AUTH_STRING"].removeprefix("admin:"))
+    assert len(set(secrets)) == 5 and min(map(len, secrets)) >= 32
+    env_file = (services.state / "env").read_text()
+    assert not [secret for secret in secrets if secret in env_file]
+    # Sourcing it points a command at the servers as the pipeline user.
+    sourced = services.sourced_env()
+    assert sourced["MLFLOW_TRACKING_URI"] == services.mlflow_uri and sourced["PREFECT_API_URL"] == services.prefect_api
+    assert (sourced["MLFLOW_TRACKING_USERNAME"], sourced["MLFLOW_TRACKING_PASSWORD"]) == ("pipeline", credentials["MLFLOW_PIPELINE_PASSWORD"])
+    assert sourced["PREFECT_API_AUTH_STRING"] == credentials["PREFECT_AUTH_STRING"]
+
+
+def test_each_server_refuses_requests_without_credentials(services):
+    credentials = services.credentials()
+    experiments = f"{services.mlflow_uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    flows = f"{services.prefect_api}/flows/filter"
+    assert http_status(experiments) == 401
+    assert http_status(experiments, auth=f"pipeline:{credentials['MLFLOW_READER_PASSWORD']}") == 401
+    for user in ("ADMIN", "PIPELINE", "READER"):
+        assert http_status(experiments, auth=f"{credentials[f'MLFLOW_{user}_USERNAME']}:{credentials[f'MLFLOW_{user}_PASSWORD']}") == 200
+    assert http_status(flows, "POST", {}) == 401
+    assert http_status(flows, "POST", {}, auth="admin:wrong") == 401
+    assert http_status(flows, "POST", {}, auth=credentials["PREFECT_AUTH_STRING"]) == 200
+    assert http_status(f"{services.mlflow_uri}/health") == 200  # health checks stay open, for probes
+
+
 def test_servers_are_healthy_and_keep_their_state_in_postgres(services):
+    credentials = services.credentials()
     status = services.run("status")
     assert status.returncode == 0, status.stdout
     assert status.stdout.count("healthy") == 3
@@ -70,11 +103,18 @@ def test_servers_are_healthy_and_keep_their_state_in_postgres(services):
     assert tables == {"MLFLOW_DB": 1, "PREFECT_DB": 1}
     again = services.run("up")
     assert again.returncode == 0 and "mlflow already running" in again.stdout
+    assert services.credentials() == credentials  # created once: the servers' users depend on them
 
 
-def test_deployed_training_runs_on_the_worker_and_registers_on_the_server(services, tmp_path):
-    with temporary_settings({PREFECT_API_URL: services.prefect_api}):
-        deploy.deploy("configs/demo.yaml", services.env["PREFECT_WORK_POOL"])
+def test_deployed_training_runs_on_the_worker_and_registers_on_the_server(services, tmp_path, monkeypatch):
+    # What `make deploy` runs: the deployments are registered with what `source .services/env` sets.
+    deployed = subprocess.run(["bash", "-c", f". {services.state}/env && python -m flows.deploy --config configs/demo.yaml"],
+                              cwd=ROOT, env=services.env, capture_output=True, text=True, timeout=300)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    sourced = services.sourced_env()
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, sourced[key])
+    with temporary_settings({PREFECT_API_URL: services.prefect_api, PREFECT_API_AUTH_STRING: sourced["PREFECT_API_AUTH_STRING"]}):
         config = small_config(tmp_path)
         # What the UI's "Run" button does: a flow run of the deployment, picked up by the worker.
         flow_run = run_deployment("training/training", parameters={"config": config.model_dump(mode="json")}, timeout=600, poll_interval=2)
@@ -99,6 +139,18 @@ def test_deployed_training_runs_on_the_worker_and_registers_on_the_server(servic
     # The worker's environment put the Optuna study on PostgreSQL.
     studies = optuna.get_all_study_summaries(services.optuna_storage)
     assert len(studies) == 1 and studies[0].n_trials == 3
+
+
+def test_reader_may_read_the_registry_but_not_change_it(services):
+    credentials = services.credentials()
+    reader = f"reader:{credentials['MLFLOW_READER_PASSWORD']}"
+    api = f"{services.mlflow_uri}/api/2.0/mlflow"
+    alias = f"{api}/registered-models/alias?name={MODEL}&alias=champion"
+    assert http_status(alias, auth=reader) == 200
+    assert http_status(f"{api}/registered-models/alias", "POST", {"name": MODEL, "alias": "champion", "version": "1"}, auth=reader) == 403
+    assert http_status(f"{api}/model-versions/delete", "DELETE", {"name": MODEL, "version": "1"}, auth=reader) == 403
+    assert http_status(f"{api}/registered-models/delete", "DELETE", {"name": MODEL}, auth=reader) == 403
+    assert http_status(alias, auth=f"pipeline:{credentials['MLFLOW_PIPELINE_PASSWORD']}") == 200  # still there
 
 
 def test_down_stops_what_up_started_and_nothing_else(services):

@@ -2,15 +2,19 @@
 # The production topology on one machine: PostgreSQL databases, an MLflow tracking server,
 # a Prefect server and a Prefect worker on a process work pool, all on loopback.
 #
-#   infra/local/services.sh up [--auth]   # create databases, start and wait for health
+#   infra/local/services.sh up       # create databases and credentials, start and wait for health
 #   infra/local/services.sh status
-#   infra/local/services.sh down          # stop only what `up` started (PID files)
+#   infra/local/services.sh down     # stop only what `up` started (PID files)
 #
-# `up` writes $STATE/env: `source` it to point pynomaly, mlflow and prefect at the servers.
+# Every server asks for credentials. The first `up` writes random ones to $CREDENTIALS (mode
+# 0600, outside git): MLflow's admin, a `pipeline` user that writes runs and models, a `reader`
+# user that may only read them, and the Prefect server's auth string.
+# `up` writes $STATE/env: `source` it to point pynomaly, mlflow and prefect at the servers as the
+# pipeline user (it reads the passwords from $CREDENTIALS; it holds none itself).
 # Settings (environment): MLFLOW_PORT (5055), PREFECT_PORT (4205), PG_HOST, PG_PORT, PG_USER,
 # PG_PASSWORD, MLFLOW_DB/PREFECT_DB/OPTUNA_DB (each service has its own database: they share
-# no migrations), PREFECT_WORK_POOL (pynomaly), PYNOMALY_SERVICES_DIR (.services).
-# --auth starts MLflow with `--app-name basic-auth`; it needs MLFLOW_AUTH_ADMIN_PASSWORD.
+# no migrations), PREFECT_WORK_POOL (pynomaly), PYNOMALY_SERVICES_DIR (.services),
+# PYNOMALY_CREDENTIALS ($PYNOMALY_SERVICES_DIR/credentials).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -24,6 +28,7 @@ MLFLOW_DB=${MLFLOW_DB:-mlflow}
 PREFECT_DB=${PREFECT_DB:-prefect}
 OPTUNA_DB=${OPTUNA_DB:-optuna}
 WORK_POOL=${PREFECT_WORK_POOL:-pynomaly}
+CREDENTIALS=${PYNOMALY_CREDENTIALS:-$STATE/credentials}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-180}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
 # Workers stop before the server: a worker whose server is gone hangs on shutdown.
@@ -96,23 +101,89 @@ wait_for() {  # wait_for NAME CHECK-COMMAND...
   die "$name not healthy after ${HEALTH_TIMEOUT}s; see $STATE/$name.log"
 }
 
+# credential NAME: one value of the credentials file.
+credential() { sed -n "s/^$1=//p" "$CREDENTIALS"; }
+
+# Random credentials, written once; an existing file is kept (the servers' users depend on it).
+create_credentials() {
+  if [[ -f $CREDENTIALS ]]; then
+    [[ $(stat -c %a "$CREDENTIALS") == 600 ]] || die "$CREDENTIALS may be read by others; chmod 600 it"
+    log "credentials: $CREDENTIALS"
+    return
+  fi
+  local token='import secrets; print(secrets.token_urlsafe(24))'
+  mkdir -p "$(dirname "$CREDENTIALS")"
+  (
+    umask 077
+    cat >"$CREDENTIALS" <<EOF
+# Credentials of the pynomaly services, written by infra/local/services.sh; keep this file private.
+MLFLOW_ADMIN_USERNAME=admin
+MLFLOW_ADMIN_PASSWORD=$(python -c "$token")
+MLFLOW_PIPELINE_USERNAME=pipeline
+MLFLOW_PIPELINE_PASSWORD=$(python -c "$token")
+MLFLOW_READER_USERNAME=reader
+MLFLOW_READER_PASSWORD=$(python -c "$token")
+MLFLOW_FLASK_SERVER_SECRET_KEY=$(python -c "$token")
+PREFECT_AUTH_STRING=admin:$(python -c "$token")
+EOF
+  )
+  log "created credentials (mode 0600): $CREDENTIALS"
+}
+
+# MLflow's basic-auth app reads its admin user and its users' database from an ini file.
+write_mlflow_auth_config() {
+  (
+    umask 077
+    cat >"$STATE/basic_auth.ini" <<EOF
+[mlflow]
+default_permission = READ
+database_uri = sqlite:///$STATE/basic_auth.db
+admin_username = $(credential MLFLOW_ADMIN_USERNAME)
+admin_password = $(credential MLFLOW_ADMIN_PASSWORD)
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+EOF
+  )
+}
+
+# curl_auth USER:PASSWORD CURL-ARGS...: basic auth through a config on a pipe, kept off the command line.
+curl_auth() {
+  local user=$1; shift
+  curl -K <(printf 'user = "%s"\n' "$user") "$@"
+}
+
+# The pipeline and reader users; every user may read (default_permission), a user may change only
+# the experiments and models it created, so the reader cannot move an alias or delete a version.
+create_mlflow_users() {
+  local who answer
+  for who in MLFLOW_PIPELINE MLFLOW_READER; do
+    answer=$(curl_auth "$(credential MLFLOW_ADMIN_USERNAME):$(credential MLFLOW_ADMIN_PASSWORD)" -s -X POST "http://127.0.0.1:$MLFLOW_PORT/api/2.0/mlflow/users/create" \
+      -H 'Content-Type: application/json' \
+      --data-binary @<(printf '{"username": "%s", "password": "%s"}' "$(credential "${who}_USERNAME")" "$(credential "${who}_PASSWORD")"))
+    [[ $answer == *'"user"'* || $answer == *RESOURCE_ALREADY_EXISTS* ]] || die "cannot create MLflow user $(credential "${who}_USERNAME"): $answer"
+  done
+}
+
+prefect_curl() { curl_auth "$(credential PREFECT_AUTH_STRING)" "$@"; }
+
 worker_online() {
-  curl -sf -X POST "http://127.0.0.1:$PREFECT_PORT/api/work_pools/$WORK_POOL/workers/filter" \
+  prefect_curl -sf -X POST "http://127.0.0.1:$PREFECT_PORT/api/work_pools/$WORK_POOL/workers/filter" \
     -H 'Content-Type: application/json' -d '{}' | grep -q '"status":"ONLINE"'
 }
 
+# Non-secret settings; the passwords are read from $CREDENTIALS when the file is sourced.
 write_env() {
   cat >"$STATE/env" <<EOF
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
+export MLFLOW_TRACKING_USERNAME=\$(sed -n 's/^MLFLOW_PIPELINE_USERNAME=//p' '$CREDENTIALS')
+export MLFLOW_TRACKING_PASSWORD=\$(sed -n 's/^MLFLOW_PIPELINE_PASSWORD=//p' '$CREDENTIALS')
 export PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api
+export PREFECT_API_AUTH_STRING=\$(sed -n 's/^PREFECT_AUTH_STRING=//p' '$CREDENTIALS')
 export PYNOMALY_OPTUNA_STORAGE=$(pg_url psycopg "$OPTUNA_DB")
 export PREFECT_WORK_POOL=$WORK_POOL
 EOF
 }
 
 up() {
-  local auth=false
-  [[ ${1:-} == --auth ]] && auth=true
   need mlflow; need prefect; need curl
   # Fail before touching anything when a port is taken by something we did not start.
   running mlflow || ! port_open "$MLFLOW_PORT" || die "port $MLFLOW_PORT for mlflow is already in use by another process; choose another with MLFLOW_PORT"
@@ -120,23 +191,19 @@ up() {
   mkdir -p "$STATE/artifacts" "$STATE/prefect-home"
   start_postgres
   create_databases
+  create_credentials
+  write_mlflow_auth_config
   write_env
 
-  local mlflow_args=(--backend-store-uri "$(pg_url psycopg "$MLFLOW_DB")" --artifacts-destination "$STATE/artifacts"
-    --workers 1 --host 127.0.0.1 --port "$MLFLOW_PORT")
-  if $auth; then
-    [[ -n ${MLFLOW_AUTH_ADMIN_PASSWORD:-} ]] || die "--auth needs MLFLOW_AUTH_ADMIN_PASSWORD (the admin user's first password)"
-    sed "s|^database_uri = .*|database_uri = sqlite:///$STATE/basic_auth.db|" \
-      "$(python -c 'import mlflow.server.auth as a, os; print(os.path.dirname(a.__file__))')/basic_auth.ini" >"$STATE/basic_auth.ini"
-    export MLFLOW_AUTH_CONFIG_PATH=$STATE/basic_auth.ini
-    mlflow_args+=(--app-name basic-auth)
-    echo "export MLFLOW_TRACKING_USERNAME=admin  # and MLFLOW_TRACKING_PASSWORD" >>"$STATE/env"
-  fi
-  launch mlflow "$MLFLOW_PORT" mlflow server "${mlflow_args[@]}"
+  MLFLOW_AUTH_CONFIG_PATH=$STATE/basic_auth.ini MLFLOW_FLASK_SERVER_SECRET_KEY=$(credential MLFLOW_FLASK_SERVER_SECRET_KEY) \
+    launch mlflow "$MLFLOW_PORT" mlflow server --app-name basic-auth --backend-store-uri "$(pg_url psycopg "$MLFLOW_DB")" \
+    --artifacts-destination "$STATE/artifacts" --workers 1 --host 127.0.0.1 --port "$MLFLOW_PORT"
   PREFECT_HOME=$STATE/prefect-home PREFECT_API_DATABASE_CONNECTION_URL=$(pg_url asyncpg "$PREFECT_DB") \
+    PREFECT_SERVER_API_AUTH_STRING=$(credential PREFECT_AUTH_STRING) \
     launch prefect "$PREFECT_PORT" prefect server start --host 127.0.0.1 --port "$PREFECT_PORT"
   wait_for mlflow curl -sf "http://127.0.0.1:$MLFLOW_PORT/health"
-  wait_for prefect curl -sf "http://127.0.0.1:$PREFECT_PORT/api/health"
+  wait_for prefect prefect_curl -sf "http://127.0.0.1:$PREFECT_PORT/api/health"
+  create_mlflow_users
 
   # The worker runs flow runs as subprocesses that log to the servers above; ROOT on the path
   # so they import this checkout's packages.
@@ -146,7 +213,7 @@ up() {
     launch worker - prefect worker start --pool "$WORK_POOL" --type process
   )
   wait_for worker worker_online
-  log "ready; run: source $STATE/env"
+  log "ready; credentials in $CREDENTIALS; run: source $STATE/env"
 }
 
 stop() {
@@ -173,7 +240,7 @@ status() {
   for name in mlflow prefect worker; do
     case $name in
       mlflow) url="curl -sf http://127.0.0.1:$MLFLOW_PORT/health" ;;
-      prefect) url="curl -sf http://127.0.0.1:$PREFECT_PORT/api/health" ;;
+      prefect) url="prefect_curl -sf http://127.0.0.1:$PREFECT_PORT/api/health" ;;
       worker) url=worker_online ;;
     esac
     if ! running "$name"; then echo "$name: stopped"; healthy=1
@@ -184,8 +251,8 @@ status() {
 }
 
 case ${1:-} in
-  up) shift; up "$@" ;;
+  up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up [--auth] | down | status" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down | status" >&2; exit 2 ;;
 esac
