@@ -29,7 +29,7 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def http_status(url: str, method: str = "GET", body: dict | None = None, auth: str | None = None) -> int:
-    """The HTTP status of one JSON request, with basic auth `user:password` when given."""
+    """The HTTP status of one JSON request, with basic auth `user:password` when given; 0 when nothing answers."""
     request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
                                      headers={"Content-Type": "application/json"})
     if auth is not None:
@@ -39,6 +39,8 @@ def http_status(url: str, method: str = "GET", body: dict | None = None, auth: s
             return response.status
     except urllib.error.HTTPError as err:
         return err.code
+    except OSError:
+        return 0
 
 
 def free_port() -> int:

@@ -5,6 +5,7 @@
 #   infra/local/services.sh up       # create databases and credentials, start and wait for health
 #   infra/local/services.sh status
 #   infra/local/services.sh down     # stop only what `up` started (PID files)
+#   infra/local/services.sh credentials   # only create the credentials file (for compose and k8s)
 #
 # Every server asks for credentials. The first `up` writes random ones to $CREDENTIALS (mode
 # 0600, outside git): MLflow's admin, a `pipeline` user that writes runs and models, a `reader`
@@ -252,7 +253,8 @@ status() {
 
 case ${1:-} in
   up) up ;;
+  credentials) create_credentials ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up | down | status" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down | status | credentials" >&2; exit 2 ;;
 esac
