@@ -152,6 +152,9 @@ def _stream(args) -> int:
         totals = scorer.run(args.max_batches, idle_exit=args.idle_exit, on_batch=lambda b: print(json.dumps(b.__dict__), flush=True))
     except KeyboardInterrupt:
         return 130
+    except redis.ConnectionError as err:  # gone for longer than the consumer waits
+        print(f"pynomaly: error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(totals))
     return 0
 
