@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import subprocess  # nosec B404
 import sys
 import tempfile
 import time
@@ -54,7 +54,7 @@ def main() -> None:
         command = [sys.executable, "-m", "pynomaly_core.cli", "score", "--model", "models:/donors-detector@champion",
                    "--batch-rows", str(args.batch_rows), "input.parquet", "scored.parquet"]
         started = time.perf_counter()
-        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)  # nosec B603
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
         if status != 0:

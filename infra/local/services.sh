@@ -6,6 +6,8 @@
 #   infra/local/services.sh status
 #   infra/local/services.sh down     # stop only what `up` started (PID files)
 #   infra/local/services.sh credentials   # only create the credentials file (for compose and k8s)
+#   infra/local/services.sh backup [DIR]  # the registry database (pg_dump), MLflow's users and artifacts
+#   infra/local/services.sh restore DIR   # into an absent or empty MLFLOW_DB and an empty artifact root
 #
 # Every server asks for credentials. The first `up` writes random ones to $CREDENTIALS (mode
 # 0600, outside git): MLflow's admin, a `pipeline` user that writes runs and models, a `reader`
@@ -15,7 +17,7 @@
 # Settings (environment): MLFLOW_PORT (5055), PREFECT_PORT (4205), PG_HOST, PG_PORT, PG_USER,
 # PG_PASSWORD, MLFLOW_DB/PREFECT_DB/OPTUNA_DB (each service has its own database: they share
 # no migrations), PREFECT_WORK_POOL (pynomaly), PYNOMALY_SERVICES_DIR (.services),
-# PYNOMALY_CREDENTIALS ($PYNOMALY_SERVICES_DIR/credentials).
+# PYNOMALY_CREDENTIALS ($PYNOMALY_SERVICES_DIR/credentials), PREFECT_FLOWS_HEARTBEAT_FREQUENCY (30).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -30,6 +32,8 @@ PREFECT_DB=${PREFECT_DB:-prefect}
 OPTUNA_DB=${OPTUNA_DB:-optuna}
 WORK_POOL=${PREFECT_WORK_POOL:-pynomaly}
 CREDENTIALS=${PYNOMALY_CREDENTIALS:-$STATE/credentials}
+# Flow runs report every HEARTBEAT s; `make deploy`'s automation marks one crashed after 3 silent periods.
+HEARTBEAT=${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-180}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
 # Workers stop before the server: a worker whose server is gone hangs on shutdown.
@@ -181,6 +185,7 @@ export PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api
 export PREFECT_API_AUTH_STRING=\$(sed -n 's/^PREFECT_AUTH_STRING=//p' '$CREDENTIALS')
 export PYNOMALY_OPTUNA_STORAGE=$(pg_url psycopg "$OPTUNA_DB")
 export PREFECT_WORK_POOL=$WORK_POOL
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY=$HEARTBEAT
 EOF
 }
 
@@ -236,6 +241,43 @@ stop() {
 
 down() { for name in "${SERVICES_DOWN_ORDER[@]}"; do stop "$name"; done; }
 
+# A consistent copy while the servers run: pg_dump takes a snapshot; the artifacts of a version
+# are written before the version is, so an artifact without a version is at worst left over.
+backup() {
+  need pg_dump
+  local target=${1:-$STATE/backups/$(date -u +%Y%m%dT%H%M%SZ)}
+  [[ ! -e $target ]] || die "$target exists; name a new folder"
+  mkdir -p "$target.partial"
+  PGPASSWORD=${PG_PASSWORD:-} pg_dump -Fc -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -f "$target.partial/mlflow.dump" "$MLFLOW_DB"
+  tar -C "$STATE" -czf "$target.partial/artifacts.tar.gz" artifacts
+  if [[ -f $STATE/basic_auth.db ]]; then
+    python -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' "$STATE/basic_auth.db" "$target.partial/basic_auth.db"
+  fi
+  mv "$target.partial" "$target"  # a backup folder is complete or absent
+  log "backup of $MLFLOW_DB and $STATE/artifacts: $target"
+}
+
+restore() {
+  need pg_restore
+  local source=${1:?usage: restore DIR}
+  [[ -f $source/mlflow.dump && -f $source/artifacts.tar.gz ]] || die "$source is not a backup (mlflow.dump, artifacts.tar.gz)"
+  running mlflow && die "mlflow is running; stop the services first (make services-down)"
+  export PGPASSWORD=${PG_PASSWORD:-}
+  local psql=(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -tA)
+  if [[ -n $("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$MLFLOW_DB'") ]]; then
+    [[ $("${psql[@]}" -d "$MLFLOW_DB" -c "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == 0 ]] \
+      || die "database $MLFLOW_DB is not empty; restore into a new one (MLFLOW_DB=...)"
+  else
+    "${psql[@]}" -d postgres -qc "CREATE DATABASE \"$MLFLOW_DB\""
+  fi
+  [[ -z $(ls -A "$STATE/artifacts" 2>/dev/null) ]] || die "$STATE/artifacts is not empty; restore into a new PYNOMALY_SERVICES_DIR"
+  pg_restore --no-owner --exit-on-error -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$MLFLOW_DB" "$source/mlflow.dump"
+  mkdir -p "$STATE"
+  tar -C "$STATE" -xzf "$source/artifacts.tar.gz"
+  [[ -f $source/basic_auth.db ]] && cp "$source/basic_auth.db" "$STATE/basic_auth.db"
+  log "restored $source into database $MLFLOW_DB and $STATE/artifacts"
+}
+
 status() {
   local healthy=0 url
   for name in mlflow prefect worker; do
@@ -254,7 +296,9 @@ status() {
 case ${1:-} in
   up) up ;;
   credentials) create_credentials ;;
+  backup) shift; backup "$@" ;;
+  restore) shift; restore "$@" ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up | down | status | credentials" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down | status | credentials | backup [DIR] | restore DIR" >&2; exit 2 ;;
 esac
