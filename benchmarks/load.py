@@ -2,7 +2,7 @@
 
 Trains the demo detector (one isolation-forest trial) in a temporary project, serves its champion
 with `pynomaly serve`, then:
-1. load: wrk at each of --connections for --seconds, one row per request -> requests/s, p50, p99,
+1. load: wrk at each of --connections for --seconds, one row per request (30 s timeout) -> requests/s, p50, p99,
    errors (socket errors and non-2xx answers);
 2. soak: one keep-alive client at a steady --rate for --soak-seconds -> latency, errors, and the
    resident memory of the server's processes before and after;
@@ -36,9 +36,8 @@ from stream import train_demo  # benchmarks/stream.py: the demo champion in a te
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.services import serving  # noqa: E402  (pynomaly serve on a free port)
+from tests.services import fuzz_serve, serving  # noqa: E402  (pynomaly serve on a free port; schemathesis)
 
-SCHEMA = ROOT / "docs" / "serve-openapi.yaml"
 UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
@@ -71,12 +70,12 @@ def wrk(url: str, body: str, connections: int, seconds: int, folder: Path) -> di
     script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[{body}]==]\n')
     threads = min(connections, os.cpu_count() or 1)
     # Bandit B603/B607: a fixed argv; wrk is the Debian package's, found on PATH.
-    run = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script),  # nosec B603 B607
+    run = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s", "--latency", "-s", str(script),  # nosec B603 B607
                           f"{url}/invocations"], capture_output=True, text=True, check=True)
     if run.stderr.strip():  # a script error makes wrk send GETs instead
         raise RuntimeError(f"wrk: {run.stderr.strip()}")
     out = run.stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
@@ -121,36 +120,6 @@ def soak(port: int, body: str, rate: float, seconds: float) -> dict:
     }
 
 
-def fuzz(url: str, examples: int, folder: Path) -> dict:
-    """schemathesis on every operation of the schema; the only check: no 5xx answer."""
-    report = folder / "fuzz.ndjson"
-    result = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "run", str(SCHEMA), "--url", url,  # nosec B603
-                             "--checks", "not_a_server_error", "--max-examples", str(examples), "--seed", "1",
-                             "--report", "ndjson", "--report-ndjson-path", str(report), "--no-color"],
-                            capture_output=True, text=True)
-    cases, server_errors = 0, 0
-    for line in report.read_text().splitlines():
-        event = json.loads(line)
-        for interaction in _interactions(event):
-            cases += 1
-            server_errors += (interaction.get("response") or {}).get("status_code", 0) >= 500
-    return {"cases": cases, "server_errors": server_errors, "passed": result.returncode == 0,
-            "summary": result.stdout.strip().splitlines()[-3:]}
-
-
-def _interactions(event: dict):
-    """The recorded request/response pairs in one schemathesis NDJSON event."""
-    if isinstance(event, dict):
-        if "request" in event and "response" in event:
-            yield event
-            return
-        for value in event.values():
-            yield from _interactions(value)
-    elif isinstance(event, list):
-        for value in event:
-            yield from _interactions(value)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32])
@@ -178,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"soak  {row['rate']:.0f} req/s for {row['seconds']} s: {row['requests']} requests, errors {row['errors']}, "
               f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms; RSS {row['rss_before_mib']} -> {row['rss_after_mib']} MiB "
               f"({row['rss_growth_pct']:+.2f} %, max {row['rss_max_mib']})", flush=True)
-        results["fuzz"] = row = fuzz(url, args.fuzz_examples, folder)
+        results["fuzz"] = row = fuzz_serve(url, args.fuzz_examples, folder)
         print(f"fuzz  {row['cases']} cases, {row['server_errors']} answered 5xx; schemathesis {'passed' if row['passed'] else 'FAILED'}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))

@@ -167,7 +167,10 @@ def _loopback(host: str) -> bool:
 
 
 def _serve(args) -> int:
-    """Exec `mlflow models serve`: MLflow's REST server (POST /invocations) for the registered model."""
+    """Exec uvicorn with MLflow's scoring server (POST /invocations) for the registered model, behind pynomaly_core.serving."""
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
     from .tracking import absolute_sqlite, tracking_uri
 
     if not _loopback(args.host):
@@ -176,15 +179,16 @@ def _serve(args) -> int:
                           "(127.0.0.1, ::1 or localhost); to serve other machines, put an authenticating reverse proxy in front of it")
     config = load_config(args.config)
     model = args.model or f"models:/{config.registry.model_name}@champion"
-    bin_dir = os.path.dirname(sys.executable)  # mlflow execs uvicorn from the environment's bin
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MLFLOW_TRACKING_URI": absolute_sqlite(tracking_uri(config.tracking)),
-    }
-    command = [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
-               "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
-    # Bandit B606: the argv is this environment's own mlflow with parsed options, run without a shell.
+    mlflow.set_tracking_uri(absolute_sqlite(tracking_uri(config.tracking)))
+    try:  # what `mlflow models serve` does first
+        local_path = mlflow.artifacts.download_artifacts(artifact_uri=model)
+    except mlflow.exceptions.MlflowException as err:
+        raise DataError(f"cannot load model {model}: {err.message}") from None
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, scoring_server._SERVER_MODEL_PATH: local_path}
+    command = [os.path.join(bin_dir, "uvicorn"), "--host", args.host, "--port", str(args.port), "--workers", str(args.workers),
+               "pynomaly_core.serving:app"]
+    # Bandit B606: the argv is this environment's own uvicorn with parsed options, run without a shell.
     os.execve(command[0], command, env)  # nosec B606
 
 

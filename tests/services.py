@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -186,3 +187,30 @@ def serving(cwd: Path):
         if process.poll() is None:
             os.killpg(process.pid, 15)
             process.wait(timeout=30)
+
+
+def fuzz_serve(url: str, examples: int, folder: Path) -> dict:
+    """schemathesis on every operation of docs/serve-openapi.yaml against `pynomaly serve` at `url`; the check: no 5xx answer."""
+    report = folder / "fuzz.ndjson"
+    result = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "run", str(ROOT / "docs" / "serve-openapi.yaml"), "--url", url,  # nosec B603
+                             "--checks", "not_a_server_error", "--max-examples", str(examples), "--seed", "1",
+                             "--report", "ndjson", "--report-ndjson-path", str(report), "--no-color"],
+                            capture_output=True, text=True)
+    server_errors = sum(interaction["response"].get("status_code", 0) >= 500
+                        for line in report.read_text().splitlines() for interaction in _interactions(json.loads(line)))
+    generated = re.search(r"(\d+) generated", result.stdout)
+    return {"cases": int(generated.group(1)) if generated else 0, "server_errors": server_errors, "passed": result.returncode == 0,
+            "summary": result.stdout.strip().splitlines()[-8:]}
+
+
+def _interactions(event: dict):
+    """The recorded request/response pairs in one schemathesis NDJSON event."""
+    if isinstance(event, dict):
+        if "request" in event and isinstance(event.get("response"), dict):
+            yield event
+            return
+        for value in event.values():
+            yield from _interactions(value)
+    elif isinstance(event, list):
+        for value in event:
+            yield from _interactions(value)
