@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test install install-all dvc-repro mlflow-ui redis clean services services-down services-status deploy
+.PHONY: run test install install-all dvc-repro mlflow-ui redis clean services services-down services-status deploy backup restore
 
 run: $(VENV)/.installed
 	$(BIN)/pynomaly run --config configs/demo.yaml
@@ -55,6 +55,13 @@ services-down:
 
 services-status:
 	infra/local/services.sh status
+
+# The registry database and artifact root: `make backup [BACKUP=DIR]`, `make restore BACKUP=DIR`.
+backup:
+	infra/local/services.sh backup $(BACKUP)
+
+restore:
+	infra/local/services.sh restore $(BACKUP)
 
 deploy: $(VENV)/.installed-all
 	. .services/env && $(BIN)/python -m flows.deploy --config configs/demo.yaml

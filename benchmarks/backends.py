@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
+import subprocess  # nosec B404
 import sys
 import time
 from pathlib import Path
@@ -75,7 +75,7 @@ def main() -> None:
     print(f"{'detector':<16}{'dataset':<11}{'rows':>6}{'fit s':>9}{'score s':>9}{'peak MB':>9}{'ROC-AUC':>9}  device", flush=True)
     for dataset in args.datasets:
         for detector in args.detectors:
-            run = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--one", detector, dataset], capture_output=True, text=True)
+            run = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--one", detector, dataset], capture_output=True, text=True)  # nosec B603
             if run.returncode:
                 print(f"{detector:<16}{dataset:<11} failed: {run.stderr.strip().splitlines()[-1]}", flush=True)
                 continue

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
-import subprocess
+import subprocess  # nosec B404
 import sys
 import tempfile
 import time

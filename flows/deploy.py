@@ -6,6 +6,8 @@ Each deployment runs this checkout's code: the process worker changes into the p
 (a `set_working_directory` pull step), so the config's relative paths resolve there. Its
 `config` parameter is typed by the pydantic model and defaults to the given YAML file, so the
 Prefect UI's "Run" form shows and validates every setting.
+It also creates the automation that marks a flow run crashed once its heartbeats stop (its
+worker or machine died): Prefect's own recipe for "zombie" runs, which its server lacks.
 `scoring` and `monitoring` read the newest batch from `data/incoming/batch.csv` unless a run
 names another `batch`.
 """
@@ -14,9 +16,16 @@ from __future__ import annotations
 
 import argparse
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from prefect import flow
+from prefect.automations import Automation
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
+from prefect.settings import get_current_settings
 
 from pynomaly_core.config import load_config
 
@@ -50,12 +59,43 @@ def deploy(config_path: str | Path, work_pool: str, root: Path = ROOT) -> list[s
     return ids
 
 
+CRASH_AUTOMATION = "crash-silent-flow-runs"
+FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
+
+
+def crash_silent_runs() -> str:
+    """Create (once) the automation that marks a flow run Crashed when no heartbeat came for three
+    heartbeat periods (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, seconds); returns its id."""
+    try:
+        return str(Automation.read(name=CRASH_AUTOMATION).id)
+    except ValueError:  # not created yet
+        pass
+    period = get_current_settings().flows.heartbeat_frequency
+    automation = Automation(
+        name=CRASH_AUTOMATION,
+        description="A flow run whose heartbeats stopped lost its process (worker or machine gone).",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=3 * period),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=f"no heartbeat for {3 * period} s: its process is gone")],
+    ).create()
+    print(f"created automation {CRASH_AUTOMATION} (no heartbeat for {3 * period} s -> Crashed)")
+    return str(automation.id)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--pool", default=os.environ.get("PREFECT_WORK_POOL", "pynomaly"))
     args = parser.parse_args(argv)
     deploy(args.config, args.pool)
+    crash_silent_runs()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import sys
@@ -154,25 +155,44 @@ def _stream(args) -> int:
         totals = scorer.run(args.max_batches, idle_exit=args.idle_exit, on_batch=lambda b: print(json.dumps(b.__dict__), flush=True))
     except KeyboardInterrupt:
         return 130
+    except redis.ConnectionError as err:  # gone for longer than the consumer waits
+        print(f"pynomaly: error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(totals))
     return 0
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
 def _serve(args) -> int:
-    """Exec `mlflow models serve`: MLflow's REST server (POST /invocations) for the registered model."""
+    """Exec uvicorn with MLflow's scoring server (POST /invocations) for the registered model, behind pynomaly_core.serving."""
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
     from .tracking import absolute_sqlite, tracking_uri
 
+    if not _loopback(args.host):
+        # MLflow's scoring server has no authentication: only this machine may reach it.
+        raise ConfigError(f"--host {args.host}: pynomaly serve has no authentication, so it listens on loopback only "
+                          "(127.0.0.1, ::1 or localhost); to serve other machines, put an authenticating reverse proxy in front of it")
     config = load_config(args.config)
     model = args.model or f"models:/{config.registry.model_name}@champion"
-    bin_dir = os.path.dirname(sys.executable)  # mlflow execs uvicorn from the environment's bin
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MLFLOW_TRACKING_URI": absolute_sqlite(tracking_uri(config.tracking)),
-    }
-    command = [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
-               "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
-    os.execve(command[0], command, env)
+    mlflow.set_tracking_uri(absolute_sqlite(tracking_uri(config.tracking)))
+    try:  # what `mlflow models serve` does first
+        local_path = mlflow.artifacts.download_artifacts(artifact_uri=model)
+    except mlflow.exceptions.MlflowException as err:
+        raise DataError(f"cannot load model {model}: {err.message}") from None
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, scoring_server._SERVER_MODEL_PATH: local_path}
+    command = [os.path.join(bin_dir, "uvicorn"), "--host", args.host, "--port", str(args.port), "--workers", str(args.workers),
+               "pynomaly_core.serving:app"]
+    # Bandit B606: the argv is this environment's own uvicorn with parsed options, run without a shell.
+    os.execve(command[0], command, env)  # nosec B606
 
 
 def _ui(args) -> int:
@@ -308,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a registered model over REST (mlflow models serve)")
     serve.add_argument("--model", help="default: models:/<registry.model_name>@champion")
     serve.add_argument("--config", default=DEFAULT_CONFIG)
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="a loopback address: the server has no authentication")
     serve.add_argument("--port", type=int, default=5056)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(handler=_serve)

@@ -53,6 +53,10 @@ class MonitorResult(BaseModel):
     run_id: str
 
 
+# What MLflow answers when the model, or its champion alias, does not exist.
+MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def champion_uri(cfg: PipelineConfig) -> str:
     return f"models:/{cfg.registry.model_name}@{tracking.CHAMPION}"
 
@@ -61,7 +65,9 @@ def champion_version_uri(cfg: PipelineConfig) -> str:
     """Pin the alias to a version now, so a champion promoted mid-batch does not mix two models."""
     try:
         version = MlflowClient().get_model_version_by_alias(cfg.registry.model_name, tracking.CHAMPION).version
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as err:
+        if err.error_code not in MISSING:  # e.g. a server that stays unreachable: not the user's mistake
+            raise
         raise DataError(f"no {champion_uri(cfg)}: train and register a model first (pynomaly run)") from None
     return f"models:/{cfg.registry.model_name}/{version}"
 

@@ -6,10 +6,14 @@ stream (or, rejected, to the dead-letter stream with its reasons), and only afte
 reached the store. A consumer that dies mid-batch leaves its entries pending; any consumer takes
 them over (XAUTOCLAIM) once idle for `claim_idle_ms`.
 Rows can reach the store twice after a crash (at least once): `event_id` identifies them.
+When Redis goes away (a restart), the consumer waits and reconnects with exponential backoff,
+then reads its own pending entries first, so a batch cut off before its acknowledgement is
+finished before any new one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -27,6 +31,9 @@ from .tracking import setup
 from .validation import ERRORS_COLUMN
 
 EVENT_ID = "event_id"
+# Reconnection backoff: first wait, longest wait, and how long Redis may stay away before the consumer gives up.
+BACKOFF_FIRST_S, BACKOFF_MAX_S, GIVE_UP_AFTER_S = 0.1, 5.0, 600.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,13 +124,20 @@ class StreamScorer:
         """Consume until interrupted, `max_batches` micro-batches, or (with `idle_exit`) an empty read."""
         totals = {"batches": 0, "events": 0, "scored": 0, "rejected": 0, "anomalies": 0}
         started = time.perf_counter()
+        outage, failures = None, 0  # when Redis became unreachable, failed attempts since
         while max_batches is None or totals["batches"] < max_batches:
-            entries = self.read()
-            if not entries:
+            try:
+                entries = self.read()
+                batch = self.process(entries) if entries else None
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                outage, failures = outage or time.monotonic(), failures + 1
+                self._wait_for_redis(err, failures, time.monotonic() - outage)
+                continue
+            outage, failures = None, 0
+            if batch is None:
                 if idle_exit:
                     break
                 continue
-            batch = self.process(entries)
             totals["batches"] += 1
             for key, value in (("events", batch.n_events), ("scored", batch.n_scored), ("rejected", batch.n_rejected), ("anomalies", batch.n_anomalies)):
                 totals[key] += value
@@ -131,3 +145,11 @@ class StreamScorer:
                 on_batch(batch)
         totals["seconds"] = round(time.perf_counter() - started, 3)
         return totals
+
+    def _wait_for_redis(self, err: Exception, failures: int, down_s: float) -> None:
+        if down_s > GIVE_UP_AFTER_S:
+            raise redis.ConnectionError(f"Redis at {self.options.redis_url} unreachable for {down_s:.0f} s: {err}") from err
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
+        log.warning("Redis at %s unreachable (%s); retrying in %.1f s", self.options.redis_url, err, delay)
+        time.sleep(delay)
+        self._recovered = False  # a batch cut off before its acknowledgement is still pending: take it first

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
+import requests
 import sqlalchemy.exc
+from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -14,8 +16,13 @@ from pynomaly_core import stages
 TRANSIENT_ERRORS = (ConnectionError, TimeoutError, sqlite3.OperationalError, sqlalchemy.exc.OperationalError)
 
 
+def unreachable_server(error: BaseException) -> bool:
+    """MLflow's client, once its own retries are spent, wraps a lost connection in an MlflowException."""
+    return isinstance(error, MlflowException) and isinstance(error.__context__, (requests.ConnectionError, requests.Timeout))
+
+
 def is_transient(task, task_run, state) -> bool:
-    return isinstance(state.data, TRANSIENT_ERRORS)
+    return isinstance(state.data, TRANSIENT_ERRORS) or unreachable_server(state.data)
 
 
 def stage_task(stage):

@@ -6,13 +6,17 @@ Each test session gets free ports, its own state folder and its own PostgreSQL d
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,21 @@ from tests.conftest import ROOT
 
 SCRIPT = ROOT / "infra" / "local" / "services.sh"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def http_status(url: str, method: str = "GET", body: dict | None = None, auth: str | None = None) -> int:
+    """The HTTP status of one JSON request, with basic auth `user:password` when given; 0 when nothing answers."""
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
 
 
 def free_port() -> int:
@@ -65,6 +84,16 @@ class Services:
     def pid(self, name: str) -> int:
         return int((self.state / f"{name}.pid").read_text())
 
+    def credentials(self) -> dict[str, str]:
+        """The credentials file `up` wrote (KEY=value lines)."""
+        lines = (self.state / "credentials").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+    def sourced_env(self) -> dict[str, str]:
+        """What `source .services/env` exports to a command."""
+        shown = subprocess.run(["bash", "-c", f". {self.state}/env && env -0"], capture_output=True, text=True, check=True, env=self.env)
+        return dict(item.split("=", 1) for item in shown.stdout.split("\0") if "=" in item)
+
 
 def make_services(state: Path) -> Services:
     prefix = f"pynomaly_test_{os.getpid()}"
@@ -83,7 +112,8 @@ def make_services(state: Path) -> Services:
         "PREFECT_WORK_POOL": "pynomaly-test",
         "PREFECT_WORKER_QUERY_SECONDS": "2",  # pick up triggered runs quickly
     }
-    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "PYNOMALY_OPTUNA_STORAGE", "PYNOMALY_DB_URL"):
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_URL",
+                "PREFECT_API_AUTH_STRING", "PREFECT_HOME", "PYNOMALY_OPTUNA_STORAGE", "PYNOMALY_CREDENTIALS", "PYNOMALY_DB_URL"):
         env.pop(key, None)
     return Services(env, state)
 
@@ -162,3 +192,30 @@ def serving(cwd: Path, command: str = "serve", health: str = "/ping"):
         if process.poll() is None:
             os.killpg(process.pid, 15)
             process.wait(timeout=30)
+
+
+def fuzz_serve(url: str, examples: int, folder: Path) -> dict:
+    """schemathesis on every operation of docs/serve-openapi.yaml against `pynomaly serve` at `url`; the check: no 5xx answer."""
+    report = folder / "fuzz.ndjson"
+    result = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "run", str(ROOT / "docs" / "serve-openapi.yaml"), "--url", url,  # nosec B603
+                             "--checks", "not_a_server_error", "--max-examples", str(examples), "--seed", "1",
+                             "--report", "ndjson", "--report-ndjson-path", str(report), "--no-color"],
+                            capture_output=True, text=True)
+    server_errors = sum(interaction["response"].get("status_code", 0) >= 500
+                        for line in report.read_text().splitlines() for interaction in _interactions(json.loads(line)))
+    generated = re.search(r"(\d+) generated", result.stdout)
+    return {"cases": int(generated.group(1)) if generated else 0, "server_errors": server_errors, "passed": result.returncode == 0,
+            "summary": result.stdout.strip().splitlines()[-8:]}
+
+
+def _interactions(event: dict):
+    """The recorded request/response pairs in one schemathesis NDJSON event."""
+    if isinstance(event, dict):
+        if "request" in event and isinstance(event.get("response"), dict):
+            yield event
+            return
+        for value in event.values():
+            yield from _interactions(value)
+    elif isinstance(event, list):
+        for value in event:
+            yield from _interactions(value)

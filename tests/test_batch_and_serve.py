@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -119,3 +120,13 @@ def test_serve_scores_posted_rows_and_rejects_malformed_payloads(registered, wor
         assert 400 <= status < 500 and body["message"]
         status, body = _post(f"{url}/invocations", json.dumps({"dataframe_split": rows.drop(columns=["mean_area"]).to_dict(orient="split")}).encode())
         assert 400 <= status < 500 and "mean_area" in body["message"]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "example.org"])
+def test_serve_refuses_to_listen_beyond_loopback(host):
+    # MLflow's scoring server has no authentication, so nothing but this machine may reach it.
+    result = subprocess.run([sys.executable, "-m", "pynomaly_core.cli", "serve", "--host", host, "--port", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"pynomaly: error: --host {host}: pynomaly serve has no authentication, so it listens on loopback only")
+    assert "Traceback" not in result.stderr

@@ -1,6 +1,7 @@
 """PostgreSQL going away during a training run: a clear failure, no half-registered model, no
 alias moved; once it is back, a rerun completes and the Optuna study resumes."""
 
+import socket
 import threading
 import time
 
@@ -8,8 +9,12 @@ import mlflow
 import psycopg
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from flows.training import training_flow
+from pynomaly_core.io import DataError
+from pynomaly_core.monitoring import champion_version_uri
+from tasks.training import unreachable_server
 from tests.conftest import demo_config, prefect_harness
 from tests.services import TcpProxy, free_port
 
@@ -82,3 +87,22 @@ def test_database_outage_mid_study_then_rerun_resumes(workdir, optuna_db, monkey
     )
     assert len(logged) == 8 - done_before  # the rerun ran only the missing trials
     assert summary.registration.version == "2"
+
+
+def test_an_unreachable_mlflow_server_is_retried_not_reported_as_a_missing_champion(workdir, monkeypatch):
+    config = demo_config()
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed.getsockname()[1]}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries spent at once
+    mlflow.set_tracking_uri(None)
+    with pytest.raises(MlflowException) as raised:
+        champion_version_uri(config)
+    assert unreachable_server(raised.value)  # so the scoring task retries it
+    # A store that answers but holds no champion is the user's to fix: a clear error, no retry.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
+    mlflow.set_tracking_uri(None)
+    with pytest.raises(DataError, match="no models:/breast-cancer-detector@champion: train and register a model first") as missing:
+        champion_version_uri(config)
+    assert not unreachable_server(missing.value)
+    mlflow.set_tracking_uri(None)

@@ -3,9 +3,12 @@ store, real Prefect flow runs, real PostgreSQL and Redis, batches derived from t
 
 import http.server
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -366,6 +369,66 @@ def test_consumer_killed_mid_batch_loses_nothing(project, batches, redis_client,
     delivered = [fields["event_id"] for _, fields in redis_client.xrange(options.output)]
     assert sorted(delivered) == sorted(ids)  # every event once, the stalled ones included
     assert redis_client.xpending(options.input, options.group)["pending"] == 0
+
+
+def start_redis(port: int, folder: Path) -> subprocess.Popen:
+    """A Redis server of the test's own, appending every write to its log (AOF) in `folder`, so a restart keeps the streams."""
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+                               "--appendonly", "yes", "--appendfsync", "always", "--save", ""], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return server
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"redis-server on port {port} did not start")
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.2)
+
+
+def test_redis_restart_under_the_consumer_loses_and_repeats_no_event(project, batches, tmp_path):
+    port = free_port()  # never the shared server on 6379
+    server = start_redis(port, tmp_path)
+    client = redis.Redis(port=port, decode_responses=True)
+    name = f"pynomaly-restart-{uuid.uuid4().hex[:8]}"
+    settings = {"redis_url": f"redis://127.0.0.1:{port}/0", "input": f"{name}:in", "output": f"{name}:out", "dead_letter": f"{name}:dead",
+                "group": "scorers", "batch_size": 25, "block_ms": 200}
+    config = small_config(stream=small_config().monitoring.stream.model_copy(update=settings))
+    path = write_config(config, project / "stream-restart.yaml")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    consumer = subprocess.Popen([sys.executable, "-m", "pynomaly_core.cli", "stream", "--config", str(path), "--consumer", "c1"],
+                                cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rows = pd.read_csv(batches / "unchanged.csv")
+    try:
+        before = _produce(client, config, rows.head(100))
+        wait_for(lambda: client.xlen(settings["output"]) == 100, 180, "the first 100 events scored")
+        server.kill()  # a crash, while the consumer waits in XREADGROUP
+        server.wait()
+        time.sleep(2)
+        assert consumer.poll() is None  # still there, retrying
+        server = start_redis(port, tmp_path)
+        after = _produce(client, config, rows.iloc[100:])
+        wait_for(lambda: client.xlen(settings["output"]) == len(rows), 120, "every event scored after the restart")
+        consumer.send_signal(signal.SIGINT)
+        output = consumer.communicate(timeout=60)[0]
+        assert "unreachable" in output and "retrying in" in output, output
+        assert "Traceback" not in output
+        delivered = [fields["event_id"] for _, fields in client.xrange(settings["output"])]
+        assert sorted(delivered) == sorted(before + after)  # every event, each once
+        assert client.xpending(settings["input"], "scorers")["pending"] == 0
+        assert client.xlen(settings["dead_letter"]) == 0
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+        server.kill()
+        server.wait()
 
 
 # The drift reference

@@ -2,15 +2,22 @@
 # The production topology on one machine: PostgreSQL databases, an MLflow tracking server,
 # a Prefect server, a Prefect worker on a process work pool and the analysts' workbench, all on loopback.
 #
-#   infra/local/services.sh up [--auth]   # create databases, start and wait for health
+#   infra/local/services.sh up       # create databases and credentials, start and wait for health
 #   infra/local/services.sh status
-#   infra/local/services.sh down          # stop only what `up` started (PID files)
+#   infra/local/services.sh down     # stop only what `up` started (PID files)
+#   infra/local/services.sh credentials   # only create the credentials file (for compose and k8s)
+#   infra/local/services.sh backup [DIR]  # the registry database (pg_dump), MLflow's users and artifacts
+#   infra/local/services.sh restore DIR   # into an absent or empty MLFLOW_DB and an empty artifact root
 #
-# `up` writes $STATE/env: `source` it to point pynomaly, mlflow and prefect at the servers.
+# Every server asks for credentials. The first `up` writes random ones to $CREDENTIALS (mode
+# 0600, outside git): MLflow's admin, a `pipeline` user that writes runs and models, a `reader`
+# user that may only read them, and the Prefect server's auth string.
+# `up` writes $STATE/env: `source` it to point pynomaly, mlflow and prefect at the servers as the
+# pipeline user (it reads the passwords from $CREDENTIALS; it holds none itself).
 # Settings (environment): MLFLOW_PORT (5055), PREFECT_PORT (4205), PG_HOST, PG_PORT, PG_USER,
 # PG_PASSWORD, MLFLOW_DB/PREFECT_DB/OPTUNA_DB/WORKBENCH_DB (each service has its own database: they share
-# no migrations), PREFECT_WORK_POOL (pynomaly), PYNOMALY_SERVICES_DIR (.services), WORKBENCH_PORT (8050).
-# --auth starts MLflow with `--app-name basic-auth`; it needs MLFLOW_AUTH_ADMIN_PASSWORD.
+# no migrations), PREFECT_WORK_POOL (pynomaly), PYNOMALY_SERVICES_DIR (.services), WORKBENCH_PORT (8050),
+# PYNOMALY_CREDENTIALS ($PYNOMALY_SERVICES_DIR/credentials), PREFECT_FLOWS_HEARTBEAT_FREQUENCY (30).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -26,6 +33,9 @@ OPTUNA_DB=${OPTUNA_DB:-optuna}
 WORKBENCH_DB=${WORKBENCH_DB:-workbench}
 WORKBENCH_PORT=${WORKBENCH_PORT:-8050}
 WORK_POOL=${PREFECT_WORK_POOL:-pynomaly}
+CREDENTIALS=${PYNOMALY_CREDENTIALS:-$STATE/credentials}
+# Flow runs report every HEARTBEAT s; `make deploy`'s automation marks one crashed after 3 silent periods.
+HEARTBEAT=${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-180}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
 # Workers stop before the server: a worker whose server is gone hangs on shutdown.
@@ -98,25 +108,92 @@ wait_for() {  # wait_for NAME CHECK-COMMAND...
   die "$name not healthy after ${HEALTH_TIMEOUT}s; see $STATE/$name.log"
 }
 
+# credential NAME: one value of the credentials file.
+credential() { sed -n "s/^$1=//p" "$CREDENTIALS"; }
+
+# Random credentials, written once; an existing file is kept (the servers' users depend on it).
+create_credentials() {
+  if [[ -f $CREDENTIALS ]]; then
+    [[ $(stat -c %a "$CREDENTIALS") == 600 ]] || die "$CREDENTIALS may be read by others; chmod 600 it"
+    log "credentials: $CREDENTIALS"
+    return
+  fi
+  local token='import secrets; print(secrets.token_urlsafe(24))'
+  mkdir -p "$(dirname "$CREDENTIALS")"
+  (
+    umask 077
+    cat >"$CREDENTIALS" <<EOF
+# Credentials of the pynomaly services, written by infra/local/services.sh; keep this file private.
+MLFLOW_ADMIN_USERNAME=admin
+MLFLOW_ADMIN_PASSWORD=$(python -c "$token")
+MLFLOW_PIPELINE_USERNAME=pipeline
+MLFLOW_PIPELINE_PASSWORD=$(python -c "$token")
+MLFLOW_READER_USERNAME=reader
+MLFLOW_READER_PASSWORD=$(python -c "$token")
+MLFLOW_FLASK_SERVER_SECRET_KEY=$(python -c "$token")
+PREFECT_AUTH_STRING=admin:$(python -c "$token")
+EOF
+  )
+  log "created credentials (mode 0600): $CREDENTIALS"
+}
+
+# MLflow's basic-auth app reads its admin user and its users' database from an ini file.
+write_mlflow_auth_config() {
+  (
+    umask 077
+    cat >"$STATE/basic_auth.ini" <<EOF
+[mlflow]
+default_permission = READ
+database_uri = sqlite:///$STATE/basic_auth.db
+admin_username = $(credential MLFLOW_ADMIN_USERNAME)
+admin_password = $(credential MLFLOW_ADMIN_PASSWORD)
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+EOF
+  )
+}
+
+# curl_auth USER:PASSWORD CURL-ARGS...: basic auth through a config on a pipe, kept off the command line.
+curl_auth() {
+  local user=$1; shift
+  curl -K <(printf 'user = "%s"\n' "$user") "$@"
+}
+
+# The pipeline and reader users; every user may read (default_permission), a user may change only
+# the experiments and models it created, so the reader cannot move an alias or delete a version.
+create_mlflow_users() {
+  local who answer
+  for who in MLFLOW_PIPELINE MLFLOW_READER; do
+    answer=$(curl_auth "$(credential MLFLOW_ADMIN_USERNAME):$(credential MLFLOW_ADMIN_PASSWORD)" -s -X POST "http://127.0.0.1:$MLFLOW_PORT/api/2.0/mlflow/users/create" \
+      -H 'Content-Type: application/json' \
+      --data-binary @<(printf '{"username": "%s", "password": "%s"}' "$(credential "${who}_USERNAME")" "$(credential "${who}_PASSWORD")"))
+    [[ $answer == *'"user"'* || $answer == *RESOURCE_ALREADY_EXISTS* ]] || die "cannot create MLflow user $(credential "${who}_USERNAME"): $answer"
+  done
+}
+
+prefect_curl() { curl_auth "$(credential PREFECT_AUTH_STRING)" "$@"; }
+
 worker_online() {
-  curl -sf -X POST "http://127.0.0.1:$PREFECT_PORT/api/work_pools/$WORK_POOL/workers/filter" \
+  prefect_curl -sf -X POST "http://127.0.0.1:$PREFECT_PORT/api/work_pools/$WORK_POOL/workers/filter" \
     -H 'Content-Type: application/json' -d '{}' | grep -q '"status":"ONLINE"'
 }
 
+# Non-secret settings; the passwords are read from $CREDENTIALS when the file is sourced.
 write_env() {
   cat >"$STATE/env" <<EOF
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
+export MLFLOW_TRACKING_USERNAME=\$(sed -n 's/^MLFLOW_PIPELINE_USERNAME=//p' '$CREDENTIALS')
+export MLFLOW_TRACKING_PASSWORD=\$(sed -n 's/^MLFLOW_PIPELINE_PASSWORD=//p' '$CREDENTIALS')
 export PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api
+export PREFECT_API_AUTH_STRING=\$(sed -n 's/^PREFECT_AUTH_STRING=//p' '$CREDENTIALS')
 export PYNOMALY_OPTUNA_STORAGE=$(pg_url psycopg "$OPTUNA_DB")
 export PREFECT_WORK_POOL=$WORK_POOL
 export PYNOMALY_DB_URL=$(pg_url psycopg "$WORKBENCH_DB")
 export PYNOMALY_PREFECT_UI=http://127.0.0.1:$PREFECT_PORT
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY=$HEARTBEAT
 EOF
 }
 
 up() {
-  local auth=false
-  [[ ${1:-} == --auth ]] && auth=true
   need mlflow; need prefect; need curl
   # Fail before touching anything when a port is taken by something we did not start.
   running mlflow || ! port_open "$MLFLOW_PORT" || die "port $MLFLOW_PORT for mlflow is already in use by another process; choose another with MLFLOW_PORT"
@@ -124,23 +201,19 @@ up() {
   mkdir -p "$STATE/artifacts" "$STATE/prefect-home"
   start_postgres
   create_databases
+  create_credentials
+  write_mlflow_auth_config
   write_env
 
-  local mlflow_args=(--backend-store-uri "$(pg_url psycopg "$MLFLOW_DB")" --artifacts-destination "$STATE/artifacts"
-    --workers 1 --host 127.0.0.1 --port "$MLFLOW_PORT")
-  if $auth; then
-    [[ -n ${MLFLOW_AUTH_ADMIN_PASSWORD:-} ]] || die "--auth needs MLFLOW_AUTH_ADMIN_PASSWORD (the admin user's first password)"
-    sed "s|^database_uri = .*|database_uri = sqlite:///$STATE/basic_auth.db|" \
-      "$(python -c 'import mlflow.server.auth as a, os; print(os.path.dirname(a.__file__))')/basic_auth.ini" >"$STATE/basic_auth.ini"
-    export MLFLOW_AUTH_CONFIG_PATH=$STATE/basic_auth.ini
-    mlflow_args+=(--app-name basic-auth)
-    echo "export MLFLOW_TRACKING_USERNAME=admin  # and MLFLOW_TRACKING_PASSWORD" >>"$STATE/env"
-  fi
-  launch mlflow "$MLFLOW_PORT" mlflow server "${mlflow_args[@]}"
+  MLFLOW_AUTH_CONFIG_PATH=$STATE/basic_auth.ini MLFLOW_FLASK_SERVER_SECRET_KEY=$(credential MLFLOW_FLASK_SERVER_SECRET_KEY) \
+    launch mlflow "$MLFLOW_PORT" mlflow server --app-name basic-auth --backend-store-uri "$(pg_url psycopg "$MLFLOW_DB")" \
+    --artifacts-destination "$STATE/artifacts" --workers 1 --host 127.0.0.1 --port "$MLFLOW_PORT"
   PREFECT_HOME=$STATE/prefect-home PREFECT_API_DATABASE_CONNECTION_URL=$(pg_url asyncpg "$PREFECT_DB") \
+    PREFECT_SERVER_API_AUTH_STRING=$(credential PREFECT_AUTH_STRING) \
     launch prefect "$PREFECT_PORT" prefect server start --host 127.0.0.1 --port "$PREFECT_PORT"
   wait_for mlflow curl -sf "http://127.0.0.1:$MLFLOW_PORT/health"
-  wait_for prefect curl -sf "http://127.0.0.1:$PREFECT_PORT/api/health"
+  wait_for prefect prefect_curl -sf "http://127.0.0.1:$PREFECT_PORT/api/health"
+  create_mlflow_users
 
   # The worker runs flow runs as subprocesses that log to the servers above; ROOT on the path
   # so they import this checkout's packages.
@@ -150,10 +223,14 @@ up() {
     launch worker - prefect worker start --pool "$WORK_POOL" --type process
   )
   wait_for worker worker_online
-  # The workbench reads the same tracking server and triggers the deployments; labels go to WORKBENCH_DB.
-  (cd "$ROOT"; source "$STATE/env"; launch workbench "$WORKBENCH_PORT" pynomaly ui --port "$WORKBENCH_PORT")
+  # The workbench reads the tracking server as the read-only user and triggers the deployments;
+  # labels go to WORKBENCH_DB.
+  (cd "$ROOT"; source "$STATE/env"
+   MLFLOW_TRACKING_USERNAME=$(credential MLFLOW_READER_USERNAME)
+   MLFLOW_TRACKING_PASSWORD=$(credential MLFLOW_READER_PASSWORD)
+   launch workbench "$WORKBENCH_PORT" pynomaly ui --port "$WORKBENCH_PORT")
   wait_for workbench curl -sf "http://127.0.0.1:$WORKBENCH_PORT/healthz"
-  log "ready; run: source $STATE/env; workbench: http://127.0.0.1:$WORKBENCH_PORT (first admin: pynomaly users add NAME --admin)"
+  log "ready; credentials in $CREDENTIALS; run: source $STATE/env; workbench: http://127.0.0.1:$WORKBENCH_PORT (first admin: pynomaly users add NAME --admin)"
 }
 
 stop() {
@@ -175,13 +252,50 @@ stop() {
 
 down() { for name in "${SERVICES_DOWN_ORDER[@]}"; do stop "$name"; done; }
 
+# A consistent copy while the servers run: pg_dump takes a snapshot; the artifacts of a version
+# are written before the version is, so an artifact without a version is at worst left over.
+backup() {
+  need pg_dump
+  local target=${1:-$STATE/backups/$(date -u +%Y%m%dT%H%M%SZ)}
+  [[ ! -e $target ]] || die "$target exists; name a new folder"
+  mkdir -p "$target.partial"
+  PGPASSWORD=${PG_PASSWORD:-} pg_dump -Fc -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -f "$target.partial/mlflow.dump" "$MLFLOW_DB"
+  tar -C "$STATE" -czf "$target.partial/artifacts.tar.gz" artifacts
+  if [[ -f $STATE/basic_auth.db ]]; then
+    python -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' "$STATE/basic_auth.db" "$target.partial/basic_auth.db"
+  fi
+  mv "$target.partial" "$target"  # a backup folder is complete or absent
+  log "backup of $MLFLOW_DB and $STATE/artifacts: $target"
+}
+
+restore() {
+  need pg_restore
+  local source=${1:?usage: restore DIR}
+  [[ -f $source/mlflow.dump && -f $source/artifacts.tar.gz ]] || die "$source is not a backup (mlflow.dump, artifacts.tar.gz)"
+  running mlflow && die "mlflow is running; stop the services first (make services-down)"
+  export PGPASSWORD=${PG_PASSWORD:-}
+  local psql=(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -tA)
+  if [[ -n $("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$MLFLOW_DB'") ]]; then
+    [[ $("${psql[@]}" -d "$MLFLOW_DB" -c "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == 0 ]] \
+      || die "database $MLFLOW_DB is not empty; restore into a new one (MLFLOW_DB=...)"
+  else
+    "${psql[@]}" -d postgres -qc "CREATE DATABASE \"$MLFLOW_DB\""
+  fi
+  [[ -z $(ls -A "$STATE/artifacts" 2>/dev/null) ]] || die "$STATE/artifacts is not empty; restore into a new PYNOMALY_SERVICES_DIR"
+  pg_restore --no-owner --exit-on-error -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$MLFLOW_DB" "$source/mlflow.dump"
+  mkdir -p "$STATE"
+  tar -C "$STATE" -xzf "$source/artifacts.tar.gz"
+  [[ -f $source/basic_auth.db ]] && cp "$source/basic_auth.db" "$STATE/basic_auth.db"
+  log "restored $source into database $MLFLOW_DB and $STATE/artifacts"
+}
+
 status() {
   local healthy=0 url
   for name in mlflow prefect worker workbench; do
     case $name in
       workbench) url="curl -sf http://127.0.0.1:$WORKBENCH_PORT/healthz" ;;
       mlflow) url="curl -sf http://127.0.0.1:$MLFLOW_PORT/health" ;;
-      prefect) url="curl -sf http://127.0.0.1:$PREFECT_PORT/api/health" ;;
+      prefect) url="prefect_curl -sf http://127.0.0.1:$PREFECT_PORT/api/health" ;;
       worker) url=worker_online ;;
     esac
     if ! running "$name"; then echo "$name: stopped"; healthy=1
@@ -192,8 +306,11 @@ status() {
 }
 
 case ${1:-} in
-  up) shift; up "$@" ;;
+  up) up ;;
+  credentials) create_credentials ;;
+  backup) shift; backup "$@" ;;
+  restore) shift; restore "$@" ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up [--auth] | down | status" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down | status | credentials | backup [DIR] | restore DIR" >&2; exit 2 ;;
 esac

@@ -111,10 +111,12 @@ class PyODTorchDetector(PyODDetector):
         return state
 
     def __setstate__(self, state):
-        import pickle
+        import pickle  # nosec B403
 
         if isinstance(state.get("estimator_"), bytes):
-            state = dict(state, estimator_=pickle.loads(state["estimator_"]))
+            # Bandit B301: these bytes are part of the model file being unpickled already; loading a
+            # model means trusting it (MLflow's registry, behind its authentication).
+            state = dict(state, estimator_=pickle.loads(state["estimator_"]))  # nosec B301
         self.__dict__.update(state)
 
     @on_one_thread

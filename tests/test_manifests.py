@@ -1,0 +1,112 @@
+"""The containers' credentials: infra/with-credentials.sh hands each role its part of the secret
+file, and the compose and Kubernetes manifests mount that secret instead of holding literals."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.services import free_port, http_status
+
+WRAPPER = ROOT / "infra" / "with-credentials.sh"
+
+
+@pytest.fixture
+def credentials(tmp_path) -> Path:
+    path = tmp_path / "credentials"
+    subprocess.run(["bash", str(ROOT / "infra" / "local" / "services.sh"), "credentials"], check=True, capture_output=True,
+                   env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYNOMALY_CREDENTIALS": str(path)})
+    return path
+
+
+def values(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+
+
+def wrapped(credentials: Path, role: str, *command: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(WRAPPER), role, *command], capture_output=True, text=True, timeout=120,
+                          env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYNOMALY_CREDENTIALS": str(credentials), **env})
+
+
+def test_each_role_gets_only_its_credentials(credentials):
+    secret = values(credentials)
+    client = dict(line.split("=", 1) for line in wrapped(credentials, "client", "env").stdout.splitlines() if "=" in line)
+    assert (client["MLFLOW_TRACKING_USERNAME"], client["MLFLOW_TRACKING_PASSWORD"]) == ("pipeline", secret["MLFLOW_PIPELINE_PASSWORD"])
+    assert client["PREFECT_API_AUTH_STRING"] == secret["PREFECT_AUTH_STRING"]
+    assert secret["MLFLOW_ADMIN_PASSWORD"] not in str(client)
+    prefect = wrapped(credentials, "prefect-server", "env").stdout
+    assert f"PREFECT_SERVER_API_AUTH_STRING={secret['PREFECT_AUTH_STRING']}" in prefect and "MLFLOW_TRACKING" not in prefect
+    missing = wrapped(credentials.parent / "absent", "client", "env")
+    assert missing.returncode == 1 and "cannot read the credentials file" in missing.stderr
+
+
+def test_container_roles_start_an_authenticated_mlflow_and_create_its_users(credentials, tmp_path):
+    secret, port = values(credentials), free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        ["sh", str(WRAPPER), "mlflow-server", "mlflow", "server", "--app-name", "basic-auth", "--backend-store-uri",
+         f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYNOMALY_CREDENTIALS": str(credentials),
+             "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path}/users.db", "MLFLOW_DISABLE_TELEMETRY": "true"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(120):
+            if http_status(f"{url}/health") == 200:
+                break
+            assert server.poll() is None, "the MLflow server exited"
+            time.sleep(1)
+        for _ in range(2):  # the job may run again: existing users are kept
+            created = wrapped(credentials, "mlflow-users", MLFLOW_TRACKING_URI=url)
+            assert created.returncode == 0, created.stderr
+        search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert http_status(search) == 401
+        assert http_status(search, auth=f"reader:{secret['MLFLOW_READER_PASSWORD']}") == 200
+        assert http_status(search, auth=f"pipeline:{secret['MLFLOW_PIPELINE_PASSWORD']}") == 200
+        assert http_status(search, auth=f"admin:{secret['MLFLOW_ADMIN_PASSWORD']}") == 200
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def test_compose_reads_credentials_from_its_secret():
+    compose = yaml.safe_load((ROOT / "infra" / "compose.yaml").read_text())
+    assert compose["secrets"]["credentials"] == {"file": "${PYNOMALY_CREDENTIALS:-../.services/credentials}"}
+    roles = {"mlflow": "mlflow-server", "mlflow-users": "mlflow-users", "prefect-server": "prefect-server",
+             "prefect-worker": "client", "dask-worker": "client"}
+    for name, role in roles.items():
+        service = compose["services"][name]
+        assert service["secrets"] == ["credentials"]
+        assert service["command"].startswith(f"with-credentials {role}"), name
+    assert "--app-name basic-auth" in compose["services"]["mlflow"]["command"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed")
+def test_kubernetes_pods_mount_the_credentials_secret(tmp_path):
+    shutil.copytree(ROOT / "infra" / "k8s", tmp_path / "k8s")
+    overlay = tmp_path / "k8s" / "overlays" / "local"
+    (overlay / "secrets.env").write_text("POSTGRES_PASSWORD=only-for-this-test\n")
+    (overlay / "credentials").write_text("MLFLOW_ADMIN_PASSWORD=only-for-this-test\n")
+    rendered = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
+    documents = [d for d in yaml.safe_load_all(rendered) if d]
+    generated = [d["metadata"]["name"] for d in documents if d["kind"] == "Secret"]
+    assert sorted(name.rsplit("-", 1)[0] for name in generated) == ["pynomaly-credentials", "pynomaly-secrets"]
+    wrapped_roles = {}
+    for document in documents:
+        pod = document.get("spec", {}).get("template", {}).get("spec")
+        if not pod or document["metadata"]["name"] in ("postgres", "dask-scheduler"):
+            continue
+        secret_volumes = [v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v]
+        assert secret_volumes and secret_volumes[0].startswith("pynomaly-credentials-"), document["metadata"]["name"]
+        container = pod["containers"][0]
+        assert {"name": "credentials", "mountPath": "/run/secrets", "readOnly": True} in container["volumeMounts"]
+        wrapped_roles[document["metadata"]["name"]] = container["command"][:2]
+    assert wrapped_roles == {"mlflow": ["with-credentials", "mlflow-server"], "mlflow-users": ["with-credentials", "mlflow-users"],
+                             "prefect-server": ["with-credentials", "prefect-server"], "prefect-worker": ["with-credentials", "client"],
+                             "dask-worker": ["with-credentials", "client"]}
