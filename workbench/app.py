@@ -48,7 +48,9 @@ class NeedsLogin(Exception):
 def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str | None = None, secure_cookies: bool = False) -> FastAPI:
     db_url = db_url or database_url(cfg)
     migrate(db_url)
-    tracking.setup(cfg.tracking)
+    # Point MLflow at the store without creating the experiment: the workbench reads as the read-only
+    # user, and an experiment it created would be closed to the pipeline's runs.
+    tracking.use_store(tracking.absolute_sqlite(tracking.tracking_uri(cfg.tracking)))
     engine = connect(db_url)
     reviewer = Reviewer(cfg)
     metrics = Metrics()
