@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -166,15 +167,19 @@ def serving(cwd: Path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}  # the venv's bin is added by `serve`
     env.pop("MLFLOW_TRACKING_URI", None)
+    # Its log goes to a file: a pipe nobody reads fills up after ~1,000 access-log lines and then
+    # blocks the server's event loop in the middle of writing one.
+    log = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "pynomaly_core.cli", "serve", "--port", str(port)],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
             if process.poll() is not None:
-                raise RuntimeError(f"pynomaly serve exited: {process.stdout.read()}")
+                log.seek(0)
+                raise RuntimeError(f"pynomaly serve exited: {log.read()}")
             try:
                 if urllib.request.urlopen(f"{url}/ping", timeout=2).status == 200:
                     break
@@ -187,6 +192,7 @@ def serving(cwd: Path):
         if process.poll() is None:
             os.killpg(process.pid, 15)
             process.wait(timeout=30)
+        log.close()
 
 
 def fuzz_serve(url: str, examples: int, folder: Path) -> dict:
