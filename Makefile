@@ -12,13 +12,19 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test install install-all dvc-repro mlflow-ui redis clean services services-down services-status deploy backup restore
+.PHONY: run test system-packages install install-all dvc-repro mlflow-ui redis clean services services-down services-status deploy backup restore
 
 run: $(VENV)/.installed
 	$(BIN)/pynomaly run --config configs/demo.yaml
 
-test: $(VENV)/.installed-all
+test: $(VENV)/.installed-all system-packages
 	$(BIN)/python -m pytest
+
+# Debian packages the tests drive: chromium (the workbench's browser test; Playwright cannot
+# download browsers here) and Java 17 (Spark). Installed only when missing.
+system-packages:
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	@command -v java >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless; }
 
 install: $(VENV)/.installed
 install-all: $(VENV)/.installed-all
