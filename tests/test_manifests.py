@@ -40,6 +40,10 @@ def test_each_role_gets_only_its_credentials(credentials):
     assert (client["MLFLOW_TRACKING_USERNAME"], client["MLFLOW_TRACKING_PASSWORD"]) == ("pipeline", secret["MLFLOW_PIPELINE_PASSWORD"])
     assert client["PREFECT_API_AUTH_STRING"] == secret["PREFECT_AUTH_STRING"]
     assert secret["MLFLOW_ADMIN_PASSWORD"] not in str(client)
+    workbench = dict(line.split("=", 1) for line in wrapped(credentials, "workbench", "env").stdout.splitlines() if "=" in line)
+    assert (workbench["MLFLOW_TRACKING_USERNAME"], workbench["MLFLOW_TRACKING_PASSWORD"]) == ("reader", secret["MLFLOW_READER_PASSWORD"])
+    assert workbench["PREFECT_API_AUTH_STRING"] == secret["PREFECT_AUTH_STRING"]  # it triggers the training deployment
+    assert secret["MLFLOW_PIPELINE_PASSWORD"] not in str(workbench)
     prefect = wrapped(credentials, "prefect-server", "env").stdout
     assert f"PREFECT_SERVER_API_AUTH_STRING={secret['PREFECT_AUTH_STRING']}" in prefect and "MLFLOW_TRACKING" not in prefect
     missing = wrapped(credentials.parent / "absent", "client", "env")
@@ -79,7 +83,7 @@ def test_compose_reads_credentials_from_its_secret():
     compose = yaml.safe_load((ROOT / "infra" / "compose.yaml").read_text())
     assert compose["secrets"]["credentials"] == {"file": "${PYNOMALY_CREDENTIALS:-../.services/credentials}"}
     roles = {"mlflow": "mlflow-server", "mlflow-users": "mlflow-users", "prefect-server": "prefect-server",
-             "prefect-worker": "client", "dask-worker": "client"}
+             "prefect-worker": "client", "dask-worker": "client", "workbench": "workbench"}
     for name, role in roles.items():
         service = compose["services"][name]
         assert service["secrets"] == ["credentials"]
@@ -109,4 +113,4 @@ def test_kubernetes_pods_mount_the_credentials_secret(tmp_path):
         wrapped_roles[document["metadata"]["name"]] = container["command"][:2]
     assert wrapped_roles == {"mlflow": ["with-credentials", "mlflow-server"], "mlflow-users": ["with-credentials", "mlflow-users"],
                              "prefect-server": ["with-credentials", "prefect-server"], "prefect-worker": ["with-credentials", "client"],
-                             "dask-worker": ["with-credentials", "client"]}
+                             "dask-worker": ["with-credentials", "client"], "workbench": ["with-credentials", "workbench"]}
