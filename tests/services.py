@@ -192,7 +192,6 @@ def serving(cwd: Path, command: str = "serve", health: str = "/ping"):
         if process.poll() is None:
             os.killpg(process.pid, 15)
             process.wait(timeout=30)
-        log.close()
 
 
 def fuzz_serve(url: str, examples: int, folder: Path) -> dict:
