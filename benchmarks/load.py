@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="soak: requests per second")
     parser.add_argument("--soak-seconds", type=float, default=600.0)
     parser.add_argument("--fuzz-examples", type=int, default=200, help="schemathesis --max-examples per operation")
+    parser.add_argument("--workers", type=int, default=1, help="pynomaly serve --workers")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -138,9 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     train_demo(folder)
     shutil.copytree(ROOT / "configs", folder / "configs")  # `pynomaly serve` reads the model name there
     body = one_row_body()
-    with serving(folder) as url:
+    with serving(folder, options=("--workers", str(args.workers))) as url:
         port = int(url.rsplit(":", 1)[1])
-        results = {"load": [], "machine": f"{os.cpu_count()} cores, shared"}
+        results = {"load": [], "machine": f"{os.cpu_count()} cores, shared", "workers": args.workers}
         for connections in args.connections:
             results["load"].append(row := wrk(url, body, connections, args.seconds, folder))
             print(f"load  {connections:>3} connections: {row['requests_per_s']:8.1f} req/s  p50 {row['p50_ms']:7.2f} ms  "

@@ -5,6 +5,7 @@ Logged as "models from code": MLflow stores this file with the model and runs it
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import joblib
@@ -15,6 +16,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
 
+from pynomaly_core.batching import GroupScorer
 from pynomaly_core.config import DataConfig
 from pynomaly_core.io import DataError
 from pynomaly_core.scoring import score_rows
@@ -46,6 +48,10 @@ class AnomalyModel(mlflow.pyfunc.PythonModel):
             self.data_config = DataConfig.model_validate(yaml.safe_load(handle))
         # Versions registered before monitoring existed have no reference.
         self.reference_path = context.artifacts.get("reference")
+        score = partial(score_rows, self.pipeline, self.data_config)
+        # Concurrent requests (a served model) are scored together; a graph's nodes are scored
+        # with the other nodes of their own request, so they are not grouped.
+        self.score = GroupScorer(score) if self.data_config.graph is None else score
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """Validate the rows with the training schema, then score them. Any rejected row fails the
@@ -61,7 +67,7 @@ class AnomalyModel(mlflow.pyfunc.PythonModel):
                 f"request: {len(result.rejected)} of {result.n_rows} rows rejected, none scored:"
                 + "".join(f"\nrow {row}: {errors}" for row, errors in rows)
             )
-        return score_rows(self.pipeline, self.data_config, result.valid)
+        return self.score(result.valid)
 
 
 mlflow.models.set_model(AnomalyModel())

@@ -7,6 +7,7 @@ same rules as an expectation suite and its result is kept as the batch's data-qu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ ERRORS_COLUMN = "_errors"
 # spread first: 1e30 leaves eight orders of magnitude for that, while squares and sums of squares
 # in float64 (distances, variances; max 1.8e308) stay far from overflowing.
 FLOAT_LIMIT = 1e30
+LABEL_SPEC = ColumnSpec(type="int", allowed=[0, 1])
 
 
 @dataclass
@@ -67,8 +69,14 @@ def build_schema(data: DataConfig, with_label: bool = True) -> pa.DataFrameSchem
         for name, spec in data.columns.items()
     }
     if with_label and data.label_column:
-        columns[data.label_column] = pa.Column("Int64", pa.Check.isin([0, 1]), nullable=False, coerce=True)
+        columns[data.label_column] = pa.Column(PANDAS_TYPES[LABEL_SPEC.type], _column_checks(LABEL_SPEC), nullable=False, coerce=True)
     return pa.DataFrameSchema(columns)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_schema(data_json: str, with_label: bool) -> pa.DataFrameSchema:
+    # Building the schema costs more than checking one row with it (a served request is one row).
+    return build_schema(DataConfig.model_validate_json(data_json), with_label)
 
 
 def required_columns(data: DataConfig, with_label: bool = True) -> list[str]:
@@ -92,13 +100,13 @@ def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, sou
         raise DataError(
             f"{source}: missing required column(s) {', '.join(missing)}; found columns: {', '.join(map(str, frame.columns))}"
         )
-    empty = [c for c in data.columns if frame[c].isna().all()]
+    empty = [c for c, is_empty in frame[list(data.columns)].isna().all().items() if is_empty]
     if empty:
         raise DataError(f"{source}: column(s) {', '.join(empty)} hold no values (every row is missing)")
 
     frame = frame.reset_index(drop=True)
-    schema = build_schema(data, with_label)
-    checked = _check_columns(frame, schema)
+    schema = _cached_schema(data.model_dump_json(), with_label)
+    checked = _check_columns(frame, schema, data)
     if checked is None:  # a column does not convert as a whole: pandera finds the cells that fail
         valid, reasons = _pandera_split(frame, schema, source)
     else:
@@ -116,25 +124,58 @@ def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, sou
     return ValidationResult(valid.reset_index(drop=True), rejected.reset_index(drop=True), len(frame))
 
 
-def _check_columns(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.DataFrame, np.ndarray] | None:
-    """pandera's own coercion and checks, run once per column on the whole batch: the coerced
-    frame and a mask of the rows that break any rule. None when a column does not coerce as a
-    whole. (pandera's lazy validation collects every failure case, which costs more than the
-    checks themselves; most batches have none.)"""
+def _check_columns(frame: pd.DataFrame, schema: pa.DataFrameSchema, data: DataConfig) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """pandera's coercion and the rules of `_column_checks`, run as vectorised operations on the
+    whole batch: the coerced frame and a mask of the rows that break any rule. None when a column
+    does not coerce as a whole. (pandera's checks, and pandas' cost per call, cost far more than the
+    comparisons; pandera itself then names the failures of the masked rows only.)"""
+    # The plain float columns (most features) coerce as one block and are compared as one array.
+    floats = [name for name, spec in data.columns.items() if spec.type == "float" and spec.allowed is None]
+    try:
+        block = frame[floats].astype(PANDAS_TYPES["float"])
+    except (TypeError, ValueError):  # pandera's coercion then reports the cells that fail
+        return None
+    numbers = block.to_numpy()
+    specs = [data.columns[name] for name in floats]
+    low, high = np.array([value_range(spec) for spec in specs], dtype="float64").reshape(-1, 2).T
+    missing = np.isnan(numbers)
+    with np.errstate(invalid="ignore"):  # NaN compares False; missing values pass the checks (pandera's ignore_na)
+        broken = ~missing & (~np.isfinite(numbers) | (numbers < low) | (numbers > high))
+    broken |= missing & ~np.array([spec.nullable for spec in specs], dtype=bool)
+    failing = broken.any(axis=1)
     coerced = frame.copy(deep=False)
-    failing = np.zeros(len(frame), dtype=bool)
+    coerced[floats] = block
     for name, column in schema.columns.items():
+        if name in floats:
+            continue
         try:
             values = column.dtype.coerce(frame[name])
         except Exception:  # pandera's try_coerce catches any error too, then reports the failing cells
             return None
         if not column.nullable:
             failing |= values.isna().to_numpy()
-        for check in column.checks:
-            passed = check(values).check_output  # missing values are left out (ignore_na), as in validation
-            failing[passed.index[~passed.to_numpy(dtype=bool)]] = True
+        failing |= _breaks_rules(values, data.columns.get(name, LABEL_SPEC))
         coerced[name] = values
     return coerced, failing
+
+
+def _breaks_rules(values: pd.Series, spec: ColumnSpec) -> np.ndarray:
+    """Rows whose value fails one of `_column_checks(spec)`; missing values pass (pandera's ignore_na).
+    Numbers are compared as float64, as pandas compares them with float bounds."""
+    broken = np.zeros(len(values), dtype=bool)
+    low, high = value_range(spec)
+    if spec.type in ("float", "int"):
+        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):  # NaN compares False; missing values are masked below
+            if spec.type == "float":
+                broken |= ~np.isfinite(numbers)
+            if low is not None:
+                broken |= numbers < low
+            if high is not None:
+                broken |= numbers > high
+    if spec.allowed is not None:
+        broken |= ~values.isin(spec.allowed).to_numpy()
+    return broken & values.notna().to_numpy()
 
 
 def _pandera_split(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> tuple[pd.DataFrame, dict[int, list[str]]]:

@@ -163,16 +163,16 @@ class TcpProxy:
 
 
 @contextlib.contextmanager
-def serving(cwd: Path, command: str = "serve", health: str = "/ping"):
+def serving(cwd: Path, command: str = "serve", health: str = "/ping", options: tuple[str, ...] = ()):
     """`pynomaly serve` of the champion registered in `cwd` (or another `pynomaly` server command, answering
-    `health` when up), on a free port: yields its URL, then stops it."""
+    `health` when up, with more `options`), on a free port: yields its URL, then stops it."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}  # the venv's bin is added by `serve`
     env.pop("MLFLOW_TRACKING_URI", None)
     log = Path(cwd) / f"{command}-{port}.log"  # a file, not a pipe: a server that logs much never blocks on it
     with open(log, "w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pynomaly_core.cli", command, "--port", str(port)],
+            [sys.executable, "-m", "pynomaly_core.cli", command, "--port", str(port), *options],
             cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
