@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from . import drift, tracking
 from .config import EngineOptions, PipelineConfig, ReadOptions
 from .io import DataError, iter_table, read_table, table_stem, write_table
-from .scoring import append_to_store, load_model, rejected_path, score_frame, score_with_engine
+from .scoring import append_to_store, load_model, rejected_path, remove_stale, score_frame, score_with_engine
 
 
 class ScoreResult(BaseModel):
@@ -88,6 +88,8 @@ def score_batch(cfg: PipelineConfig, batch: str, options: ReadOptions | None = N
     rejected_file = None
     if len(result.rejected):
         rejected_file = str(write_table(result.rejected, rejected_path(output)))
+    else:
+        remove_stale(rejected_path(output))
     if len(result.valid) == 0:
         raise DataError(f"{batch}: no valid rows to score; see {rejected_file}")
     write_table(scored, output)

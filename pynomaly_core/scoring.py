@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -19,6 +20,16 @@ from .validation import ROW_COLUMN, ValidationResult, validate
 def rejected_path(output: str | Path) -> Path:
     output = Path(output)
     return output.with_name(f"{output.stem}.rejected.csv")
+
+
+def remove_stale(path: str | Path) -> None:
+    """Remove an earlier run's output at `path` (a file, or the folder Spark writes) that this run
+    has no rows for, so that what lies beside the scored rows is always this run's."""
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _use_tracking(tracking: TrackingConfig | None) -> None:
@@ -101,8 +112,10 @@ def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, 
                 scored_out.write(scored)
                 counts["n_valid"] += len(scored)
                 counts["n_anomalies"] += int(scored["is_anomaly"].sum())
+    if counts["n_rejected"] == 0:
+        remove_stale(rejected_file)
     if counts["n_valid"] == 0:
-        Path(output_path).unlink(missing_ok=True)
+        remove_stale(output_path)
         raise DataError(f"{input_path}: no valid rows to score; see {rejected_file}")
     report = {**counts, "rejected_share": round(counts["n_rejected"] / counts["n_rows"], 6), "output": str(output_path)}
     if counts["n_rejected"]:

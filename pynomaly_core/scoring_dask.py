@@ -22,7 +22,7 @@ from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 
 from .config import TrackingConfig
 from .io import DataError, TableWriter
-from .scoring import load_model, pinned_uri, rejected_path, score_rows
+from .scoring import load_model, pinned_uri, rejected_path, remove_stale, score_rows
 from .validation import ERRORS_COLUMN, PANDAS_TYPES, ROW_COLUMN, validate
 
 PLUGIN = "pynomaly-model"
@@ -47,6 +47,8 @@ class ModelOnWorker(WorkerPlugin):
 def score_partition(rows: pd.DataFrame, source: str, partition_info=None) -> pd.DataFrame:
     """One partition: every row as given with `score` and `is_anomaly` when valid, `_errors` when
     rejected, and its position in the partition (`_row`, 1-based) and partition number."""
+    if rows.empty:  # an empty part file: nothing to validate (validate refuses a table without rows)
+        return _meta(rows)
     model = get_worker().plugins[PLUGIN].model
     rows = rows.reset_index(drop=True)
     result = validate(rows, model.data_config, with_label=False, source=source)
@@ -125,4 +127,6 @@ def _report(rejected: pd.DataFrame, lengths: list[int], columns: list[str], outp
         with TableWriter(rejected_path(output_path)) as out:
             out.write(rejected[[ROW_COLUMN, *columns, ERRORS_COLUMN]])
         report["rejected_file"] = str(rejected_path(output_path))
+    else:
+        remove_stale(rejected_path(output_path))
     return report

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from .io import DataError
-from .scoring import load_model, pinned_uri, rejected_path
+from .scoring import load_model, pinned_uri, rejected_path, remove_stale
 from .validation import ERRORS_COLUMN, ROW_COLUMN, validate
 
 SPARK_TYPES = {"float": "double", "int": "bigint", "str": "string", "bool": "boolean"}
@@ -93,8 +92,8 @@ def score_with_spark(model_uri: str, input_path: str | Path, output_path: str | 
             checked.filter(F.col(ERRORS_COLUMN).isNotNull()) \
                 .select((start[F.col(FILE)] + F.col(INDEX) + 1).alias(ROW_COLUMN), *frame.columns, ERRORS_COLUMN) \
                 .write.mode("overwrite").option("header", True).csv(rejected_out)
-        elif Path(rejected_out).is_dir():
-            shutil.rmtree(rejected_out)
+        else:
+            remove_stale(rejected_out)
     except Exception as err:  # a DataError raised in a Python worker arrives wrapped in Spark's exception
         found = re.search(r"DataError: (.*)", str(err))
         if found is None:

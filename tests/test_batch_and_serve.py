@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -45,6 +46,11 @@ def test_parquet_is_scored_in_batches_like_all_at_once(registered, demo_frame):
     rejected = pd.read_csv("scored.rejected.csv")
     assert rejected["_row"].tolist() == [8, 651, 1101]  # positions in the whole file, not the batch
     assert "mean_area" in rejected["_errors"][0] and "mean_area" in rejected["_errors"][1]
+
+    # Scored again with clean rows: the first run's rejected rows are not left beside the new output.
+    pq.write_table(pa.Table.from_pandas(valid), "big.parquet")
+    assert score_file(MODEL_URI, "big.parquet", "scored.parquet")["n_rejected"] == 0
+    assert not Path("scored.rejected.csv").exists()
 
 
 def test_unreadable_parquet_is_a_clear_error(registered):

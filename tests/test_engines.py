@@ -108,3 +108,13 @@ def test_scoring_flow_takes_the_engine_as_a_parameter(project):
     expected = pd.read_parquet("reference.parquet").sort_values("sample_id")
     np.testing.assert_allclose(scored["score"], expected["score"], rtol=0, atol=1e-9)
     assert MlflowClient().get_run(result.run_id).data.metrics["n_rejected"] == 3
+
+
+def test_dask_scores_an_empty_part_file_as_no_rows(project):
+    """An empty partition (an empty part file) adds no rows, where validating it would fail the whole job."""
+    from pynomaly_core.scoring_dask import score_partition
+
+    root, _ = project
+    empty = pd.read_parquet(root / "batch").head(0)
+    out = score_partition(empty, "batch", {"number": 3})
+    assert out.empty and {"score", "is_anomaly", "_row", "_errors"} <= set(out.columns)
