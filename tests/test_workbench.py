@@ -31,7 +31,8 @@ from pynomaly_core.scoring import load_model, score_frame
 from tests.conftest import ROOT, demo_config, prefect_harness, write_config
 from tests.services import serving
 from workbench.app import create_app
-from workbench.db import AUDIT, connect
+from workbench import auth
+from workbench.db import AUDIT, audit, connect, migrate
 from workbench.retrain import feedback_config
 
 CHROMIUM = "/usr/bin/chromium"
@@ -215,7 +216,8 @@ def test_a_viewer_cannot_label_and_posts_without_csrf_are_refused(app):
 
     refused = viewer.post("/label", data=label, headers={"X-CSRF-Token": viewer_csrf})
     assert refused.status_code == 403 and "viewer" in refused.json()["detail"]
-    for client, path, data in ((analyst, "/label", label), (analyst, "/logout", {}), (viewer, "/logout", {"csrf_token": "forged"})):
+    for client, path, data in ((analyst, "/label", label), (analyst, "/logout", {}), (viewer, "/logout", {"csrf_token": "forged"}),
+                                 (viewer, "/logout", {"csrf_token": "forgé"})):  # non-ASCII: refused, not a server error
         response = client.post(path, data=data, follow_redirects=False)
         assert response.status_code == 403 and "CSRF" in response.json()["detail"]
     assert TestClient(app).post("/login", data={"name": "ann", "password": PASSWORD}).status_code == 403  # no login token
@@ -234,6 +236,34 @@ def test_failed_logins_are_limited_and_audited(app):
     with app.state.engine.connect() as connection:
         failures = connection.execute(sa.select(sa.func.count()).where(AUDIT.c.action == "login_failed", AUDIT.c.user == "tim")).scalar_one()
     assert failures == 5
+
+
+def test_unknown_names_cost_a_password_check_and_names_fit_their_columns(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'workbench.db'}"
+    migrate(url)
+    engine = connect(url)
+    checked = []
+
+    class Spy:  # PasswordHasher has __slots__, so it is wrapped rather than patched
+        def verify(self, hash, password):
+            checked.append(hash)
+            return auth.PasswordHasher().verify(hash, password)
+
+    monkeypatch.setattr(auth, "_hasher", Spy())
+    with engine.begin() as connection:
+        with pytest.raises(auth.AuthError, match="wrong user name or password"):
+            auth.login(connection, "nobody", PASSWORD, "test")
+        assert checked == [auth._DUMMY_HASH]  # the same argon2 work as a known name's
+        with pytest.raises(auth.AuthError, match="at most 100 characters, not 101"):
+            auth.add_user(connection, "x" * 101, PASSWORD, "viewer")
+        audit(connection, "y" * 150, "logout")
+        assert len(connection.execute(sa.select(AUDIT.c.user).where(AUDIT.c.action == "logout")).scalar_one()) == 100  # PostgreSQL refuses longer
+
+
+def test_cli_refuses_a_user_name_longer_than_its_column(project):
+    done = subprocess.run([sys.executable, "-m", "pynomaly_core.cli", "users", "add", "n" * 101, "--password-stdin"],
+                          input=PASSWORD + "\n", capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and "at most 100 characters" in done.stderr and "Traceback" not in done.stderr
 
 
 # API keys
