@@ -2,6 +2,7 @@
 file, and the compose and Kubernetes manifests mount that secret instead of holding literals."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,22 @@ def test_compose_reads_credentials_from_its_secret():
         assert service["secrets"] == ["credentials"]
         assert service["command"].startswith(f"with-credentials {role}"), name
     assert "--app-name basic-auth" in compose["services"]["mlflow"]["command"]
+
+
+def test_every_database_the_services_connect_to_is_created_at_first_start():
+    def created(sql: str) -> set[str]:
+        return set(re.findall(r"^CREATE DATABASE (\w+);", sql, flags=re.MULTILINE))
+
+    def connected(*paths: Path) -> set[str]:
+        return {name for path in paths for name in re.findall(r"@postgres:5432/(\w+)", path.read_text())}
+
+    k8s = ROOT / "infra" / "k8s" / "base"
+    init_map = next(d for d in yaml.safe_load_all((k8s / "postgres.yaml").read_text()) if d["metadata"]["name"] == "postgres-init")
+    compose = connected(ROOT / "infra" / "compose.yaml")
+    kubernetes = connected(*k8s.glob("*.yaml"))
+    assert "workbench" in compose & kubernetes
+    assert compose <= created((ROOT / "infra" / "postgres" / "init.sql").read_text())
+    assert kubernetes <= created(init_map["data"]["init.sql"])
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed")
