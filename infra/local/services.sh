@@ -6,8 +6,8 @@
 #   infra/local/services.sh status
 #   infra/local/services.sh down     # stop only what `up` started (PID files)
 #   infra/local/services.sh credentials   # only create the credentials file (for compose and k8s)
-#   infra/local/services.sh backup [DIR]  # the registry database (pg_dump), MLflow's users and artifacts
-#   infra/local/services.sh restore DIR   # into an absent or empty MLFLOW_DB and an empty artifact root
+#   infra/local/services.sh backup [DIR]  # the registry and workbench databases (pg_dump), MLflow's users and artifacts
+#   infra/local/services.sh restore DIR   # into absent or empty MLFLOW_DB and WORKBENCH_DB and an empty artifact root
 #
 # Every server asks for credentials. The first `up` writes random ones to $CREDENTIALS (mode
 # 0600, outside git): MLflow's admin, a `pipeline` user that writes runs and models, a `reader`
@@ -260,12 +260,25 @@ backup() {
   [[ ! -e $target ]] || die "$target exists; name a new folder"
   mkdir -p "$target.partial"
   PGPASSWORD=${PG_PASSWORD:-} pg_dump -Fc -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -f "$target.partial/mlflow.dump" "$MLFLOW_DB"
+  # The workbench's labels, users, API keys and audit log.
+  PGPASSWORD=${PG_PASSWORD:-} pg_dump -Fc -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -f "$target.partial/workbench.dump" "$WORKBENCH_DB"
   tar -C "$STATE" -czf "$target.partial/artifacts.tar.gz" artifacts
   if [[ -f $STATE/basic_auth.db ]]; then
     python -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' "$STATE/basic_auth.db" "$target.partial/basic_auth.db"
   fi
   mv "$target.partial" "$target"  # a backup folder is complete or absent
-  log "backup of $MLFLOW_DB and $STATE/artifacts: $target"
+  log "backup of $MLFLOW_DB, $WORKBENCH_DB and $STATE/artifacts: $target"
+}
+
+# empty_database DB SETTING: create DB when absent; refuse one that holds tables.
+empty_database() {
+  local psql=(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -tA)
+  if [[ -n $("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$1'") ]]; then
+    [[ $("${psql[@]}" -d "$1" -c "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == 0 ]] \
+      || die "database $1 is not empty; restore into a new one ($2=...)"
+  else
+    "${psql[@]}" -d postgres -qc "CREATE DATABASE \"$1\""
+  fi
 }
 
 restore() {
@@ -274,19 +287,17 @@ restore() {
   [[ -f $source/mlflow.dump && -f $source/artifacts.tar.gz ]] || die "$source is not a backup (mlflow.dump, artifacts.tar.gz)"
   running mlflow && die "mlflow is running; stop the services first (make services-down)"
   export PGPASSWORD=${PG_PASSWORD:-}
-  local psql=(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -tA)
-  if [[ -n $("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$MLFLOW_DB'") ]]; then
-    [[ $("${psql[@]}" -d "$MLFLOW_DB" -c "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == 0 ]] \
-      || die "database $MLFLOW_DB is not empty; restore into a new one (MLFLOW_DB=...)"
-  else
-    "${psql[@]}" -d postgres -qc "CREATE DATABASE \"$MLFLOW_DB\""
-  fi
+  empty_database "$MLFLOW_DB" MLFLOW_DB
+  [[ ! -f $source/workbench.dump ]] || empty_database "$WORKBENCH_DB" WORKBENCH_DB  # backups before the workbench have none
   [[ -z $(ls -A "$STATE/artifacts" 2>/dev/null) ]] || die "$STATE/artifacts is not empty; restore into a new PYNOMALY_SERVICES_DIR"
   pg_restore --no-owner --exit-on-error -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$MLFLOW_DB" "$source/mlflow.dump"
+  if [[ -f $source/workbench.dump ]]; then
+    pg_restore --no-owner --exit-on-error -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$WORKBENCH_DB" "$source/workbench.dump"
+  fi
   mkdir -p "$STATE"
   tar -C "$STATE" -xzf "$source/artifacts.tar.gz"
   [[ -f $source/basic_auth.db ]] && cp "$source/basic_auth.db" "$STATE/basic_auth.db"
-  log "restored $source into database $MLFLOW_DB and $STATE/artifacts"
+  log "restored $source into databases $MLFLOW_DB and $WORKBENCH_DB and $STATE/artifacts"
 }
 
 status() {
