@@ -5,7 +5,7 @@
 #   infra/local/services.sh up       # create databases and credentials, start and wait for health
 #   infra/local/services.sh status
 #   infra/local/services.sh down     # stop only what `up` started (PID files)
-#   infra/local/services.sh credentials   # only create the credentials file (for compose and k8s)
+#   infra/local/services.sh credentials   # only create the credentials file and each role's part (for compose and k8s)
 #   infra/local/services.sh backup [DIR]  # the registry and workbench databases (pg_dump), MLflow's users and artifacts
 #   infra/local/services.sh restore DIR   # into absent or empty MLFLOW_DB and WORKBENCH_DB and an empty artifact root
 #
@@ -116,13 +116,12 @@ create_credentials() {
   if [[ -f $CREDENTIALS ]]; then
     [[ $(stat -c %a "$CREDENTIALS") == 600 ]] || die "$CREDENTIALS may be read by others; chmod 600 it"
     log "credentials: $CREDENTIALS"
-    return
-  fi
-  local token='import secrets; print(secrets.token_urlsafe(24))'
-  mkdir -p "$(dirname "$CREDENTIALS")"
-  (
-    umask 077
-    cat >"$CREDENTIALS" <<EOF
+  else
+    local token='import secrets; print(secrets.token_urlsafe(24))'
+    mkdir -p "$(dirname "$CREDENTIALS")"
+    (
+      umask 077
+      cat >"$CREDENTIALS" <<EOF
 # Credentials of the pynomaly services, written by infra/local/services.sh; keep this file private.
 MLFLOW_ADMIN_USERNAME=admin
 MLFLOW_ADMIN_PASSWORD=$(python -c "$token")
@@ -133,8 +132,33 @@ MLFLOW_READER_PASSWORD=$(python -c "$token")
 MLFLOW_FLASK_SERVER_SECRET_KEY=$(python -c "$token")
 PREFECT_AUTH_STRING=admin:$(python -c "$token")
 EOF
+    )
+    log "created credentials (mode 0600): $CREDENTIALS"
+  fi
+  write_role_credentials
+}
+
+# Each container role's part of the credentials, the keys infra/with-credentials.sh reads for it:
+# compose and Kubernetes mount $CREDENTIALS.d/ROLE alone, so no container holds another role's passwords.
+declare -A ROLE_KEYS=(
+  [mlflow-server]="MLFLOW_ADMIN_USERNAME MLFLOW_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY"
+  [mlflow-users]="MLFLOW_ADMIN_USERNAME MLFLOW_ADMIN_PASSWORD MLFLOW_PIPELINE_USERNAME MLFLOW_PIPELINE_PASSWORD MLFLOW_READER_USERNAME MLFLOW_READER_PASSWORD"
+  [prefect-server]="PREFECT_AUTH_STRING"
+  [client]="MLFLOW_PIPELINE_USERNAME MLFLOW_PIPELINE_PASSWORD PREFECT_AUTH_STRING"
+  [workbench]="MLFLOW_READER_USERNAME MLFLOW_READER_PASSWORD PREFECT_AUTH_STRING"
+)
+
+write_role_credentials() {
+  (
+    umask 077
+    mkdir -p "$CREDENTIALS.d"
+    for role in "${!ROLE_KEYS[@]}"; do
+      for key in ${ROLE_KEYS[$role]}; do
+        grep "^$key=" "$CREDENTIALS" || die "$CREDENTIALS lacks $key"
+      done >"$CREDENTIALS.d/$role"
+    done
   )
-  log "created credentials (mode 0600): $CREDENTIALS"
+  log "each container role's part: $CREDENTIALS.d/"
 }
 
 # MLflow's basic-auth app reads its admin user and its users' database from an ini file.
