@@ -198,8 +198,8 @@ def test_a_batch_shows_its_newest_scoring_run_however_many_runs_there_are(app, p
     config = load_config(project / "configs" / "demo.yaml")
     mlflow_client = catalog.client(config)
     experiment = mlflow_client.get_experiment_by_name(config.tracking.experiment).experiment_id
-    newest = mlflow_client.create_run(experiment, tags={"pynomaly.stage": "scoring", "batch": f"{BATCH}.csv", "model_uri": "models:/newest/9"})
     monkeypatch.setattr(catalog, "MAX_RUNS", 1)  # more runs than are read
+    newest = mlflow_client.create_run(experiment, tags={"pynomaly.stage": "scoring", "batch": f"{BATCH}.csv", "model_uri": "models:/newest/9"})
     try:
         assert catalog.batch_model_uri(config, BATCH) == "models:/newest/9"
     finally:
