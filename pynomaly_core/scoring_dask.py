@@ -64,6 +64,15 @@ def score_partition(rows: pd.DataFrame, source: str, partition_info=None) -> pd.
     return out
 
 
+def local_cluster(workers: int) -> LocalCluster:
+    """`workers` single-threaded worker processes, without the MALLOC_TRIM_THRESHOLD_ that Dask sets in their
+    environment by default: a fixed threshold also fixes glibc's mmap threshold, so each of the detector's large
+    temporary arrays is mapped and unmapped anew, which doubled the CPU time of scoring a partition (IForest on donors)."""
+    environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):  # read when the nannies are made
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+
+
 def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | Path, scheduler: str | None = None, workers: int = 2) -> dict:
     """Score the Parquet file, folder or glob `input_path` on the Dask scheduler at `scheduler`,
     or on a local cluster of `workers` single-threaded processes; returns the same counts as `score_file`."""
@@ -82,8 +91,7 @@ def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | P
         raise DataError(f"{input_path}: missing required column(s) {', '.join(missing)}; found columns: {', '.join(columns)}")
 
     with contextlib.ExitStack() as stack:
-        cluster = None if scheduler else stack.enter_context(
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
+        cluster = None if scheduler else stack.enter_context(local_cluster(workers))
         client = stack.enter_context(Client(scheduler or cluster))
         client.register_plugin(ModelOnWorker(model_uri, mlflow.get_tracking_uri()), name=PLUGIN)
         try:
@@ -92,11 +100,12 @@ def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | P
             scored = valid[[*columns, "score", "is_anomaly"]].astype(
                 {c: PANDAS_TYPES[spec.type] for c, spec in data_config.columns.items()} | {"is_anomaly": "int64"})
             write = scored.to_parquet(str(output_path), write_index=False, overwrite=Path(output_path).exists(), compute=False)
-            rejected, lengths, _ = dask.compute(checked[~checked[ERRORS_COLUMN].isna()], checked.map_partitions(len), write)
-            n_anomalies = int(dd.read_parquet(str(output_path), columns=["is_anomaly"])["is_anomaly"].sum().compute())
+            # One pass over the input: the written rows, the rejected ones, the counts.
+            rejected, lengths, n_anomalies, _ = dask.compute(
+                checked[~checked[ERRORS_COLUMN].isna()], checked.map_partitions(len), scored["is_anomaly"].sum(), write)
         finally:
             client.unregister_worker_plugin(PLUGIN)
-    return _report(rejected, list(lengths), columns, output_path, n_anomalies)
+    return _report(rejected, list(lengths), columns, output_path, int(n_anomalies))
 
 
 def _meta(empty: pd.DataFrame) -> pd.DataFrame:

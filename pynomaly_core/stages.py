@@ -178,7 +178,10 @@ def _fit_rows(cfg: PipelineConfig) -> pd.DataFrame:
     rows = pd.read_parquet(cfg.paths.validated if cfg.data.graph else cfg.paths.train)
     if cfg.train.labels != "feedback":
         return rows
-    return pd.concat([rows.assign(**{feedback.LABEL_COLUMN: 0}), feedback.labelled_rows(cfg)], ignore_index=True)
+    labelled = feedback.labelled_rows(cfg)
+    rows = pd.concat([rows.assign(**{feedback.LABEL_COLUMN: 0}), labelled], ignore_index=True)
+    rows.attrs[feedback.N_STALE] = labelled.attrs[feedback.N_STALE]  # for the run's record (_log_feedback)
+    return rows
 
 
 def _whole_graph(cfg: PipelineConfig, preprocessor):
@@ -256,10 +259,12 @@ def training_dataset(cfg: PipelineConfig, train_rows: pd.DataFrame) -> mlflow.da
 
 
 def _log_feedback(fit_rows: pd.DataFrame) -> None:
-    """Which workbench labels this training used: counts as params, the batches as a tag."""
+    """Which workbench labels this training used: counts as params (n_stale: unversioned labels left
+    out, their batch file rewritten since), the batches as a tag."""
     labelled = fit_rows[fit_rows[feedback.BATCH_COLUMN].notna()]
     n_anomalies = int(labelled[feedback.LABEL_COLUMN].sum())
-    mlflow.log_params({"feedback.n_labels": len(labelled), "feedback.n_anomalies": n_anomalies, "feedback.n_normal": len(labelled) - n_anomalies})
+    mlflow.log_params({"feedback.n_labels": len(labelled), "feedback.n_anomalies": n_anomalies, "feedback.n_normal": len(labelled) - n_anomalies,
+                       "feedback.n_stale": fit_rows.attrs[feedback.N_STALE]})
     mlflow.set_tag("feedback.batches", ",".join(sorted(labelled[feedback.BATCH_COLUMN].unique()))[:5000])
 
 

@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from prefect import get_client
 
 from flows.training import training_flow
-from pynomaly_core import monitoring, stages
+from pynomaly_core import feedback, monitoring, stages
 from pynomaly_core.config import load_config
 from pynomaly_core.active import member_scores, review_order
 from pynomaly_core.feedback import LABELS, batch_file, database_url, row_ids
@@ -32,8 +32,8 @@ from pynomaly_core.preprocessing import features
 from pynomaly_core.scoring import load_model, score_frame
 from tests.conftest import ROOT, demo_config, prefect_harness, write_config
 from tests.services import serving
+from workbench import auth, catalog, review
 from workbench.app import create_app
-from workbench import auth, catalog
 from workbench.db import AUDIT, audit, connect, migrate
 from workbench.retrain import feedback_config, trigger_training
 
@@ -218,7 +218,7 @@ def test_label_buttons_carry_any_batch_and_row_id_as_json(app, project):
         copy.unlink()
     values = [json.loads(html.unescape(v)) for v in re.findall(r"hx-vals='([^']*)'", page)]
     rows = re.findall(r'data-row="([^"]+)"', page)
-    assert len(values) == 3 * len(rows) == 75
+    assert len(values) == 3 * len(rows) == 75 and all(len(v.pop("version")) == 64 for v in values)  # the file's fingerprint
     assert values[:3] == [{"batch": odd, "row": html.unescape(rows[0]), "label": label} for label in ("anomaly", "normal", "unsure")]
 
 
@@ -443,6 +443,7 @@ def test_retrain_action_runs_the_deployment_and_the_run_records_the_labels(app, 
     run = MlflowClient().get_run(result.run_id)
     assert run.data.params["feedback.n_labels"] == str(len(decided))
     assert run.data.params["feedback.n_anomalies"] == str((decided["label"] == "anomaly").sum())
+    assert run.data.params["feedback.n_stale"] == "0"  # every label carries its row's values
     assert run.data.tags["feedback.batches"] == BATCH
     with app.state.engine.connect() as connection:
         retrains = connection.execute(sa.select(AUDIT.c.user).where(AUDIT.c.action == "retrain")).scalars().all()
@@ -455,3 +456,66 @@ def test_retrain_with_the_prefect_api_down_says_so():
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # nothing listens on the discard port
         record = trigger_training(small_config())
     assert record["flow_run_id"] is None and "the Prefect API at http://127.0.0.1:9/api cannot be reached" in record["message"]
+
+
+# A batch name scored again: the deployed flows score data/incoming/batch.csv every hour
+
+def test_labels_stay_with_the_rows_they_were_given_on_when_the_batch_is_scored_again(app, project):
+    config = load_config(project / "configs" / "demo.yaml")
+    name = "hourly"
+    source = pd.read_csv(ROOT / "data" / "raw" / "breast_cancer.csv").drop(columns="malignant")
+    first = source.sample(30, random_state=2)
+    first.to_csv(project / f"{name}.csv", index=False)
+    monitoring.score_batch(config, f"{name}.csv")
+    analyst = TestClient(app)
+    csrf = log_in(analyst, "ann")
+
+    def queue_labels() -> list[str]:
+        return re.findall(r'<span class="label label-(\w+)"', analyst.get(f"/review?batch={name}").text)
+
+    first_page = analyst.get(f"/review?batch={name}").text
+    rows = re.findall(r'data-row="([^"]+)"', first_page)[:3]
+    decisions = dict(zip(rows, ("anomaly", "normal", "anomaly")))
+    for row, label in decisions.items():
+        assert analyst.post("/label", data={"batch": name, "row": row, "label": label}, headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert sorted(queue_labels()) == sorted(decisions.values())
+    assert "<li>none</li>" not in analyst.get(f"/row?batch={name}&row={rows[0]}").text
+    seen = pd.read_parquet(batch_file(config, name))
+    seen.index = row_ids(seen, config.data.id_column)
+
+    # The next batch: other rows under the same ids (a source that numbers each file's rows from the same start).
+    second = source.drop(first.index).sample(30, random_state=3).assign(sample_id=first["sample_id"].to_numpy())
+    second.to_csv(project / f"{name}.csv", index=False)
+    monitoring.score_batch(config, f"{name}.csv")
+    assert queue_labels() == []
+    assert "<li>none</li>" in analyst.get(f"/row?batch={name}&row={rows[0]}").text  # nor in the row's history
+
+    # Training takes the rows the analyst saw, also once the scored file is gone.
+    columns = list(config.data.columns)
+    for _ in ("overwritten", "removed"):
+        trained = feedback.labelled_rows(feedback_config(config))
+        mine = trained[trained[feedback.BATCH_COLUMN] == name]
+        pd.testing.assert_frame_equal(mine[columns].reset_index(drop=True), seen.loc[rows, columns].reset_index(drop=True), check_dtype=False)
+        assert mine[feedback.LABEL_COLUMN].tolist() == [int(decisions[row] == "anomaly") for row in rows]
+        batch_file(config, name).unlink(missing_ok=True)
+
+    # A label sent from a page of the earlier version is refused rather than put on the new row.
+    monitoring.score_batch(config, f"{name}.csv")
+    version = re.search(r'"version": "([0-9a-f]{64})"', first_page).group(1)
+    stale = analyst.post("/label", data={"batch": name, "row": rows[0], "label": "normal", "version": version}, headers={"X-CSRF-Token": csrf})
+    assert stale.status_code == 409 and "reload" in stale.text
+
+
+def test_the_reviewer_keeps_only_the_queues_used_last(project, monkeypatch):
+    config = load_config(project / "configs" / "demo.yaml")
+    monkeypatch.setattr(review, "QUEUES_KEPT", 1)
+    reviewer = review.Reviewer(config)
+    kept = reviewer.queue(BATCH)
+    assert reviewer.queue(BATCH) is kept
+    other = "copy"
+    shutil.copy(batch_file(config, BATCH), batch_file(config, other))
+    try:
+        reviewer.queue(other)
+        assert reviewer.queue(BATCH) is not kept  # dropped for the other batch's queue, so rebuilt
+    finally:
+        batch_file(config, other).unlink()

@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pynomaly_core import notify, tracking
 from pynomaly_core.config import PipelineConfig
-from pynomaly_core.feedback import ANOMALY, LABELS, NORMAL, UNSURE, database_url, latest_labels
+from pynomaly_core.feedback import ANOMALY, LABELS, NORMAL, UNSURE, database_url, label_history, latest_labels, row_values
 from pynomaly_core.io import DataError
 from pynomaly_core.monitoring import champion_version_uri
 from pynomaly_core.scoring import score_frame
@@ -185,7 +185,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         queue = reviewer.queue(batch)
         rows = queue.page(page_number, PAGE_SIZE)
         with engine.connect() as connection:
-            labels = latest_labels(connection, queue.model_name, batch).set_index("row_id")
+            labels = latest_labels(connection, queue.model_name, batch, queue.version).set_index("row_id")
         n_pages = max(1, -(-len(queue.frame) // PAGE_SIZE))
         return page(request, "review.html", user, queue=queue, rows=rows, labels=labels, page_number=page_number, n_pages=n_pages,
                     id_column=cfg.data.id_column, label_names=LABEL_NAMES)
@@ -205,9 +205,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         queue = reviewer.queue(batch)
         position = queue.position(row)
         with engine.connect() as connection:
-            history = connection.execute(
-                sa.select(LABELS).where(LABELS.c.model_name == queue.model_name, LABELS.c.batch == batch, LABELS.c.row_id == row).order_by(LABELS.c.id)
-            ).mappings().all()
+            history = queue.version.labels(label_history(connection, queue.model_name, batch, row)).to_dict("records")
         try:
             shap_values = dict(zip(reviewer.feature_names(queue), reviewer.shap_values(queue, [position])[0]))
         except DataError:
@@ -226,14 +224,17 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
 
     @app.post("/label")
     def label(request: Request, user: Annotated[auth.User, Depends(role("analyst", post=True))], batch: Annotated[str, Form()],
-              row: Annotated[str, Form()], label: Annotated[str, Form()], note: Annotated[str, Form()] = ""):
+              row: Annotated[str, Form()], label: Annotated[str, Form()], note: Annotated[str, Form()] = "", version: Annotated[str, Form()] = ""):
         if label not in LABEL_NAMES:
             raise HTTPException(422, f"label must be one of {', '.join(LABEL_NAMES)}, not {label!r}")
         queue = reviewer.queue(batch)
-        queue.position(row)  # the row exists
+        if version and version != queue.version.fingerprint:  # the page showed rows the batch no longer holds
+            raise HTTPException(409, f"batch {batch} was scored again since this page was loaded: reload it and label its new rows")
+        position = queue.position(row)
         with engine.begin() as connection:
             connection.execute(LABELS.insert().values(
-                model_name=queue.model_name, model_version=queue.model_version, batch=batch, row_id=row, label=label, note=note[:2000], user=user.name))
+                model_name=queue.model_name, model_version=queue.model_version, batch=batch, row_id=row, label=label, note=note[:2000], user=user.name,
+                batch_version=queue.version.fingerprint, row_values=row_values(queue.frame.iloc[position], cfg.data.columns)))
             audit(connection, user.name, "label", f"{batch} row {row}: {label}" + (f" ({note[:200]})" if note else ""), client_of(request))
         metrics.labels.labels(label).inc()
         return HTMLResponse(f'<span class="label label-{label}" title="by {_escape(user.name)}">{LABEL_NAMES[label]}</span>')

@@ -4,6 +4,7 @@ one page at a time, with each row's top SHAP features and its values against the
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.explain import explain
-from pynomaly_core.feedback import batch_file, row_ids
+from pynomaly_core.feedback import BatchVersion, batch_file, read_batch, row_ids
 from pynomaly_core.active import member_scores, review_order
 from pynomaly_core.explain import lime_explanation
 from pynomaly_core.io import DataError
@@ -26,6 +27,10 @@ from . import catalog
 # isolation forest) costs rows x background x 2(2 x features + 1) model calls: with 50 rows, a page of
 # 25 took 23 s for the demo's rank ensemble on this machine. Ten keep a page to seconds.
 SHAP_BACKGROUND = 10
+# How many models and queues a workbench keeps, the ones used last: a queue holds its batch's rows
+# (100k rows of 30 features are ~30 MB with their scores and ids), a model its pipeline.
+MODELS_KEPT = 4
+QUEUES_KEPT = 8
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Queue:
     ids: pd.Series  # each row's label id (feedback.row_ids)
     order: np.ndarray  # positions, the row to review first first
     threshold: float
+    version: BatchVersion  # labels given on another version of the file are not this queue's
     explained: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # position -> top SHAP features
 
     @property
@@ -59,37 +65,54 @@ class Queue:
 
 
 class Reviewer:
-    """Loads models and batches once and keeps them; the queue of a batch is rebuilt when its file changes."""
+    """Keeps the models and batch queues used last (MODELS_KEPT, QUEUES_KEPT); the queue of a batch is
+    rebuilt when its file changes. The caches are shared by the server's threads, under one lock."""
 
     def __init__(self, cfg: PipelineConfig):
         self.cfg = cfg
-        self._models: dict[str, object] = {}
-        self._queues: dict[str, tuple[float, Queue]] = {}
+        self._models: OrderedDict[str, object] = OrderedDict()
+        self._queues: OrderedDict[str, tuple[tuple[int, int], Queue]] = OrderedDict()
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _keep(cache: OrderedDict, key, value, size: int) -> None:
+        """Store `value` as the most recently used entry, dropping the least recently used beyond `size` (lock held)."""
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > size:
+            cache.popitem(last=False)
+
     def model(self, uri: str):
-        with self._lock:
-            if uri not in self._models:
-                self._models[uri] = load_model(uri, self.cfg.tracking)
+        with self._lock:  # held while loading, so concurrent requests load a model once
+            if uri in self._models:
+                self._models.move_to_end(uri)
+            else:
+                self._keep(self._models, uri, load_model(uri, self.cfg.tracking), MODELS_KEPT)
             return self._models[uri]
 
     def queue(self, batch_id: str) -> Queue:
         path = batch_file(self.cfg, batch_id)
         if not catalog.inside_scored_dir(self.cfg, path) or not path.exists():
             raise DataError(f"no scored batch {batch_id}")
-        mtime = path.stat().st_mtime
-        cached = self._queues.get(batch_id)
-        if cached and cached[0] == mtime:
-            return cached[1]
+        stat = path.stat()
+        written = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            cached = self._queues.get(batch_id)
+            if cached and cached[0] == written:
+                self._queues.move_to_end(batch_id)
+                return cached[1]
+        # Built outside the lock (it needs it for the model, and reading a batch takes a while); two
+        # requests for a changed batch may both build it, and the last one is kept.
         uri = catalog.batch_model_uri(self.cfg, batch_id) or champion_version_uri(self.cfg)
-        frame = pd.read_parquet(path)
+        frame, version = read_batch(path)
         python_model = self.model(uri).unwrap_python_model()
         threshold = float(python_model.pipeline[-1].threshold_)
         # The queue's rule (pynomaly_core.active): members' disagreement first, then nearness to the threshold.
         members = None if python_model.data_config.graph is not None else member_scores(python_model.pipeline, features(frame, python_model.data_config))
         order = review_order(frame["score"].to_numpy(), members, threshold)
-        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), order, threshold)
-        self._queues[batch_id] = (mtime, queue)
+        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), order, threshold, version)
+        with self._lock:
+            self._keep(self._queues, batch_id, (written, queue), QUEUES_KEPT)
         return queue
 
     def explain(self, queue: Queue, positions: np.ndarray, top: int = 3) -> dict[int, list[tuple[str, float]]]:
