@@ -62,7 +62,7 @@ services-down:
 services-status:
 	infra/local/services.sh status
 
-# The registry database and artifact root: `make backup [BACKUP=DIR]`, `make restore BACKUP=DIR`.
+# The registry and workbench databases and the artifact root: `make backup [BACKUP=DIR]`, `make restore BACKUP=DIR`.
 backup:
 	infra/local/services.sh backup $(BACKUP)
 

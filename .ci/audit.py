@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXCEPTIONS = ROOT / ".ci" / "audit-exceptions.toml"
-OWN_CODE = ["pynomaly_core", "flows", "tasks", "benchmarks", ".ci"]
+OWN_CODE = ["pynomaly_core", "workbench", "flows", "tasks", "benchmarks", ".ci"]
 BIN = Path(sys.executable).parent
 
 

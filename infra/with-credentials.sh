@@ -1,6 +1,7 @@
 #!/bin/sh
-# Run a container's command with the credentials its role needs, read from the credentials file
-# that Docker or Kubernetes mounts as a secret (the same KEY=value file `make services` creates):
+# Run a container's command with the credentials its role needs, read from the secret Docker or
+# Kubernetes mounts: the role's part of the KEY=value file `make services` creates (credentials.d/ROLE),
+# or that whole file:
 #   with-credentials mlflow-server|prefect-server|client|workbench|mlflow-users [COMMAND...]
 # mlflow-server also needs MLFLOW_AUTH_DATABASE_URI (where MLflow keeps its users).
 set -eu

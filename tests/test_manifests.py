@@ -1,7 +1,9 @@
 """The containers' credentials: infra/with-credentials.sh hands each role its part of the secret
-file, and the compose and Kubernetes manifests mount that secret instead of holding literals."""
+file, and the compose and Kubernetes manifests mount each container only its role's part of that
+file instead of holding literals; the init SQL creates every database the services use."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,14 +52,32 @@ def test_each_role_gets_only_its_credentials(credentials):
     assert missing.returncode == 1 and "cannot read the credentials file" in missing.stderr
 
 
+def test_each_role_is_mounted_only_its_part_of_the_credentials(credentials):
+    secret, parts = values(credentials), credentials.parent / "credentials.d"
+    users = {"MLFLOW_PIPELINE_USERNAME", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_READER_USERNAME", "MLFLOW_READER_PASSWORD"}
+    expected = {"mlflow-server": {"MLFLOW_ADMIN_USERNAME", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"},
+                "mlflow-users": {"MLFLOW_ADMIN_USERNAME", "MLFLOW_ADMIN_PASSWORD"} | users,
+                "prefect-server": {"PREFECT_AUTH_STRING"},
+                "client": {"MLFLOW_PIPELINE_USERNAME", "MLFLOW_PIPELINE_PASSWORD", "PREFECT_AUTH_STRING"},
+                "workbench": {"MLFLOW_READER_USERNAME", "MLFLOW_READER_PASSWORD", "PREFECT_AUTH_STRING"}}
+    assert {p.name: set(values(p)) for p in parts.iterdir()} == expected
+    for role in expected:
+        part = parts / role
+        assert values(part) == {key: secret[key] for key in expected[role]} and oct(part.stat().st_mode & 0o777) == "0o600"
+    for role in ("client", "workbench", "prefect-server"):  # the part alone gives the role what the whole file does
+        given = [wrapped(path, role, "env").stdout.replace(str(path), "FILE") for path in (parts / role, credentials)]
+        assert given[0] == given[1] and secret["PREFECT_AUTH_STRING"] in given[0]
+
+
 def test_container_roles_start_an_authenticated_mlflow_and_create_its_users(credentials, tmp_path):
     secret, port = values(credentials), free_port()
     url = f"http://127.0.0.1:{port}"
+    parts = credentials.parent / "credentials.d"  # each role runs on its part alone, as mounted
     server = subprocess.Popen(
         ["sh", str(WRAPPER), "mlflow-server", "mlflow", "server", "--app-name", "basic-auth", "--backend-store-uri",
          f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1",
          "--host", "127.0.0.1", "--port", str(port)],
-        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYNOMALY_CREDENTIALS": str(credentials),
+        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYNOMALY_CREDENTIALS": str(parts / "mlflow-server"),
              "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path}/users.db", "MLFLOW_DISABLE_TELEMETRY": "true"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -67,7 +87,7 @@ def test_container_roles_start_an_authenticated_mlflow_and_create_its_users(cred
             assert server.poll() is None, "the MLflow server exited"
             time.sleep(1)
         for _ in range(2):  # the job may run again: existing users are kept
-            created = wrapped(credentials, "mlflow-users", MLFLOW_TRACKING_URI=url)
+            created = wrapped(parts / "mlflow-users", "mlflow-users", MLFLOW_TRACKING_URI=url)
             assert created.returncode == 0, created.stderr
         search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
         assert http_status(search) == 401
@@ -79,16 +99,33 @@ def test_container_roles_start_an_authenticated_mlflow_and_create_its_users(cred
         server.wait(timeout=30)
 
 
-def test_compose_reads_credentials_from_its_secret():
+def test_compose_mounts_each_service_its_roles_part_of_the_credentials():
     compose = yaml.safe_load((ROOT / "infra" / "compose.yaml").read_text())
-    assert compose["secrets"]["credentials"] == {"file": "${PYNOMALY_CREDENTIALS:-../.services/credentials}"}
     roles = {"mlflow": "mlflow-server", "mlflow-users": "mlflow-users", "prefect-server": "prefect-server",
              "prefect-worker": "client", "dask-worker": "client", "workbench": "workbench"}
-    for name, role in roles.items():
-        service = compose["services"][name]
-        assert service["secrets"] == ["credentials"]
-        assert service["command"].startswith(f"with-credentials {role}"), name
+    assert compose["secrets"] == {role: {"file": f"${{PYNOMALY_CREDENTIALS:-../.services/credentials}}.d/{role}"} for role in roles.values()}
+    for name, service in compose["services"].items():
+        role = roles.get(name)
+        assert service.get("secrets") == ([{"source": role, "target": "credentials"}] if role else None), name
+        if role:
+            assert service["command"].startswith(f"with-credentials {role}"), name
     assert "--app-name basic-auth" in compose["services"]["mlflow"]["command"]
+
+
+def test_every_database_the_services_connect_to_is_created_at_first_start():
+    def created(sql: str) -> set[str]:
+        return set(re.findall(r"^CREATE DATABASE (\w+);", sql, flags=re.MULTILINE))
+
+    def connected(*paths: Path) -> set[str]:
+        return {name for path in paths for name in re.findall(r"@postgres:5432/(\w+)", path.read_text())}
+
+    k8s = ROOT / "infra" / "k8s" / "base"
+    init_map = next(d for d in yaml.safe_load_all((k8s / "postgres.yaml").read_text()) if d["metadata"]["name"] == "postgres-init")
+    compose = connected(ROOT / "infra" / "compose.yaml")
+    kubernetes = connected(*k8s.glob("*.yaml"))
+    assert "workbench" in compose & kubernetes
+    assert compose <= created((ROOT / "infra" / "postgres" / "init.sql").read_text())
+    assert kubernetes <= created(init_map["data"]["init.sql"])
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed")
@@ -96,21 +133,27 @@ def test_kubernetes_pods_mount_the_credentials_secret(tmp_path):
     shutil.copytree(ROOT / "infra" / "k8s", tmp_path / "k8s")
     overlay = tmp_path / "k8s" / "overlays" / "local"
     (overlay / "secrets.env").write_text("POSTGRES_PASSWORD=only-for-this-test\n")
-    (overlay / "credentials").write_text("MLFLOW_ADMIN_PASSWORD=only-for-this-test\n")
+    (overlay / "credentials.d").mkdir()
+    for role in ("mlflow-server", "mlflow-users", "prefect-server", "client", "workbench"):
+        (overlay / "credentials.d" / role).write_text("MLFLOW_ADMIN_PASSWORD=only-for-this-test\n")
     rendered = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
     documents = [d for d in yaml.safe_load_all(rendered) if d]
     generated = [d["metadata"]["name"] for d in documents if d["kind"] == "Secret"]
     assert sorted(name.rsplit("-", 1)[0] for name in generated) == ["pynomaly-credentials", "pynomaly-secrets"]
+    parts = next(d for d in documents if d["kind"] == "Secret" and d["metadata"]["name"].startswith("pynomaly-credentials-"))
+    assert sorted(parts["data"]) == ["client", "mlflow-server", "mlflow-users", "prefect-server", "workbench"]  # one key per role
     wrapped_roles = {}
     for document in documents:
         pod = document.get("spec", {}).get("template", {}).get("spec")
         if not pod or document["metadata"]["name"] in ("postgres", "dask-scheduler"):
             continue
-        secret_volumes = [v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v]
-        assert secret_volumes and secret_volumes[0].startswith("pynomaly-credentials-"), document["metadata"]["name"]
+        secret_volumes = [v["secret"] for v in pod.get("volumes", []) if "secret" in v]
+        assert secret_volumes and secret_volumes[0]["secretName"].startswith("pynomaly-credentials-"), document["metadata"]["name"]
         container = pod["containers"][0]
         assert {"name": "credentials", "mountPath": "/run/secrets", "readOnly": True} in container["volumeMounts"]
         wrapped_roles[document["metadata"]["name"]] = container["command"][:2]
+        # Only the container's role's part, at the path with-credentials reads.
+        assert secret_volumes[0]["items"] == [{"key": container["command"][1], "path": "credentials"}], document["metadata"]["name"]
     assert wrapped_roles == {"mlflow": ["with-credentials", "mlflow-server"], "mlflow-users": ["with-credentials", "mlflow-users"],
                              "prefect-server": ["with-credentials", "prefect-server"], "prefect-worker": ["with-credentials", "client"],
                              "dask-worker": ["with-credentials", "client"], "workbench": ["with-credentials", "workbench"]}

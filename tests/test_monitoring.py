@@ -403,8 +403,10 @@ def test_redis_restart_under_the_consumer_loses_and_repeats_no_event(project, ba
     path = write_config(config, project / "stream-restart.yaml")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    consumer = subprocess.Popen([sys.executable, "-m", "pynomaly_core.cli", "stream", "--config", str(path), "--consumer", "c1"],
-                                cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "consumer.log"  # a file, not a pipe: a consumer that logs much never blocks on it
+    with open(log, "w") as output:
+        consumer = subprocess.Popen([sys.executable, "-m", "pynomaly_core.cli", "stream", "--config", str(path), "--consumer", "c1"],
+                                    cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT)
     rows = pd.read_csv(batches / "unchanged.csv")
     try:
         before = _produce(client, config, rows.head(100))
@@ -417,7 +419,8 @@ def test_redis_restart_under_the_consumer_loses_and_repeats_no_event(project, ba
         after = _produce(client, config, rows.iloc[100:])
         wait_for(lambda: client.xlen(settings["output"]) == len(rows), 120, "every event scored after the restart")
         consumer.send_signal(signal.SIGINT)
-        output = consumer.communicate(timeout=60)[0]
+        consumer.wait(timeout=60)
+        output = log.read_text()
         assert "unreachable" in output and "retrying in" in output, output
         assert "Traceback" not in output
         delivered = [fields["event_id"] for _, fields in client.xrange(settings["output"])]

@@ -168,15 +168,18 @@ def test_backup_restores_into_a_fresh_database_and_the_champion_scores_the_same(
     sourced = services.sourced_env()
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.setenv(key, sourced[key])
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{services.env['WORKBENCH_DB']}", autocommit=True) as connection:
+        connection.execute("""INSERT INTO audit_log ("user", action, detail) VALUES ('ann', 'label', 'backed up')""")
     backup = tmp_path / "backup"
     made = services.run("backup", str(backup))
     assert made.returncode == 0, made.stderr
-    assert sorted(p.name for p in backup.iterdir()) == ["artifacts.tar.gz", "basic_auth.db", "mlflow.dump"]
+    assert sorted(p.name for p in backup.iterdir()) == ["artifacts.tar.gz", "basic_auth.db", "mlflow.dump", "workbench.dump"]
     assert services.run("backup", str(backup)).returncode == 1  # never over an earlier backup
 
     fresh = make_services(tmp_path / "restored")
-    fresh.env["MLFLOW_DB"] = services.env["MLFLOW_DB"] + "_restored"
-    drop_databases(fresh.env["MLFLOW_DB"])
+    for key in ("MLFLOW_DB", "WORKBENCH_DB"):
+        fresh.env[key] = services.env[key] + "_restored"
+    drop_databases(fresh.env["MLFLOW_DB"], fresh.env["WORKBENCH_DB"])
     port = free_port()
     server = None
     try:
@@ -184,6 +187,8 @@ def test_backup_restores_into_a_fresh_database_and_the_champion_scores_the_same(
         restored = fresh.run("restore", str(backup))
         assert restored.returncode == 0, restored.stderr
         assert "is not empty" in fresh.run("restore", str(backup)).stderr  # never over live data
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{fresh.env['WORKBENCH_DB']}") as connection:
+            assert connection.execute("SELECT \"user\", detail FROM audit_log WHERE action = 'label'").fetchall() == [("ann", "backed up")]
         server = subprocess.Popen(
             ["mlflow", "server", "--backend-store-uri", f"postgresql+psycopg://postgres@127.0.0.1:5432/{fresh.env['MLFLOW_DB']}",
              "--artifacts-destination", str(fresh.state / "artifacts"), "--workers", "1", "--host", "127.0.0.1", "--port", str(port)],
@@ -202,7 +207,7 @@ def test_backup_restores_into_a_fresh_database_and_the_champion_scores_the_same(
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
-        drop_databases(fresh.env["MLFLOW_DB"])
+        drop_databases(fresh.env["MLFLOW_DB"], fresh.env["WORKBENCH_DB"])
 
 
 def registry(client: MlflowClient) -> list[tuple[str, tuple[str, ...], str]]:

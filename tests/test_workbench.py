@@ -4,6 +4,8 @@ PostgreSQL, and a retraining that uses the labels."""
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -30,10 +32,10 @@ from pynomaly_core.preprocessing import features
 from pynomaly_core.scoring import load_model, score_frame
 from tests.conftest import ROOT, demo_config, prefect_harness, write_config
 from tests.services import serving
-from workbench import review
+from workbench import auth, catalog, review
 from workbench.app import create_app
-from workbench.db import AUDIT, connect
-from workbench.retrain import feedback_config
+from workbench.db import AUDIT, audit, connect, migrate
+from workbench.retrain import feedback_config, trigger_training
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
@@ -185,6 +187,39 @@ def test_pages_show_versions_batches_rejected_rows_drift_and_detectors(app, proj
     pyod_only = client.get("/detectors", params={"backend": "pyod"}, headers={"HX-Request": "true"}).text
     assert "<td>iforest</td>" in pyod_only and "<td>sk_iforest</td>" not in pyod_only and "<html" not in pyod_only
     assert client.get("/batches/rejected", params={"batch": "../configs/demo"}).status_code == 404
+    scored = project / "data" / "scored"
+    for suffix in (".rejected.csv", ".drift.html", ".parquet"):  # a batch named by an absolute path outside scored_dir
+        shutil.copy(scored / f"{BATCH}{suffix}", project / f"outside{suffix}")
+    for path in ("/batches/rejected", "/batches/drift", "/review"):
+        assert client.get(path, params={"batch": str(project / "outside")}).status_code == 404
+
+
+def test_a_batch_shows_its_newest_scoring_run_however_many_runs_there_are(app, project, monkeypatch):
+    config = load_config(project / "configs" / "demo.yaml")
+    mlflow_client = catalog.client(config)
+    experiment = mlflow_client.get_experiment_by_name(config.tracking.experiment).experiment_id
+    monkeypatch.setattr(catalog, "MAX_RUNS", 1)  # more runs than are read
+    newest = mlflow_client.create_run(experiment, tags={"pynomaly.stage": "scoring", "batch": f"{BATCH}.csv", "model_uri": "models:/newest/9"})
+    try:
+        assert catalog.batch_model_uri(config, BATCH) == "models:/newest/9"
+    finally:
+        mlflow_client.delete_run(newest.info.run_id)
+
+
+def test_label_buttons_carry_any_batch_and_row_id_as_json(app, project):
+    client = TestClient(app)
+    log_in(client, "ann")
+    odd = 'q"uo\\te'  # a quote and a backslash, as a file name may hold
+    copy = project / "data" / "scored" / f"{odd}.parquet"
+    shutil.copy(project / "data" / "scored" / f"{BATCH}.parquet", copy)
+    try:
+        page = client.get("/review", params={"batch": odd}).text
+    finally:
+        copy.unlink()
+    values = [json.loads(html.unescape(v)) for v in re.findall(r"hx-vals='([^']*)'", page)]
+    rows = re.findall(r'data-row="([^"]+)"', page)
+    assert len(values) == 3 * len(rows) == 75 and all(len(v.pop("version")) == 64 for v in values)  # the file's fingerprint
+    assert values[:3] == [{"batch": odd, "row": html.unescape(rows[0]), "label": label} for label in ("anomaly", "normal", "unsure")]
 
 
 def test_queue_follows_the_active_learning_rule_and_lime_explains_a_row_on_demand(app, project):
@@ -205,6 +240,15 @@ def test_queue_follows_the_active_learning_rule_and_lime_explains_a_row_on_deman
     assert 'hx-get="/row/lime' in client.get("/row", params={"batch": BATCH, "row": row}).text
 
 
+def test_lime_without_the_explain_extra_says_what_to_install(app, monkeypatch):
+    client = TestClient(app)
+    log_in(client, "vic")
+    for module in ("lime", "lime.lime_base"):
+        monkeypatch.setitem(sys.modules, module, None)  # `import lime` raises ImportError, as where the extra is not installed
+    fragment = client.get("/row/lime", params={"batch": BATCH, "row": queue_rows(client)[0]}, headers={"HX-Request": "true"})
+    assert fragment.status_code == 200 and "pip install 'pynomaly[explain]'" in html.unescape(fragment.text)
+
+
 # Roles, CSRF and logins
 
 def test_a_viewer_cannot_label_and_posts_without_csrf_are_refused(app):
@@ -216,7 +260,8 @@ def test_a_viewer_cannot_label_and_posts_without_csrf_are_refused(app):
 
     refused = viewer.post("/label", data=label, headers={"X-CSRF-Token": viewer_csrf})
     assert refused.status_code == 403 and "viewer" in refused.json()["detail"]
-    for client, path, data in ((analyst, "/label", label), (analyst, "/logout", {}), (viewer, "/logout", {"csrf_token": "forged"})):
+    for client, path, data in ((analyst, "/label", label), (analyst, "/logout", {}), (viewer, "/logout", {"csrf_token": "forged"}),
+                                 (viewer, "/logout", {"csrf_token": "forgé"})):  # non-ASCII: refused, not a server error
         response = client.post(path, data=data, follow_redirects=False)
         assert response.status_code == 403 and "CSRF" in response.json()["detail"]
     assert TestClient(app).post("/login", data={"name": "ann", "password": PASSWORD}).status_code == 403  # no login token
@@ -235,6 +280,34 @@ def test_failed_logins_are_limited_and_audited(app):
     with app.state.engine.connect() as connection:
         failures = connection.execute(sa.select(sa.func.count()).where(AUDIT.c.action == "login_failed", AUDIT.c.user == "tim")).scalar_one()
     assert failures == 5
+
+
+def test_unknown_names_cost_a_password_check_and_names_fit_their_columns(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'workbench.db'}"
+    migrate(url)
+    engine = connect(url)
+    checked = []
+
+    class Spy:  # PasswordHasher has __slots__, so it is wrapped rather than patched
+        def verify(self, hash, password):
+            checked.append(hash)
+            return auth.PasswordHasher().verify(hash, password)
+
+    monkeypatch.setattr(auth, "_hasher", Spy())
+    with engine.begin() as connection:
+        with pytest.raises(auth.AuthError, match="wrong user name or password"):
+            auth.login(connection, "nobody", PASSWORD, "test")
+        assert checked == [auth._DUMMY_HASH]  # the same argon2 work as a known name's
+        with pytest.raises(auth.AuthError, match="at most 100 characters, not 101"):
+            auth.add_user(connection, "x" * 101, PASSWORD, "viewer")
+        audit(connection, "y" * 150, "logout")
+        assert len(connection.execute(sa.select(AUDIT.c.user).where(AUDIT.c.action == "logout")).scalar_one()) == 100  # PostgreSQL refuses longer
+
+
+def test_cli_refuses_a_user_name_longer_than_its_column(project):
+    done = subprocess.run([sys.executable, "-m", "pynomaly_core.cli", "users", "add", "n" * 101, "--password-stdin"],
+                          input=PASSWORD + "\n", capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and "at most 100 characters" in done.stderr and "Traceback" not in done.stderr
 
 
 # API keys
@@ -270,6 +343,33 @@ def test_scoring_api_keys_validation_and_revocation(app, project):
     metrics = api.get("/metrics").text
     assert 'pynomaly_scored_rows_total{model="breast-cancer-detector"} 5.0' in metrics
     assert re.search(r'pynomaly_http_requests_total\{method="POST",route="/api/v1/score",status="401"\} [4-9]', metrics)
+
+    orphan = re.search(r'id="new-key">([^<]+)<', admin.post("/admin/keys", data={"model": "no-champion", "csrf_token": csrf}).text).group(1)
+    missing = api.post("/api/v1/score", json={"rows": rows.to_dict("records")}, headers={"X-API-Key": orphan})
+    assert missing.status_code == 404 and "no-champion@champion" in missing.json()["detail"]  # JSON, as the API's other errors
+
+
+def test_scoring_runs_off_the_event_loop_so_health_checks_answer_meanwhile(app, monkeypatch):
+    admin = TestClient(app)
+    csrf = log_in(admin, "ada")
+    key = re.search(r'id="new-key">([^<]+)<', admin.post("/admin/keys", data={"model": "breast-cancer-detector", "csrf_token": csrf}).text).group(1)
+    load, started, answered, released = app.state.reviewer.model, threading.Event(), threading.Event(), []
+
+    def slow_model(uri):  # holds the scoring request until /healthz has answered (on the event loop, never)
+        started.set()
+        released.append(answered.wait(10))
+        return load(uri)
+
+    monkeypatch.setattr(app.state.reviewer, "model", slow_model)
+    rows = pd.read_csv(ROOT / "data" / "raw" / "breast_cancer.csv").drop(columns="malignant").head(2).to_dict("records")
+    with TestClient(app) as client:  # one event loop for both requests
+        scoring = threading.Thread(target=lambda: client.post("/api/v1/score", json={"rows": rows}, headers={"X-API-Key": key}))
+        scoring.start()
+        assert started.wait(30)
+        health = client.get("/healthz")
+        answered.set()
+        scoring.join()
+    assert health.status_code == 200 and released == [True]
 
 
 # Two analysts at once, on PostgreSQL
@@ -349,6 +449,13 @@ def test_retrain_action_runs_the_deployment_and_the_run_records_the_labels(app, 
         retrains = connection.execute(sa.select(AUDIT.c.user).where(AUDIT.c.action == "retrain")).scalars().all()
     assert retrains == ["ada"]
 
+
+def test_retrain_with_the_prefect_api_down_says_so():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # nothing listens on the discard port
+        record = trigger_training(small_config())
+    assert record["flow_run_id"] is None and "the Prefect API at http://127.0.0.1:9/api cannot be reached" in record["message"]
 
 
 # A batch name scored again: the deployed flows score data/incoming/batch.csv every hour

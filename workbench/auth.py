@@ -24,6 +24,9 @@ FAILED_LOGIN_WINDOW = timedelta(minutes=15)
 KEY_PREFIX = "pyn_"
 
 _hasher = PasswordHasher()
+# Checked when the user does not exist, so an unknown name costs the same argon2 work as a known one.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+NAME_LENGTH = USERS.c.name.type.length
 
 
 class AuthError(ValueError):
@@ -55,6 +58,8 @@ def _now() -> datetime:
 def add_user(connection, name: str, password: str, role: str) -> None:
     if role not in ROLES:
         raise AuthError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if len(name) > NAME_LENGTH:
+        raise AuthError(f"the user name may have at most {NAME_LENGTH} characters, not {len(name)}")
     if len(password) < 8:
         raise AuthError("the password needs at least 8 characters")
     if connection.execute(sa.select(USERS.c.id).where(USERS.c.name == name)).first():
@@ -75,9 +80,9 @@ def login(connection, name: str, password: str, client: str) -> tuple[str, User]
         raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {FAILED_LOGIN_WINDOW.seconds // 60} minutes")
     row = connection.execute(sa.select(USERS).where(USERS.c.name == name)).mappings().first()
     try:
+        _hasher.verify(_DUMMY_HASH if row is None else row["password_hash"], password)
         if row is None:
             raise VerificationError
-        _hasher.verify(row["password_hash"], password)
     except VerificationError:
         audit(connection, name, "login_failed", client=client)
         raise AuthError("wrong user name or password") from None
@@ -112,7 +117,7 @@ def logout(connection, token: str) -> None:
 
 
 def csrf_matches(expected: str, given: str | None) -> bool:
-    return bool(expected) and given is not None and hmac.compare_digest(expected, given)
+    return bool(expected) and given is not None and hmac.compare_digest(expected.encode(), given.encode())  # str operands must be ASCII
 
 
 def create_api_key(connection, model_name: str, created_by: str) -> str:

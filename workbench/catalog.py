@@ -21,6 +21,9 @@ from pynomaly_core.io import table_stem
 from pynomaly_core.tracking import absolute_sqlite, tracking_uri
 
 
+MAX_RUNS = 5000  # scoring or monitoring runs read per page view
+
+
 def client(cfg: PipelineConfig) -> MlflowClient:
     return MlflowClient(tracking_uri=absolute_sqlite(tracking_uri(cfg.tracking)))
 
@@ -87,8 +90,18 @@ def _runs_by_batch(cfg: PipelineConfig, stage: str) -> dict[str, object]:
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         return {}
-    runs = mlflow.search_runs([experiment.experiment_id], f"tags.`pynomaly.stage` = '{stage}'", order_by=["attributes.start_time ASC"], max_results=5000)
-    return {table_stem(run.data.tags["batch"]): run for run in runs if "batch" in run.data.tags}
+    # Newest first, so the newest MAX_RUNS are kept and the first run of a batch is its latest.
+    runs = mlflow.search_runs([experiment.experiment_id], f"tags.`pynomaly.stage` = '{stage}'", order_by=["attributes.start_time DESC"], max_results=MAX_RUNS)
+    latest = {}
+    for run in runs:
+        if "batch" in run.data.tags:
+            latest.setdefault(table_stem(run.data.tags["batch"]), run)
+    return latest
+
+
+def inside_scored_dir(cfg: PipelineConfig, path: Path) -> bool:
+    """Whether `path` (built from a batch id a request named) stays in scored_dir: not "../x", not "/etc/x"."""
+    return path.resolve().is_relative_to(Path(cfg.monitoring.scored_dir).resolve())
 
 
 def rejected_file(cfg: PipelineConfig, batch_id: str) -> Path:

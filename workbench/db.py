@@ -82,4 +82,4 @@ def connect(url: str) -> sa.Engine:
 
 
 def audit(connection, user: str, action: str, detail: str = "", client: str = "") -> None:
-    connection.execute(AUDIT.insert().values(user=user, action=action, detail=detail[:2000], client=client[:100]))
+    connection.execute(AUDIT.insert().values(user=user[:100], action=action, detail=detail[:2000], client=client[:100]))

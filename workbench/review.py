@@ -92,7 +92,7 @@ class Reviewer:
 
     def queue(self, batch_id: str) -> Queue:
         path = batch_file(self.cfg, batch_id)
-        if ".." in batch_id or not path.exists():
+        if not catalog.inside_scored_dir(self.cfg, path) or not path.exists():
             raise DataError(f"no scored batch {batch_id}")
         stat = path.stat()
         written = (stat.st_mtime_ns, stat.st_size)

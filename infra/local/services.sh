@@ -5,9 +5,9 @@
 #   infra/local/services.sh up       # create databases and credentials, start and wait for health
 #   infra/local/services.sh status
 #   infra/local/services.sh down     # stop only what `up` started (PID files)
-#   infra/local/services.sh credentials   # only create the credentials file (for compose and k8s)
-#   infra/local/services.sh backup [DIR]  # the registry database (pg_dump), MLflow's users and artifacts
-#   infra/local/services.sh restore DIR   # into an absent or empty MLFLOW_DB and an empty artifact root
+#   infra/local/services.sh credentials   # only create the credentials file and each role's part (for compose and k8s)
+#   infra/local/services.sh backup [DIR]  # the registry and workbench databases (pg_dump), MLflow's users and artifacts
+#   infra/local/services.sh restore DIR   # into absent or empty MLFLOW_DB and WORKBENCH_DB and an empty artifact root
 #
 # Every server asks for credentials. The first `up` writes random ones to $CREDENTIALS (mode
 # 0600, outside git): MLflow's admin, a `pipeline` user that writes runs and models, a `reader`
@@ -116,13 +116,12 @@ create_credentials() {
   if [[ -f $CREDENTIALS ]]; then
     [[ $(stat -c %a "$CREDENTIALS") == 600 ]] || die "$CREDENTIALS may be read by others; chmod 600 it"
     log "credentials: $CREDENTIALS"
-    return
-  fi
-  local token='import secrets; print(secrets.token_urlsafe(24))'
-  mkdir -p "$(dirname "$CREDENTIALS")"
-  (
-    umask 077
-    cat >"$CREDENTIALS" <<EOF
+  else
+    local token='import secrets; print(secrets.token_urlsafe(24))'
+    mkdir -p "$(dirname "$CREDENTIALS")"
+    (
+      umask 077
+      cat >"$CREDENTIALS" <<EOF
 # Credentials of the pynomaly services, written by infra/local/services.sh; keep this file private.
 MLFLOW_ADMIN_USERNAME=admin
 MLFLOW_ADMIN_PASSWORD=$(python -c "$token")
@@ -133,8 +132,33 @@ MLFLOW_READER_PASSWORD=$(python -c "$token")
 MLFLOW_FLASK_SERVER_SECRET_KEY=$(python -c "$token")
 PREFECT_AUTH_STRING=admin:$(python -c "$token")
 EOF
+    )
+    log "created credentials (mode 0600): $CREDENTIALS"
+  fi
+  write_role_credentials
+}
+
+# Each container role's part of the credentials, the keys infra/with-credentials.sh reads for it:
+# compose and Kubernetes mount $CREDENTIALS.d/ROLE alone, so no container holds another role's passwords.
+declare -A ROLE_KEYS=(
+  [mlflow-server]="MLFLOW_ADMIN_USERNAME MLFLOW_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY"
+  [mlflow-users]="MLFLOW_ADMIN_USERNAME MLFLOW_ADMIN_PASSWORD MLFLOW_PIPELINE_USERNAME MLFLOW_PIPELINE_PASSWORD MLFLOW_READER_USERNAME MLFLOW_READER_PASSWORD"
+  [prefect-server]="PREFECT_AUTH_STRING"
+  [client]="MLFLOW_PIPELINE_USERNAME MLFLOW_PIPELINE_PASSWORD PREFECT_AUTH_STRING"
+  [workbench]="MLFLOW_READER_USERNAME MLFLOW_READER_PASSWORD PREFECT_AUTH_STRING"
+)
+
+write_role_credentials() {
+  (
+    umask 077
+    mkdir -p "$CREDENTIALS.d"
+    for role in "${!ROLE_KEYS[@]}"; do
+      for key in ${ROLE_KEYS[$role]}; do
+        grep "^$key=" "$CREDENTIALS" || die "$CREDENTIALS lacks $key"
+      done >"$CREDENTIALS.d/$role"
+    done
   )
-  log "created credentials (mode 0600): $CREDENTIALS"
+  log "each container role's part: $CREDENTIALS.d/"
 }
 
 # MLflow's basic-auth app reads its admin user and its users' database from an ini file.
@@ -260,12 +284,25 @@ backup() {
   [[ ! -e $target ]] || die "$target exists; name a new folder"
   mkdir -p "$target.partial"
   PGPASSWORD=${PG_PASSWORD:-} pg_dump -Fc -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -f "$target.partial/mlflow.dump" "$MLFLOW_DB"
+  # The workbench's labels, users, API keys and audit log.
+  PGPASSWORD=${PG_PASSWORD:-} pg_dump -Fc -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -f "$target.partial/workbench.dump" "$WORKBENCH_DB"
   tar -C "$STATE" -czf "$target.partial/artifacts.tar.gz" artifacts
   if [[ -f $STATE/basic_auth.db ]]; then
     python -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' "$STATE/basic_auth.db" "$target.partial/basic_auth.db"
   fi
   mv "$target.partial" "$target"  # a backup folder is complete or absent
-  log "backup of $MLFLOW_DB and $STATE/artifacts: $target"
+  log "backup of $MLFLOW_DB, $WORKBENCH_DB and $STATE/artifacts: $target"
+}
+
+# empty_database DB SETTING: create DB when absent; refuse one that holds tables.
+empty_database() {
+  local psql=(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -tA)
+  if [[ -n $("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$1'") ]]; then
+    [[ $("${psql[@]}" -d "$1" -c "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == 0 ]] \
+      || die "database $1 is not empty; restore into a new one ($2=...)"
+  else
+    "${psql[@]}" -d postgres -qc "CREATE DATABASE \"$1\""
+  fi
 }
 
 restore() {
@@ -274,19 +311,17 @@ restore() {
   [[ -f $source/mlflow.dump && -f $source/artifacts.tar.gz ]] || die "$source is not a backup (mlflow.dump, artifacts.tar.gz)"
   running mlflow && die "mlflow is running; stop the services first (make services-down)"
   export PGPASSWORD=${PG_PASSWORD:-}
-  local psql=(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -tA)
-  if [[ -n $("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$MLFLOW_DB'") ]]; then
-    [[ $("${psql[@]}" -d "$MLFLOW_DB" -c "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == 0 ]] \
-      || die "database $MLFLOW_DB is not empty; restore into a new one (MLFLOW_DB=...)"
-  else
-    "${psql[@]}" -d postgres -qc "CREATE DATABASE \"$MLFLOW_DB\""
-  fi
+  empty_database "$MLFLOW_DB" MLFLOW_DB
+  [[ ! -f $source/workbench.dump ]] || empty_database "$WORKBENCH_DB" WORKBENCH_DB  # backups before the workbench have none
   [[ -z $(ls -A "$STATE/artifacts" 2>/dev/null) ]] || die "$STATE/artifacts is not empty; restore into a new PYNOMALY_SERVICES_DIR"
   pg_restore --no-owner --exit-on-error -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$MLFLOW_DB" "$source/mlflow.dump"
+  if [[ -f $source/workbench.dump ]]; then
+    pg_restore --no-owner --exit-on-error -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$WORKBENCH_DB" "$source/workbench.dump"
+  fi
   mkdir -p "$STATE"
   tar -C "$STATE" -xzf "$source/artifacts.tar.gz"
   [[ -f $source/basic_auth.db ]] && cp "$source/basic_auth.db" "$STATE/basic_auth.db"
-  log "restored $source into database $MLFLOW_DB and $STATE/artifacts"
+  log "restored $source into databases $MLFLOW_DB and $WORKBENCH_DB and $STATE/artifacts"
 }
 
 status() {
