@@ -194,6 +194,26 @@ def test_pages_show_versions_batches_rejected_rows_drift_and_detectors(app, proj
         assert client.get(path, params={"batch": str(project / "outside")}).status_code == 404
 
 
+def test_a_batch_scored_on_spark_shows_its_rejected_rows_from_the_part_files(app, project):
+    """`--engine spark` writes the rejected rows as a folder of CSV parts, each with its header."""
+    scored = project / "data" / "scored"
+    shutil.copy(scored / f"{BATCH}.parquet", scored / "on-spark.parquet")
+    rejected = pd.read_csv(scored / f"{BATCH}.rejected.csv")
+    parts = scored / "on-spark.rejected.csv"
+    parts.mkdir()
+    rejected.head(1).to_csv(parts / "part-00000.csv", index=False)
+    rejected.tail(1).to_csv(parts / "part-00001.csv", index=False)
+    (parts / "_SUCCESS").touch()
+    client = TestClient(app)
+    log_in(client, "vic")
+    row = re.search(r">on-spark</a></td>.*?</tr>", client.get("/batches").text, re.S).group(0)
+    assert "2 with reasons" in row
+    page = client.get("/batches/rejected", params={"batch": "on-spark"})
+    assert page.status_code == 200 and "The first 2 rejected rows" in page.text
+    shown_rows = re.findall(r"<tr><td>(\d+)</td>", page.text)  # each row's first cell: its row number in the input
+    assert shown_rows == [str(row) for row in rejected["_row"]]
+
+
 def test_a_batch_shows_its_newest_scoring_run_however_many_runs_there_are(app, project, monkeypatch):
     config = load_config(project / "configs" / "demo.yaml")
     mlflow_client = catalog.client(config)

@@ -170,7 +170,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         path = catalog.rejected_file(cfg, batch)
         if not catalog.inside_scored_dir(cfg, path) or not path.exists():
             raise DataError(f"batch {batch} has no rejected rows")
-        frame = pd.read_csv(path, nrows=1000, dtype=str, keep_default_na=False)
+        frame = pd.concat([pd.read_csv(part, nrows=1000, dtype=str, keep_default_na=False) for part in catalog.rejected_parts(path)]).head(1000)
         return page(request, "rejected.html", user, batch=batch, rows=frame, shown=len(frame))
 
     @app.get("/batches/drift")

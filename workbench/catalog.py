@@ -108,9 +108,18 @@ def rejected_file(cfg: PipelineConfig, batch_id: str) -> Path:
     return Path(cfg.monitoring.scored_dir) / f"{batch_id}.rejected.csv"
 
 
+def rejected_parts(path: Path) -> list[Path]:
+    """The CSV file of a batch's rejected rows, or the part files of the folder Spark writes there."""
+    return [part for part in sorted(path.glob("*.csv")) if part.stat().st_size] if path.is_dir() else [path]
+
+
 def _count_rows(path: Path) -> int:
-    with open(path, "rb") as handle:
-        return max(sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) - 1, 0)
+    """Data rows of a rejected-rows CSV (a file or Spark's folder of parts, each with a header)."""
+    total = 0
+    for part in rejected_parts(path):
+        with open(part, "rb") as handle:
+            total += max(sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) - 1, 0)
+    return total
 
 
 def batches(cfg: PipelineConfig) -> list[Batch]:
