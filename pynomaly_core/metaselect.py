@@ -223,7 +223,8 @@ def predict(features: np.ndarray, kb: dict, size: int) -> Prediction:
 def difference_error(kb: dict, size: int) -> float:
     """The prior variance of a model's gain over the label-free ensemble: the mean squared error of
     its predicted gain on the knowledge base's entries, each predicted from the other datasets
-    (leave one dataset out; the ensemble's AUCROC taken as its members' weighted mean, as `fitted_reach` takes it)."""
+    (leave one dataset out). The ensemble is the neighbours' (reach infinite, what `fitted_reach`
+    chooses on the shipped knowledge base), its AUCROC its members' weighted mean, as `fitted_reach` takes it."""
     errors = []
     for _, e, near, overall in left_out_neighbours(kb):
         members = Prediction(near, overall, np.inf).ensemble(size)
