@@ -9,8 +9,9 @@ meta-features and every model's test AUCROC on the development datasets (three s
 For a new dataset each model's AUCROC is predicted from the most similar development datasets,
 and that prediction is shrunk towards the model's AUCROC over all of them, the more the farther
 the dataset lies from its neighbours (`Prediction`). The label-free model is a rank ensemble of
-IForest, weighing half, and the best-predicted others. With a few labels, each neighbour prediction is refined by
-the labelled anomalies, trusted the more the less that model's AUCROC spreads across those datasets.
+IForest, weighing half, and the best-predicted others. With a few labels, a candidate replaces that
+ensemble only where its gain, predicted by the neighbours and measured by the labelled anomalies,
+is expected to outweigh the risk of a loss (`gain_utility`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-from scipy.stats import spearmanr
+from scipy.stats import norm, rankdata, spearmanr
+from sklearn.metrics import roc_auc_score
 
 from .detectors import registry
 from .search import OptunaSearch, best_trial_selection, labels_held_out
@@ -43,6 +45,9 @@ LANDMARK_ROWS = 7000  # the ADBench protocol's training part: 70 % of at most 10
 # fitted, in the knowledge base (where they rank like a coin flip) or as candidates.
 CUBIC = ("mcd", "sk_elliptic")
 MAX_CUBIC_FEATURES = 128
+# A default that loses hurts more than one that wins helps: in the fallback's fit and in the few-label choice.
+LOSS_WEIGHT = 2
+GAIN_CRITERION = "expected gain over the label-free ensemble (labelled anomalies' ROC-AUC, losses counted twice)"
 
 
 def features_from_scores(training_scores: dict[str, np.ndarray], n_rows: int, n_features: int) -> np.ndarray:
@@ -121,11 +126,6 @@ class Neighbours:
     def predicted(self, members: list[str]) -> float:
         return float(np.average(self._of(members), weights=self.weights))
 
-    def spread(self, members: list[str]) -> float:
-        """The weighted variance of that AUCROC across the neighbours: how much to trust the prediction."""
-        aucroc = self._of(members)
-        return float(np.average((aucroc - np.average(aucroc, weights=self.weights)) ** 2, weights=self.weights))
-
     def ranking(self) -> list[tuple[str, float]]:
         """Every model, best first, with its predicted AUCROC."""
         predicted = self.weights @ self.aucroc / self.weights.sum()
@@ -186,7 +186,7 @@ def anchored_weights(members: list[str]) -> list[float]:
 
 def _utility(gains: np.ndarray) -> float:
     """Mean gain over IForest with losses counted twice: a default that loses hurts more than one that wins helps."""
-    return float(np.mean(np.where(gains < 0, 2 * gains, gains)))
+    return float(np.mean(np.where(gains < 0, LOSS_WEIGHT * gains, gains)))
 
 
 def left_out_neighbours(kb: dict):
@@ -220,38 +220,43 @@ def predict(features: np.ndarray, kb: dict, size: int) -> Prediction:
     return Prediction(neighbours(features, kb), overall_aucroc(kb), fitted_reach(kb, size))
 
 
-def calibration(kb: dict | None = None) -> tuple[float, float]:
-    """What few-label shrinkage needs, measured on the knowledge base, each entry predicted from
-    the other datasets (leave one dataset out):
+def difference_error(kb: dict, size: int) -> float:
+    """The prior variance of a model's gain over the label-free ensemble: the mean squared error of
+    its predicted gain on the knowledge base's entries, each predicted from the other datasets
+    (leave one dataset out). The ensemble is the neighbours' (reach infinite, what `fitted_reach`
+    chooses on the shipped knowledge base), its AUCROC its members' weighted mean, as `fitted_reach` takes it."""
+    errors = []
+    for _, e, near, overall in left_out_neighbours(kb):
+        members = Prediction(near, overall, np.inf).ensemble(size)
+        weights = anchored_weights(members)
+        actual = np.average([e["aucroc"][m] for m in members], weights=weights)
+        predicted = np.average([near.predicted([m]) for m in members], weights=weights)
+        errors += [(near.predicted([m]) - predicted) - (e["aucroc"][m] - actual) for m in near.models]
+    return float(np.mean(np.square(errors)))
 
-    - `prior_labels`: the variance one labelled anomaly's rank adds, over the mean squared
-      prediction error: how many labelled anomalies an average prediction is worth;
-    - the mean `Neighbours.spread` of a model: the spread that goes with that average worth.
+
+def label_noise(scores: np.ndarray, reference_ranks: np.ndarray) -> float:
+    """The variance one labelled anomaly adds to a candidate's measured gain over the label-free
+    ensemble, taken label-free: how much their percentile ranks differ from row to row (two
+    rankings that agree on every row gain nothing whichever row is labelled)."""
+    # Floored: a candidate that ranks every row as the ensemble does differs by ties alone.
+    return max(float(np.var(rankdata(scores) / len(scores) - reference_ranks)), 1e-4)
+
+
+def gain_utility(prior_gain: float, prior_variance: float, measured_gain: float, n_labelled: int, noise: float,
+                 loss_weight: float = LOSS_WEIGHT) -> float:
+    """Expected utility of choosing a candidate over the label-free ensemble, losses counted `loss_weight` times.
+
+    Its gain d in AUCROC is predicted as `prior_gain` with variance `prior_variance` and measured
+    by `n_labelled` labelled anomalies as `measured_gain` with variance `noise` / n: the posterior
+    is normal, and E[u(d)] = E[d] + (loss_weight - 1) E[min(d, 0)]. A candidate whose gain is no
+    surer than its spread of possible losses scores below the ensemble's 0.
     """
-    kb = kb or knowledge_base()
-    errors, rank_variances, spreads = [], [], []
-    for _, e, near, _ in left_out_neighbours(kb):
-        errors += [predicted - e["aucroc"][name] for name, predicted in near.ranking()]
-        rank_variances.append(e["anomaly_rank_variance"])
-        spreads += [near.spread([name]) for name in near.models]
-    return float(np.mean(rank_variances) / np.mean(np.square(errors))), float(np.mean(spreads))
-
-
-def prior_labels(near: Neighbours, members: list[str], calibrated: tuple[float, float]) -> float:
-    """How many labelled anomalies the prediction for `members` is worth on this dataset: the
-    knowledge base's average, scaled by how much less than a model's average spread their AUCROC
-    spreads across the neighbours (a model that scored alike on all of them is trusted more)."""
-    average, mean_spread = calibrated
-    return average * mean_spread / max(near.spread(members), 1e-6)  # a model alike on every neighbour has no spread
-
-
-def shrink_to_prior(observed: float, prior: float, n_labelled: int, prior_labels: float) -> float:
-    """Posterior mean AUCROC: the observed AUCROC of `n_labelled` anomalies, shrunk to the predicted one.
-
-    Normal-normal model: the prediction is worth `prior_labels` labelled anomalies, the ratio of
-    the variance one labelled anomaly's rank adds to the variance of the prediction's error.
-    """
-    return (prior_labels * prior + n_labelled * observed) / (prior_labels + n_labelled)
+    variance = 1 / (1 / prior_variance + n_labelled / noise)
+    mean = variance * (prior_gain / prior_variance + n_labelled * measured_gain / noise)
+    sd = np.sqrt(variance)
+    expected_loss = mean * norm.cdf(-mean / sd) - sd * norm.pdf(mean / sd)
+    return float(mean + (loss_weight - 1) * expected_loss)
 
 
 def fit_seconds(kb: dict, model: str, n_rows: int, n_features: int) -> float:
@@ -281,7 +286,7 @@ class MetaSelector(OptunaSearch):
     """`train.strategy: meta`. Without labels: the rank ensemble of IForest (half the weight) and
     the `train.ensemble_size - 1` best-predicted models. With labels: an Optuna grid over the top
     `meta_candidates` models, that ensemble and that ensemble guided by a classifier of the
-    labelled anomalies, each candidate's ROC-AUC on them shrunk to its neighbour prediction.
+    labelled anomalies, each candidate judged by the expected utility of its gain over that ensemble.
     Models whose predicted fit time exceeds `train.timeout` are skipped, and said so."""
 
     def __init__(self, *args, knowledge_base: dict | None = None, **kwargs):
@@ -314,18 +319,35 @@ class MetaSelector(OptunaSearch):
         # so its prediction is the ensemble's.
         if labels_held_out(y):
             candidates[LABEL_GUIDED], models_of[LABEL_GUIDED] = label_guided_spec(member_names, member_params, weights), top
-        prior = None
+        prior, fitted = None, {}
         if self.train.metric == "roc_auc":  # the predictions are ROC-AUCs
-            n_labelled, calibrated = int(np.sum(y == 1)), calibration(kb)
-
-            def prior(name: str, measured: float) -> float:
-                members = models_of[name]
-                return shrink_to_prior(measured, near.predicted(members), n_labelled, prior_labels(near, members, calibrated))
-
+            prior = self.gain_over_ensemble(X, y, kb, near, ensemble, candidates, models_of, fitted)
         # Every candidate is fitted once: a pruner would only drop some on their raw score.
         study, _ = self.run(X, y, candidates, n_trials=len(candidates), pruning=False,
-                            sampler=optuna.samplers.GridSampler({"detector": list(candidates)}, seed=self.seed), prior=prior)
-        criterion = self.train.metric if prior is None else f"{self.train.metric}, shrunk to the meta prediction"
+                            sampler=optuna.samplers.GridSampler({"detector": list(candidates)}, seed=self.seed), prior=prior,
+                            training_scores=fitted)
+        criterion = self.train.metric if prior is None else GAIN_CRITERION
         selection = dataclasses.replace(best_trial_selection(study, candidates, criterion, self.storage()), skipped=skipped)
         return selection, candidates[selection.detector]
+
+    def gain_over_ensemble(self, X, y, kb, near, ensemble, candidates, models_of, fitted):
+        """The few-label objective: each candidate's expected utility (`gain_utility`) of replacing
+        the label-free ensemble, which scores 0. Its gain is predicted by the neighbours, measured
+        by the ROC-AUC of the labelled anomalies; a candidate fitted once is compared with the
+        ensemble anomaly by anomaly (paired), the cross-validated guided one is not (its noise is
+        one labelled anomaly's rank variance on the knowledge base, and it has no prediction of its own)."""
+        reference = ensemble.build(ensemble.search_space(None), self.train.contamination, self.seed).fit(X).decision_scores_
+        reference_ranks, reference_measured = rankdata(reference) / len(reference), roc_auc_score(y, reference)
+        reference_predicted = near.predicted(models_of[ensemble.name])
+        n_labelled, prior_variance = int(np.sum(y == 1)), difference_error(kb, self.train.ensemble_size)
+        rank_variance = float(np.mean([e["anomaly_rank_variance"] for e in kb["entries"]]))
+
+        def prior(name: str, measured: float) -> float:
+            if name == ensemble.name:
+                return 0.0
+            scores = fitted.get(id(candidates[name]))
+            noise = rank_variance if scores is None else label_noise(scores, reference_ranks)
+            return gain_utility(near.predicted(models_of[name]) - reference_predicted, prior_variance, measured - reference_measured, n_labelled, noise)
+
+        return prior
 

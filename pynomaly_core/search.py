@@ -89,12 +89,13 @@ def best_configuration(frozen: optuna.trial.FrozenTrial, candidates: dict[str, D
     return suggest(optuna.trial.FixedTrial(frozen.params), candidates)
 
 
-def make_evaluator(X, y, folds, contamination, seed, metric):
+def make_evaluator(X, y, folds, contamination, seed, metric, training_scores: dict | None = None):
     """`evaluate(spec, params)` yields the selection criterion of one candidate fold by fold.
 
     Each fold's candidate is fitted on the fold's fit rows (with their labels, and only theirs,
     when it is semi-supervised) and judged on its held-out rows: by agreement with the reference
-    consensus without labels, by `metric` with them.
+    consensus without labels, by `metric` with them. A candidate fitted once on every row leaves
+    its training scores in `training_scores` (when given) under `id(spec)`.
     """
     consensus = None if y is not None else consensus_scores(X, folds, contamination, seed)
 
@@ -108,6 +109,8 @@ def make_evaluator(X, y, folds, contamination, seed, metric):
             # It never sees the labels, so it is fitted once on every row (a graph: every node, as
             # its one fold would) and judged on every labelled anomaly: folds would hold one or two.
             detector = spec.build(params, contamination, seed).fit(X)
+            if training_scores is not None:
+                training_scores[id(spec)] = detector.decision_scores_
             yield LABEL_METRICS[metric](y, finite(spec, detector.decision_scores_))
             return
         for step, (fit_rows, held_out) in enumerate(folds):
@@ -217,12 +220,15 @@ class OptunaSearch(Selector):
     def storage(self) -> str:
         return absolute_sqlite(self.train.storage)
 
-    def evaluator(self, X, y):
+    def evaluator(self, X, y, training_scores: dict | None = None):
         # Seeded folds: a study joined or resumed rebuilds the same ones.
-        return make_evaluator(X, y, make_folds(X, y, self.train.cv_folds, self.seed), self.train.contamination, self.seed, self.train.metric)
+        folds = make_folds(X, y, self.train.cv_folds, self.seed)
+        return make_evaluator(X, y, folds, self.train.contamination, self.seed, self.train.metric, training_scores)
 
-    def run(self, X, y, candidates, *, n_trials=None, pruning=None, sampler=None, sampler_seed=None, prior=None, user_attrs=None):
-        """Fill the study with trials; returns it and the evaluator (None when it was full already)."""
+    def run(self, X, y, candidates, *, n_trials=None, pruning=None, sampler=None, sampler_seed=None, prior=None, user_attrs=None,
+            training_scores: dict | None = None):
+        """Fill the study with trials; returns it and the evaluator (None when it was full already).
+        `training_scores`: see `make_evaluator`."""
         n_trials = n_trials or self.train.n_trials
         pruning = self.train.pruning if pruning is None else pruning
         if self.train.progress_bar:  # the bar replaces Optuna's line per trial; every trial is in MLflow anyway
@@ -231,7 +237,7 @@ class OptunaSearch(Selector):
             study = open_study(self.storage(), self.study_name, self.seed if sampler_seed is None else sampler_seed, pruning, sampler)
             if len(study.get_trials(deepcopy=False, states=FINISHED)) >= n_trials:
                 return study, None
-            evaluate = self.evaluator(X, y)
+            evaluate = self.evaluator(X, y, training_scores)
             objective = make_objective(evaluate, candidates, prior)
             if user_attrs:
                 objective = _with_attrs(objective, user_attrs)

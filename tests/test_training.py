@@ -6,6 +6,8 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
 
 from pynomaly_core import metaselect
 from pynomaly_core.config import PreprocessConfig, TrainConfig
@@ -184,7 +186,7 @@ def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_an
     storage = f"sqlite:///{tmp_path}/o.db"
     train = TrainConfig(use_labels=True, meta_candidates=4, storage=storage, progress_bar=False)
     _, selection = train_detector(X, known, train, seed=0, study_name="few")
-    assert selection.n_trials == 6 and selection.criterion == "roc_auc, shrunk to the meta prediction"
+    assert selection.n_trials == 6
     trials = optuna.load_study(study_name="few", storage=storage).trials
     assert {t.params["detector"] for t in trials} >= {"rank_ensemble", "rank_ensemble+pu_logistic"} and len(trials) == 6
 
@@ -193,17 +195,29 @@ def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_an
     guided = next(t for t in trials if t.params["detector"] == "rank_ensemble+pu_logistic")
     assert guided.intermediate_values.keys() == {0, 1}
 
-    # Each candidate's measured ROC-AUC is shrunk to its predicted one, worth as many labels as its
-    # spread across the neighbour datasets allows; both ensembles are predicted by their members.
+    # Each candidate is judged by the expected utility of replacing the label-free ensemble (which
+    # scores 0): its gain predicted by the neighbours, measured by the labelled anomalies with the
+    # noise of its row-by-row disagreement with the ensemble (the guided one: a label's rank variance).
     kb = metaselect.knowledge_base()
     prediction = metaselect.predict(metaselect.meta_features(X, 0), kb, 3)
     near, top = prediction.near, prediction.ensemble(3)
-    calibrated = metaselect.calibration(kb)
+    models = metaselect.models(kb)
+    ensemble = RankEnsemble([models[m][0] for m in top], [models[m][1] for m in top], metaselect.anchored_weights(top), random_state=0).fit(X)
+    ranks, measured = rankdata(ensemble.decision_scores_) / len(X), roc_auc_score(known, ensemble.decision_scores_)
+    prior_variance = metaselect.difference_error(kb, 3)
+    rank_variance = np.mean([e["anomaly_rank_variance"] for e in kb["entries"]])
+    assert selection.criterion == metaselect.GAIN_CRITERION
     for trial in trials:
         name = trial.params["detector"]
-        models = top if name.startswith("rank_ensemble") else [name]
-        strength = metaselect.prior_labels(near, models, calibrated)
-        expected = (strength * near.predicted(models) + 2 * trial.user_attrs["measured"]) / (strength + 2)
+        if name == "rank_ensemble":
+            assert trial.value == 0 and trial.user_attrs["measured"] == pytest.approx(measured)
+            continue
+        if name == "rank_ensemble+pu_logistic":
+            prior_gain, noise = 0.0, rank_variance
+        else:
+            scores = registry.get(models[name][0]).build(models[name][1], 0.1, 0).fit(X).decision_scores_
+            prior_gain, noise = near.predicted([name]) - near.predicted(top), metaselect.label_noise(scores, ranks)
+        expected = metaselect.gain_utility(prior_gain, prior_variance, trial.user_attrs["measured"] - measured, 2, noise)
         assert trial.value == pytest.approx(expected)
     assert selection.score == max(t.value for t in trials)
 
@@ -257,21 +271,29 @@ def test_every_knowledge_base_model_builds_and_has_a_figure_everywhere():
     assert len({e["dataset"] for e in kb["entries"]}) == 44 and all(0 <= e["anomaly_rank_variance"] < 0.25 for e in kb["entries"])
 
 
-def test_a_prediction_is_worth_more_labels_the_less_its_models_spread_across_the_neighbours():
-    near = metaselect.Neighbours(["steady", "erratic"], np.array([[0.8, 0.6], [0.8, 0.9]]), np.array([1.0, 1.0]))
-    assert near.spread(["steady"]) == 0 and near.spread(["erratic"]) == pytest.approx(0.0225)
-    assert near.predicted(["steady", "erratic"]) == pytest.approx(0.775)  # an ensemble: its members' mean
-    average_labels, average_spread = 1.5, 0.0225
-    assert metaselect.prior_labels(near, ["erratic"], (average_labels, average_spread)) == pytest.approx(1.5)
-    assert metaselect.prior_labels(near, ["steady"], (average_labels, average_spread)) > 1000
+def test_one_lucky_labelled_anomaly_does_not_replace_the_label_free_ensemble():
+    # The same measured gain of 5 points: from one labelled anomaly on a candidate that disagrees
+    # with the ensemble row by row, it is noise; from twenty on one that mostly agrees, evidence.
+    lucky = metaselect.gain_utility(prior_gain=0.0, prior_variance=0.014, measured_gain=0.05, n_labelled=1, noise=0.05)
+    consistent = metaselect.gain_utility(prior_gain=0.0, prior_variance=0.014, measured_gain=0.05, n_labelled=20, noise=0.01)
+    assert lucky < 0 < consistent < 0.05
+    # Sure gains count as they are; an even chance of gaining or losing as much costs the expected loss.
+    assert metaselect.gain_utility(0.03, 1e-8, 0.03, 1, 1e-8) == pytest.approx(0.03)
+    sd = 0.1
+    assert metaselect.gain_utility(0.0, sd**2, 0.0, 1, 1e12) == pytest.approx(-(metaselect.LOSS_WEIGHT - 1) * sd / np.sqrt(2 * np.pi))
 
 
-def test_shrinkage_is_calibrated_on_the_knowledge_base_it_is_given():
+def test_a_labels_noise_is_how_much_a_candidate_disagrees_with_the_ensemble_row_by_row():
+    ranks = np.arange(1, 101) / 100
+    assert metaselect.label_noise(np.arange(100.0), ranks) == 1e-4  # the same ranking: floored
+    assert metaselect.label_noise(-np.arange(100.0), ranks) == pytest.approx(np.var(2 * ranks), rel=0.01)  # reversed
+
+
+def test_the_prior_variance_of_a_gain_is_measured_on_the_knowledge_base_it_is_given():
     kb = metaselect.knowledge_base()
     without_cardio = metaselect.without_datasets(kb, ["cardio"])
-    assert metaselect.calibration(without_cardio) != metaselect.calibration(kb)
-    prior_labels, mean_spread = metaselect.calibration(kb)
-    assert 0.5 < prior_labels < 3 and 0 < mean_spread < 0.1
+    assert metaselect.difference_error(without_cardio, 3) != metaselect.difference_error(kb, 3)
+    assert 0 < metaselect.difference_error(kb, 3) < 0.05
 
 
 def test_semi_supervised_candidates_only_with_labels():
