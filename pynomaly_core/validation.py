@@ -88,7 +88,7 @@ def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, sou
     """Split `frame` into valid rows (coerced to the schema's types) and rejected rows with reasons.
 
     Raises DataError when there are no rows, a column name repeats, a required column is missing
-    or a feature column holds no value at all.
+    or a non-nullable feature column holds no value at all.
     """
     if frame.empty:
         raise DataError(f"{source} has no data rows")
@@ -100,7 +100,10 @@ def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, sou
         raise DataError(
             f"{source}: missing required column(s) {', '.join(missing)}; found columns: {', '.join(map(str, frame.columns))}"
         )
-    empty = [c for c, is_empty in frame[list(data.columns)].isna().all().items() if is_empty]
+    # A required column with no value at all is a wrong file or mapping; a nullable one may be
+    # missing in every row of a batch (a served request is one row).
+    required = [name for name, spec in data.columns.items() if not spec.nullable]
+    empty = [c for c, is_empty in frame[required].isna().all().items() if is_empty]
     if empty:
         raise DataError(f"{source}: column(s) {', '.join(empty)} hold no values (every row is missing)")
 

@@ -74,6 +74,15 @@ def test_all_nan_column(workdir, demo_frame):
         stages.validate(_config_on("data/raw/bad.csv"))
 
 
+def test_a_missing_value_of_a_nullable_column_is_valid_in_a_one_row_batch(demo_frame):
+    """A served request is one row: its missing nullable value is not an empty column."""
+    data = demo_config().data
+    data = data.model_copy(update={"columns": {**data.columns, "mean_area": data.columns["mean_area"].model_copy(update={"nullable": True})}})
+    row = demo_frame.drop(columns=["malignant"]).head(1).assign(mean_area=float("nan"))
+    result = validate(row, data, with_label=False)
+    assert len(result.valid) == 1 and result.valid["mean_area"].isna().all() and result.rejected.empty
+
+
 def test_empty_file(workdir):
     open("data/raw/empty.csv", "w").close()
     with pytest.raises(DataError, match="data/raw/empty.csv is empty: expected a header row and data rows"):
