@@ -50,6 +50,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until(condition, seconds: float, what: str, poll: float = 0.2):
+    """Poll `condition` until it returns a true value, which is returned; AssertionError naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(poll)
+    return value
+
+
 def drop_databases(*names: str) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
         for name in names:

@@ -1,12 +1,12 @@
 """GroupScorer: concurrent callers' rows go to the detector in one call, and each caller gets its own rows back."""
 
 import threading
-import time
 
 import pandas as pd
 import pytest
 
 from pynomaly_core.batching import GroupScorer
+from tests.services import wait_until
 
 
 class SlowDouble:
@@ -25,13 +25,6 @@ class SlowDouble:
         return pd.DataFrame({"score": rows["x"] * 2})
 
 
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.01)
-
-
 def run_concurrently(scorer: GroupScorer, score: SlowDouble, inputs: list[list[float]]) -> list:
     """The first input is scored alone while the others arrive; returns each caller's result or error."""
     results: list = [None] * len(inputs)
@@ -44,11 +37,11 @@ def run_concurrently(scorer: GroupScorer, score: SlowDouble, inputs: list[list[f
 
     threads = [threading.Thread(target=call, args=(0,))]
     threads[0].start()
-    wait_until(lambda: score.calls, "the first call scores")
+    wait_until(lambda: score.calls, 10, "the first call scores", poll=0.01)
     threads += [threading.Thread(target=call, args=(i,)) for i in range(1, len(inputs))]
     for thread in threads[1:]:
         thread.start()
-    wait_until(lambda: len(scorer._waiting) == len(inputs) - 1, "every later caller waits behind the first")
+    wait_until(lambda: len(scorer._waiting) == len(inputs) - 1, 10, "every later caller waits behind the first", poll=0.01)
     score.release.set()
     for thread in threads:
         thread.join(10)

@@ -38,7 +38,7 @@ from pynomaly_core.notify import NotifyError, send
 from pynomaly_core.preprocessing import features
 from tasks.monitoring import RETRAIN_EVENT
 from tests.conftest import ROOT, demo_config, write_config, prefect_harness
-from tests.services import free_port
+from tests.services import free_port, wait_until
 
 MODEL = "breast-cancer-detector"
 
@@ -385,13 +385,6 @@ def start_redis(port: int, folder: Path) -> subprocess.Popen:
     raise RuntimeError(f"redis-server on port {port} did not start")
 
 
-def wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
-        time.sleep(0.2)
-
-
 def test_redis_restart_under_the_consumer_loses_and_repeats_no_event(project, batches, tmp_path):
     port = free_port()  # never the shared server on 6379
     server = start_redis(port, tmp_path)
@@ -410,14 +403,14 @@ def test_redis_restart_under_the_consumer_loses_and_repeats_no_event(project, ba
     rows = pd.read_csv(batches / "unchanged.csv")
     try:
         before = _produce(client, config, rows.head(100))
-        wait_for(lambda: client.xlen(settings["output"]) == 100, 180, "the first 100 events scored")
+        wait_until(lambda: client.xlen(settings["output"]) == 100, 180, "the first 100 events scored")
         server.kill()  # a crash, while the consumer waits in XREADGROUP
         server.wait()
         time.sleep(2)
         assert consumer.poll() is None  # still there, retrying
         server = start_redis(port, tmp_path)
         after = _produce(client, config, rows.iloc[100:])
-        wait_for(lambda: client.xlen(settings["output"]) == len(rows), 120, "every event scored after the restart")
+        wait_until(lambda: client.xlen(settings["output"]) == len(rows), 120, "every event scored after the restart")
         consumer.send_signal(signal.SIGINT)
         consumer.wait(timeout=60)
         output = log.read_text()

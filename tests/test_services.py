@@ -10,7 +10,6 @@ import socket
 import stat
 import subprocess
 import threading
-import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -29,7 +28,7 @@ from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary
 
 from flows.scoring import scoring_flow
 from tests.conftest import ROOT, demo_config
-from tests.services import drop_databases, free_port, http_status, make_services
+from tests.services import drop_databases, free_port, http_status, make_services, wait_until
 
 MODEL = "breast-cancer-detector"
 
@@ -194,7 +193,7 @@ def test_backup_restores_into_a_fresh_database_and_the_champion_scores_the_same(
              "--artifacts-destination", str(fresh.state / "artifacts"), "--workers", "1", "--host", "127.0.0.1", "--port", str(port)],
             env=fresh.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         copy_uri = f"http://127.0.0.1:{port}"
-        wait_until(lambda: http_status(f"{copy_uri}/health") == 200, 180, "the MLflow server on the restored database")
+        wait_until(lambda: http_status(f"{copy_uri}/health") == 200, 180, "the MLflow server on the restored database", poll=2)
         assert registry(MlflowClient(tracking_uri=copy_uri)) == registry(MlflowClient(tracking_uri=services.mlflow_uri))
         rows = pd.read_csv(ROOT / "data" / "raw" / "breast_cancer.csv").drop(columns=["malignant"])
         predictions = []
@@ -226,15 +225,6 @@ def heartbeats(services, flow_run_id) -> int:
         return json.loads(response.read())["total"]
 
 
-def wait_until(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(2)
-    raise AssertionError(f"not within {seconds} s: {what}")
-
-
 def test_a_killed_worker_crashes_its_run_and_a_new_worker_runs_the_next(services, tmp_path, monkeypatch):
     sourced = services.sourced_env()
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
@@ -247,14 +237,14 @@ def test_a_killed_worker_crashes_its_run_and_a_new_worker_runs_the_next(services
         with get_client(sync_client=True) as prefect:
             doomed = run_deployment("training/training", parameters={"config": long.model_dump(mode="json")}, timeout=0)
             wait_until(lambda: prefect.read_flow_run(doomed.id).state.is_running() and heartbeats(services, doomed.id), 300,
-                       "the flow run running and beating")
+                       "the flow run running and beating", poll=2)
             old_worker = services.pid("worker")
             lost = [psutil.Process(old_worker), *psutil.Process(old_worker).children(recursive=True)]
             assert len(lost) > 1  # the worker and its flow run's process
             for process in lost:  # all at once, without warning: a lost machine
                 process.kill()
             crashed = wait_until(lambda: (state := prefect.read_flow_run(doomed.id).state).is_crashed() and state, 240,
-                                 "the silent run marked crashed")
+                                 "the silent run marked crashed", poll=2)
             assert "no heartbeat" in crashed.message
             assert registry(client) == before  # nothing registered, no alias moved
             assert not (tmp_path / "killed" / "reports" / "registration.json").exists()
@@ -289,7 +279,7 @@ def test_scoring_rides_out_an_mlflow_restart(services, tmp_path, monkeypatch):
     # MLflow goes down as the flow starts and comes back a little later.
     old = services.pid("mlflow")
     os.killpg(old, signal.SIGTERM)
-    wait_until(lambda: not alive(old), 60, "MLflow stopped")
+    wait_until(lambda: not alive(old), 60, "MLflow stopped", poll=2)
     restart = threading.Timer(10, services.run, args=("up",))
     restart.start()
     with temporary_settings({PREFECT_API_URL: services.prefect_api, PREFECT_API_AUTH_STRING: sourced["PREFECT_API_AUTH_STRING"]}):
