@@ -94,7 +94,8 @@ def candidate_rows(path: Path, scores_dir: Path, fraction: float, size: int = 3)
     for seed in SEEDS:
         scores = dict(np.load(scores_dir / f"{path.stem}_{seed}.npz"))
         X_train, X_test, y_train, y_test = adbench_split(X, y, seed)
-        assert np.array_equal(y_train, scores["y_train"]), "the cache's split differs from the benchmark's"
+        if not np.array_equal(y_train, scores["y_train"]):
+            raise SystemExit(f"{path.stem}, seed {seed}: the score cache's split differs from the benchmark's; rebuild the cache")
         known = reveal_labels(y_train, fraction, seed)
         n = int(known.sum())
         landmarks = {name: scores[f"train:{name}"] for name in metaselect.LANDMARKS}
