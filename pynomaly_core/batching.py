@@ -1,8 +1,8 @@
 """Concurrent scoring calls answered by one call to the detector.
 
-A served model gets one row per request, and a detector costs about as much for one row as for
-dozens (an isolation forest dispatches each tree in Python; the preprocessing checks its input
-once per call). So while one call scores, the calls that arrive wait, and the first of them to run
+A served model gets one row per request, and validating and scoring cost about as much for one
+row as for dozens (pandas and scikit-learn check their input once per call, an isolation forest
+visits each tree once per call). So while one call scores, the calls that arrive wait, and the first of them to run
 next scores all their rows together (group commit). There is no timer: a lone call waits for
 nothing.
 """
@@ -40,8 +40,11 @@ class GroupScorer:
     def _score_group(self, group: list[tuple[pd.DataFrame, Future]]) -> None:
         try:
             scored = self._score(pd.concat([rows for rows, _ in group], ignore_index=True))
-        except Exception:  # scored one by one, each caller gets its own result or error
-            for rows, future in group:
+        except Exception as err:
+            if len(group) == 1:
+                group[0][1].set_exception(err)
+                return
+            for rows, future in group:  # scored one by one, each caller gets its own result or error
                 try:
                     future.set_result(self._score(rows))
                 except Exception as err:

@@ -5,7 +5,6 @@ Logged as "models from code": MLflow stores this file with the model and runs it
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import joblib
@@ -48,26 +47,30 @@ class AnomalyModel(mlflow.pyfunc.PythonModel):
             self.data_config = DataConfig.model_validate(yaml.safe_load(handle))
         # Versions registered before monitoring existed have no reference.
         self.reference_path = context.artifacts.get("reference")
-        score = partial(score_rows, self.pipeline, self.data_config)
-        # Concurrent requests (a served model) are scored together; a graph's nodes are scored
-        # with the other nodes of their own request, so they are not grouped.
-        self.score = GroupScorer(score) if self.data_config.graph is None else score
+        # Concurrent requests (a served model) are validated and scored together; a request with a
+        # rejected row fails its group, which is then done request by request (GroupScorer), so
+        # each gets its own rows' errors. A graph's nodes are scored with the other nodes of their
+        # own request, so they are not grouped.
+        self.score = GroupScorer(self._score) if self.data_config.graph is None else self._score
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """Validate the rows with the training schema, then score them. Any rejected row fails the
         whole request with an MlflowException naming each row and column: `mlflow models serve`
         answers it with 400 and the message."""
+        return self.score(pd.DataFrame(model_input))
+
+    def _score(self, rows: pd.DataFrame) -> pd.DataFrame:
         try:
-            result = validate(pd.DataFrame(model_input), self.data_config, with_label=False, source="request")
+            result = validate(rows, self.data_config, with_label=False, source="request")
         except DataError as err:
             raise MlflowException.invalid_parameter_value(str(err)) from None
         if len(result.rejected):
-            rows = result.rejected[[ROW_COLUMN, ERRORS_COLUMN]].head(20).itertuples(index=False)
+            rejected = result.rejected[[ROW_COLUMN, ERRORS_COLUMN]].head(20).itertuples(index=False)
             raise MlflowException.invalid_parameter_value(
                 f"request: {len(result.rejected)} of {result.n_rows} rows rejected, none scored:"
-                + "".join(f"\nrow {row}: {errors}" for row, errors in rows)
+                + "".join(f"\nrow {row}: {errors}" for row, errors in rejected)
             )
-        return self.score(result.valid)
+        return score_rows(self.pipeline, self.data_config, result.valid)
 
 
 mlflow.models.set_model(AnomalyModel())

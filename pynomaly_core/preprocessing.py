@@ -56,12 +56,12 @@ def input_columns(data: DataConfig) -> list[str]:
 def features(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     """The feature columns as scikit-learn wants them: float64 numbers, object categories, NaN for
     missing; a graph's node id and neighbour columns pass through."""
-    converted = {}
+    numeric = [name for name, spec in data.columns.items() if spec.type in ("float", "int")]
+    converted = frame[numeric].astype("float64")  # one block: a served row is one call, not one per column
     for name, spec in data.columns.items():
-        column = frame[name]
-        if spec.type in ("float", "int"):
-            converted[name] = pd.to_numeric(column, errors="raise").astype("float64")
-        else:
-            converted[name] = column.astype(object).where(column.notna(), np.nan)
-    passthrough = {name: frame[name] for name in input_columns(data)[len(data.columns):] if name in frame}
-    return pd.DataFrame(converted | passthrough, index=frame.index)
+        if spec.type not in ("float", "int"):
+            converted[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
+    passthrough = [name for name in input_columns(data)[len(data.columns):] if name in frame]
+    for name in passthrough:
+        converted[name] = frame[name]
+    return converted[[*data.columns, *passthrough]]

@@ -146,8 +146,8 @@ def _check_columns(frame: pd.DataFrame, schema: pa.DataFrameSchema, data: DataCo
         broken = ~missing & (~np.isfinite(numbers) | (numbers < low) | (numbers > high))
     broken |= missing & ~np.array([spec.nullable for spec in specs], dtype=bool)
     failing = broken.any(axis=1)
-    coerced = frame.copy(deep=False)
-    coerced[floats] = block
+    # One concatenation: assigning the block into a copy sets its columns one by one.
+    coerced = pd.concat([block, frame.drop(columns=floats)], axis=1)[frame.columns]
     for name, column in schema.columns.items():
         if name in floats:
             continue

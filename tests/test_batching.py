@@ -69,3 +69,15 @@ def test_a_lone_call_is_scored_at_once():
     assert scorer(pd.DataFrame({"x": [1.0, 2.0]}))["score"].tolist() == [2.0, 3.0]
     with pytest.raises(KeyError):
         scorer(pd.DataFrame({"y": [1.0]}))
+
+
+def test_a_lone_failing_call_is_tried_once():
+    calls = []
+
+    def refuse(rows):
+        calls.append(len(rows))
+        raise ValueError("row 1: x: less_than(0)")
+
+    with pytest.raises(ValueError, match="row 1"):
+        GroupScorer(refuse)(pd.DataFrame({"x": [1.0]}))
+    assert calls == [1]

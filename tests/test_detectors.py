@@ -168,6 +168,14 @@ def test_same_seed_same_scores(tiny):
     np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.parametrize("max_features", [1.0, 0.6])
+def test_iforest_scores_the_forests_trees_exactly_as_pyod_does(max_features, tiny):
+    X, _ = tiny
+    detector = REGISTRY["iforest"].build({"n_estimators": 40, "max_features": max_features}, 0.1, 5).fit(X)
+    rows = np.vstack([X[:1], X * 3.0])  # one row, and rows far out
+    np.testing.assert_array_equal(detector.decision_function(rows), detector.estimator_.decision_function(rows))
+
+
 def test_sklearn_scores_are_negated_once(tiny):
     X, _ = tiny
     detector = SklearnDetector("sk_iforest", {"n_estimators": 25}, random_state=3).fit(X)

@@ -16,6 +16,7 @@ import warnings
 from functools import cache
 from importlib import resources
 
+import numpy as np
 
 from .base import ModelDetector
 from .packages import missing_dependency
@@ -113,7 +114,29 @@ class PyODDetector(ModelDetector):
         return self.estimator_.decision_scores_
 
     def _score(self, X):
+        if self.model == "iforest":
+            return isolation_forest_scores(self.estimator_.detector_, X)
         return self.estimator_.decision_function(X)
+
+
+def isolation_forest_scores(forest, X) -> np.ndarray:
+    """PyOD IForest's `decision_function` (scikit-learn's, negated), the same to the bit, without the
+    per-tree dispatch of scikit-learn's `score_samples` through joblib: ~45 µs a tree whatever the
+    rows, so 7 of the 8 ms that one served row cost with 150 trees. Uses the fitted forest's own path
+    lengths; tests.test_detectors pins it to PyOD's result on the installed scikit-learn."""
+    from sklearn.ensemble._iforest import _average_path_length
+
+    X = np.asarray(X, dtype=np.float32)  # scikit-learn's trees split on float32
+    subsample = forest._max_features != X.shape[1]
+    depths = np.zeros(len(X))
+    for tree, columns, path_lengths, average_lengths in zip(
+        forest.estimators_, forest.estimators_features_, forest._decision_path_lengths, forest._average_path_length_per_tree
+    ):
+        leaves = tree.tree_.apply(X[:, columns] if subsample else X)
+        depths += path_lengths[leaves] + average_lengths[leaves] - 1.0
+    denominator = len(forest.estimators_) * _average_path_length([forest._max_samples])
+    # A forest of one training row has denominator 0: scikit-learn sets the score to 1 then.
+    return 2 ** -np.divide(depths, denominator, out=np.ones_like(depths), where=denominator != 0) + forest.offset_
 
 
 class PyODSemiSupervisedDetector(PyODDetector):
