@@ -3,7 +3,7 @@
 Trains the demo detector (one isolation-forest trial) in a temporary project, serves its champion
 with `pynomaly serve`, then:
 1. load: wrk at each of --connections for --seconds, one row per request (30 s timeout) -> requests/s, p50, p99,
-   errors (socket errors and non-2xx answers);
+   errors (socket errors and non-2xx answers), and the server's CPU time per request;
 2. soak: one keep-alive client at a steady --rate for --soak-seconds -> latency, errors, and the
    resident memory of the server's processes before and after;
 3. fuzz: schemathesis against docs/serve-openapi.yaml -> cases run, 5xx answers.
@@ -46,18 +46,37 @@ def one_row_body() -> str:
     return json.dumps({"dataframe_split": frame.head(1).to_dict(orient="split")})
 
 
-def server_rss_mib(port: int) -> float:
-    """Resident memory of every process in the session of the one listening on `port` (mlflow, uvicorn and its workers)."""
+def server_processes(port: int) -> list[psutil.Process]:
+    """Every process in the session of the one listening on `port` (mlflow, uvicorn and its workers)."""
     pid = next(c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == psutil.CONN_LISTEN)
     session = os.getsid(pid)
-    total = 0
+    processes = []
     for process in psutil.process_iter(["pid"]):
         try:
             if os.getsid(process.pid) == session:
-                total += process.memory_info().rss
+                processes.append(process)
         except (ProcessLookupError, psutil.NoSuchProcess):
             pass
-    return total / 2**20
+    return processes
+
+
+def _sum(port: int, measure) -> float:
+    total = 0.0
+    for process in server_processes(port):
+        try:
+            total += measure(process)
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def server_rss_mib(port: int) -> float:
+    return _sum(port, lambda process: process.memory_info().rss) / 2**20
+
+
+def server_cpu_seconds(port: int) -> float:
+    """CPU time (user + system) of the server's processes: per request, it barely moves with other load on the machine."""
+    return _sum(port, lambda process: sum(process.cpu_times()[:2]))
 
 
 def _ms(value: str) -> float:
@@ -143,9 +162,12 @@ def main(argv: list[str] | None = None) -> None:
         port = int(url.rsplit(":", 1)[1])
         results = {"load": [], "machine": f"{os.cpu_count()} cores, shared", "workers": args.workers}
         for connections in args.connections:
-            results["load"].append(row := wrk(url, body, connections, args.seconds, folder))
+            cpu_before = server_cpu_seconds(port)
+            row = wrk(url, body, connections, args.seconds, folder)
+            row["server_cpu_ms_per_request"] = round(1000 * (server_cpu_seconds(port) - cpu_before) / max(row["requests"], 1), 2)
+            results["load"].append(row)
             print(f"load  {connections:>3} connections: {row['requests_per_s']:8.1f} req/s  p50 {row['p50_ms']:7.2f} ms  "
-                  f"p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}", flush=True)
+                  f"p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}  server CPU {row['server_cpu_ms_per_request']:.2f} ms/request", flush=True)
         results["soak"] = row = soak(port, body, args.rate, args.soak_seconds)
         print(f"soak  {row['rate']:.0f} req/s for {row['seconds']} s: {row['requests']} requests, errors {row['errors']}, "
               f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms; RSS {row['rss_before_mib']} -> {row['rss_after_mib']} MiB "
