@@ -22,7 +22,7 @@ from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 
 from .config import TrackingConfig
 from .io import DataError, TableWriter
-from .scoring import load_model, pinned_uri, rejected_path, remove_stale, score_rows
+from .scoring import load_model, model_schema, pinned_uri, rejected_path, remove_stale, score_rows
 from .validation import ERRORS_COLUMN, PANDAS_TYPES, ROW_COLUMN, validate
 
 PLUGIN = "pynomaly-model"
@@ -79,7 +79,7 @@ def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | P
     """Score the Parquet file, folder or glob `input_path` on the Dask scheduler at `scheduler`,
     or on a local cluster of `workers` single-threaded processes; returns the same counts as `score_file`."""
     model_uri = pinned_uri(model_uri)  # every worker loads the same version
-    data_config = load_model(model_uri).unwrap_python_model().data_config
+    data_config = model_schema(model_uri)  # the workers load the model
     if data_config.graph is not None:
         raise DataError(f"{model_uri} scores a whole graph: use the default engine")
     source = str(Path(input_path).resolve()) if Path(input_path).exists() else str(input_path)

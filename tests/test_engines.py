@@ -94,6 +94,12 @@ def test_engines_refuse_what_they_cannot_read(project):
             score_with_engine(EngineOptions(name=engine, spark_master="local[2]"), MODEL_URI, "no_area.parquet", f"{engine}-out.parquet")
 
 
+def test_dask_refuses_a_model_version_that_does_not_exist(project):
+    """The client reads only the model's schema (data_config.yaml): a version that is not registered stops it there."""
+    with pytest.raises(DataError, match=r"cannot load model models:/breast-cancer-detector/99"):
+        score_with_engine(EngineOptions(name="dask"), "models:/breast-cancer-detector/99", "batch", "dask-99.parquet")
+
+
 def test_scoring_flow_takes_the_engine_as_a_parameter(project):
     """The Prefect scoring flow with `engine` set scores the batch on Spark: a deployment can score on the cluster."""
     from flows.scoring import scoring_flow
