@@ -9,7 +9,7 @@ batch by batch) to Parquet. Then, in one run, each pinned to the same single cor
 - bare: the registered model's detector, `decision_function` on the preprocessed array of one
   copy of donors (no reading, validation, conversion or writing);
 - `pynomaly score` end to end in a child process (start, model load, read, validate, transform,
-  score, write), whose peak RSS is read from the kernel (wait4).
+  score, write), whose peak RSS is the kernel's high-water mark (VmHWM) read while it runs.
 Targets: end to end >= 0.7x the bare rows/s; peak RSS <= 2 GiB.
 `--profile` runs the child under cProfile and prints the time per phase. `--engines` then scores
 the same input with `--engine spark --spark-master local[2]`, `--engine dask --workers 2` (a local
@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import re
 import subprocess  # nosec B404
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -86,23 +88,43 @@ def bare_rows_per_second(features) -> float:
     return len(X) / (time.perf_counter() - started)
 
 
+def peak_rss_mib(root: psutil.Process) -> int:
+    """The largest peak resident memory (VmHWM, MiB) of `root` and its descendants so far. (wait4's ru_maxrss would also
+    count the pages a child shares with this large process until it execs.)"""
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    peak_kib = 0
+    for process in processes:
+        try:
+            peak = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{process.pid}/status").read_text())
+        except OSError:  # exited meanwhile
+            continue
+        peak_kib = max(peak_kib, int(peak.group(1)) if peak else 0)
+    return round(peak_kib / 1024)
+
+
 def score_command(args, profile: Path | None = None, engine: list[str] = (), output: str | None = None) -> tuple[float, int]:
-    """`pynomaly score` on the input folder in a child process: seconds and peak RSS (MiB)."""
+    """`pynomaly score` on the input folder in a child process: seconds and the largest peak RSS (MiB) of it and its children."""
     output = output or f"scored-{engine[1] if engine else 'pandas'}.parquet"
     command = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", "pynomaly_core.cli",
                "score", "--model", MODEL_URI, "--batch-rows", str(args.batch_rows), *engine, "input", output]
     started = time.perf_counter()
     child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)  # nosec B603: our own CLI, fixed arguments
-    _, status, usage = os.wait4(child.pid, 0)
+    root, peak_mib = psutil.Process(child.pid), 0
+    while child.poll() is None:  # the high-water mark only rises: the last reading before exit is the peak
+        peak_mib = max(peak_mib, peak_rss_mib(root))
+        time.sleep(0.5)
     seconds = time.perf_counter() - started
-    if status != 0:
-        sys.exit(f"scoring failed with status {status}")
-    return seconds, round(usage.ru_maxrss / 1024)
+    if child.returncode != 0:
+        sys.exit(f"scoring failed with status {child.returncode}")
+    return seconds, peak_mib
 
 
 def score_on_running_cluster(args) -> tuple[float, int]:
     """`pynomaly score --engine dask --scheduler ADDRESS` on 2 workers started before it (not timed): seconds, and the
-    largest peak RSS among the scoring process and the cluster's (read when the cluster stops)."""
+    largest peak RSS among the scoring process and the cluster's (read before the cluster stops)."""
     cluster = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,  # nosec B603: fixed code
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -110,10 +132,11 @@ def score_on_running_cluster(args) -> tuple[float, int]:
         if not address:
             sys.exit("the Dask cluster did not start")
         seconds, peak_mib = score_command(args, engine=["--engine", "dask", "--scheduler", address], output="scored-dask-running.parquet")
+        peak_mib = max(peak_mib, peak_rss_mib(psutil.Process(cluster.pid)))
     finally:
         cluster.stdin.close()
-        _, _, usage = os.wait4(cluster.pid, 0)
-    return seconds, max(peak_mib, round(usage.ru_maxrss / 1024))
+        cluster.wait()
+    return seconds, peak_mib
 
 
 def main() -> None:
