@@ -16,9 +16,14 @@ from .detectors.graph import NodeGraph
 SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
 
 
-def build_preprocessor(data: DataConfig, options: PreprocessConfig) -> ColumnTransformer | NodeGraph:
+def column_kinds(data: DataConfig) -> tuple[list[str], list[str]]:
+    """The numeric feature columns (float, int) and the categorical ones (str, bool), in config order."""
     numeric = [name for name, spec in data.columns.items() if spec.type in ("float", "int")]
-    categorical = [name for name, spec in data.columns.items() if spec.type in ("str", "bool")]
+    return numeric, [name for name in data.columns if name not in numeric]
+
+
+def build_preprocessor(data: DataConfig, options: PreprocessConfig) -> ColumnTransformer | NodeGraph:
+    numeric, categorical = column_kinds(data)
     transformer = ColumnTransformer(
         [
             ("numeric", make_pipeline(SimpleImputer(strategy=options.numeric_impute), SCALERS[options.scaler]()), numeric),
@@ -56,11 +61,10 @@ def input_columns(data: DataConfig) -> list[str]:
 def features(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     """The feature columns as scikit-learn wants them: float64 numbers, object categories, NaN for
     missing; a graph's node id and neighbour columns pass through."""
-    numeric = [name for name, spec in data.columns.items() if spec.type in ("float", "int")]
+    numeric, categorical = column_kinds(data)
     converted = frame[numeric].astype("float64")  # one block: a served row is one call, not one per column
-    for name, spec in data.columns.items():
-        if spec.type not in ("float", "int"):
-            converted[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
+    for name in categorical:
+        converted[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
     passthrough = [name for name in input_columns(data)[len(data.columns):] if name in frame]
     for name in passthrough:
         converted[name] = frame[name]
