@@ -40,9 +40,9 @@ class GroupScorer:
     def _score_group(self, group: list[tuple[pd.DataFrame, Future]]) -> None:
         try:
             scored = self._score(pd.concat([rows for rows, _ in group], ignore_index=True))
-        except Exception as err:
-            if len(group) == 1:
-                group[0][1].set_exception(err)
+        except Exception as group_error:
+            if len(group) == 1:  # its error is its own: scoring it again would fail again
+                group[0][1].set_exception(group_error)
                 return
             for rows, future in group:  # scored one by one, each caller gets its own result or error
                 try:
