@@ -164,7 +164,7 @@ def score_with_engine(engine: EngineOptions, model_uri: str, input_path: str | P
             return score_with_spark(model_uri, input_path, output_path, engine.spark_master)
         from .scoring_dask import score_with_dask
 
-        return score_with_dask(model_uri, input_path, output_path, engine.scheduler, engine.workers)
+        return score_with_dask(model_uri, input_path, output_path, engine.scheduler, engine.workers, batch_rows)
     except ModuleNotFoundError as err:
         if err.name is None or err.name.split(".")[0] not in ("pyspark", "py4j", "dask", "distributed"):
             raise

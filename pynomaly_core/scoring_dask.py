@@ -44,21 +44,30 @@ class ModelOnWorker(WorkerPlugin):
         logging.getLogger("distributed.worker").info("pynomaly: loaded %s on this worker", self.model_uri)  # in the worker's log
 
 
-def score_partition(rows: pd.DataFrame, source: str, partition_info=None) -> pd.DataFrame:
+def score_partition(rows: pd.DataFrame, source: str, batch_rows: int = 100_000, partition_info=None) -> pd.DataFrame:
     """One partition: every row as given with `score` and `is_anomaly` when valid, `_errors` when
-    rejected, and its position in the partition (`_row`, 1-based) and partition number."""
+    rejected, and its position in the partition (`_row`, 1-based) and partition number. Validated and
+    scored `batch_rows` at a time, as `pynomaly score` does: a whole 619k-row partition at once took
+    1.3x the CPU, mostly in pandas' copies and takes of the large frames."""
     if rows.empty:  # an empty part file: nothing to validate (validate refuses a table without rows)
         return _meta(rows)
     model = get_worker().plugins[PLUGIN].model
     rows = rows.reset_index(drop=True)
+    number = partition_info["number"] if partition_info else 0
+    return pd.concat([_checked(rows.iloc[start:start + batch_rows], start, number, model, source)
+                      for start in range(0, len(rows), batch_rows)])
+
+
+def _checked(rows: pd.DataFrame, first_row: int, number: int, model, source: str) -> pd.DataFrame:
+    """`score_partition` for the rows from `first_row` (0-based, in the partition) on."""
     result = validate(rows, model.data_config, with_label=False, source=source)
     rejected = result.rejected[ROW_COLUMN].to_numpy(dtype=np.int64) - 1
     valid = np.ones(len(rows), dtype=bool)
     valid[rejected] = False
     out = rows.assign(score=np.nan, is_anomaly=pd.array([pd.NA] * len(rows), dtype="Int64"),
-                      **{ROW_COLUMN: np.arange(1, len(rows) + 1), ERRORS_COLUMN: pd.Series([None] * len(rows), dtype=object),
-                         PARTITION: partition_info["number"] if partition_info else 0})
-    out.loc[rejected, ERRORS_COLUMN] = result.rejected[ERRORS_COLUMN].to_numpy()
+                      **{ROW_COLUMN: np.arange(first_row + 1, first_row + len(rows) + 1),
+                         ERRORS_COLUMN: pd.Series([None] * len(rows), dtype=object, index=rows.index), PARTITION: number})
+    out.loc[out.index[rejected], ERRORS_COLUMN] = result.rejected[ERRORS_COLUMN].to_numpy()
     if len(result.valid):
         predictions = score_rows(model.pipeline, model.data_config, result.valid)
         out.loc[valid, "score"] = predictions["score"].to_numpy()
@@ -75,7 +84,8 @@ def local_cluster(workers: int) -> LocalCluster:
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
 
 
-def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | Path, scheduler: str | None = None, workers: int = 2) -> dict:
+def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | Path, scheduler: str | None = None, workers: int = 2,
+                    batch_rows: int = 100_000) -> dict:
     """Score the Parquet file, folder or glob `input_path` on the Dask scheduler at `scheduler`,
     or on a local cluster of `workers` single-threaded processes; returns the same counts as `score_file`."""
     model_uri = pinned_uri(model_uri)  # every worker loads the same version
@@ -97,7 +107,7 @@ def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | P
         client = stack.enter_context(Client(scheduler or cluster))
         client.register_plugin(ModelOnWorker(model_uri, mlflow.get_tracking_uri()), name=PLUGIN)
         try:
-            checked = frame.map_partitions(score_partition, str(input_path), meta=_meta(frame._meta))
+            checked = frame.map_partitions(score_partition, str(input_path), batch_rows, meta=_meta(frame._meta))
             valid = checked[checked[ERRORS_COLUMN].isna()]
             scored = valid[[*columns, "score", "is_anomaly"]].astype(
                 {c: PANDAS_TYPES[spec.type] for c, spec in data_config.columns.items()} | {"is_anomaly": "int64"})

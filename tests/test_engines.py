@@ -72,14 +72,16 @@ def test_spark_scores_like_the_default_engine(project):
 
 def test_dask_scores_like_the_default_engine_loading_the_model_once_per_worker(project):
     """On a cluster of 2 workers given by its scheduler address; the 3 partitions are scored by
-    2 model loads, one per worker (each worker's log says when it loaded the model)."""
+    2 model loads, one per worker (each worker's log says when it loaded the model). Each partition
+    is scored in batches of 40 rows, so the bad rows' numbers count through batches and partitions."""
     import dask.dataframe as dd
     from distributed import Client, LocalCluster
 
     _, reference = project
     assert dd.read_parquet("batch").npartitions == 3
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        report = score_with_engine(EngineOptions(name="dask", scheduler=cluster.scheduler_address), MODEL_URI, "batch", "dask.parquet")
+        report = score_with_engine(EngineOptions(name="dask", scheduler=cluster.scheduler_address), MODEL_URI, "batch", "dask.parquet",
+                                   batch_rows=40)
         loads = {worker: sum("pynomaly: loaded models:/breast-cancer-detector/1" in line for _, line in logs)
                  for worker, logs in client.get_worker_logs().items()}
     _same_as_default_engine(report, reference, "dask.parquet")
@@ -122,5 +124,5 @@ def test_dask_scores_an_empty_part_file_as_no_rows(project):
 
     root, _ = project
     empty = pd.read_parquet(root / "batch").head(0)
-    out = score_partition(empty, "batch", {"number": 3})
+    out = score_partition(empty, "batch", partition_info={"number": 3})
     assert out.empty and {"score", "is_anomaly", "_row", "_errors"} <= set(out.columns)
