@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .config import ConfigError, ReadOptions, TableFormat, ThresholdConfig, TrainConfig, load_config
-from .io import DataError
+from .io import BATCH_ROWS, DataError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, help="e.g. models:/breast-cancer-detector@champion")
     score.add_argument("input")
     score.add_argument("output")
-    score.add_argument("--batch-rows", type=int, default=100_000, help="rows read, validated and scored at a time")
+    score.add_argument("--batch-rows", type=int, default=BATCH_ROWS, help="rows read, validated and scored at a time")
     score.add_argument("--edges", help="graph models: the edge list of the node table INPUT (CSV or Parquet)")
     score.add_argument("--engine", choices=["pandas", "spark", "dask"], default="pandas",
                        help="pandas: this process, batch by batch (default); spark: a Spark session (MLflow's spark_udf); "

@@ -19,6 +19,10 @@ import pyarrow as pa
 from .config import ReadOptions
 
 
+# Rows read, validated and scored at a time by `pynomaly score` and its Dask engine (`--batch-rows`).
+BATCH_ROWS = 100_000
+
+
 class DataError(ValueError):
     """Input that cannot be used, or output that cannot be written; the message says which file, column or row, and what was expected."""
 
@@ -212,7 +216,7 @@ def read_table(source: str | Path, query: str | None = None, options: ReadOption
     return frame
 
 
-def iter_table(source: str | Path, batch_rows: int = 100_000, options: ReadOptions | None = None) -> Iterator[pd.DataFrame]:
+def iter_table(source: str | Path, batch_rows: int = BATCH_ROWS, options: ReadOptions | None = None) -> Iterator[pd.DataFrame]:
     """The table `batch_rows` at a time where the format allows (CSV and JSON Lines chunks, Parquet, Feather and
     ORC batches through a pyarrow dataset, HDF5 table chunks), so a file larger than memory streams through.
     An Excel sheet comes whole."""

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from .config import NEIGHBORS, DataConfig, EngineOptions, ReadOptions, TrackingConfig
 from .detectors.graph import with_neighbors
-from .io import DataError, TableWriter, iter_table, read_table
+from .io import BATCH_ROWS, DataError, TableWriter, iter_table, read_table
 from .preprocessing import features
 from .tracking import absolute_sqlite, tracking_uri, use_store
 from .validation import ROW_COLUMN, ValidationResult, validate
@@ -101,7 +101,7 @@ def score_frame(model, frame: pd.DataFrame, source: str, edges: pd.DataFrame | N
     return result, scored.assign(score=predictions["score"].to_numpy(), is_anomaly=predictions["is_anomaly"].to_numpy())
 
 
-def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, batch_rows: int = 100_000,
+def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, batch_rows: int = BATCH_ROWS,
                edges_path: str | Path | None = None, options: ReadOptions | None = None) -> dict:
     """Write the valid input rows plus `score` and `is_anomaly` to `output_path`; bad rows go beside it.
 
@@ -151,7 +151,7 @@ def append_to_store(scored: pd.DataFrame, url: str, table: str) -> None:
 
 
 def score_with_engine(engine: EngineOptions, model_uri: str, input_path: str | Path, output_path: str | Path, *,
-                      batch_rows: int = 100_000, edges_path: str | Path | None = None, options: ReadOptions | None = None) -> dict:
+                      batch_rows: int = BATCH_ROWS, edges_path: str | Path | None = None, options: ReadOptions | None = None) -> dict:
     """`score_file` in this process (engine `pandas`), or the Parquet input scored on Spark or Dask; the same counts back."""
     if engine.name == "pandas":
         return score_file(model_uri, input_path, output_path, batch_rows, edges_path, options)

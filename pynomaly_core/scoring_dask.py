@@ -21,7 +21,7 @@ import pandas as pd
 from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 
 from .config import TrackingConfig
-from .io import DataError, TableWriter
+from .io import BATCH_ROWS, DataError, TableWriter
 from .scoring import load_model, model_schema, pinned_uri, rejected_path, remove_stale, score_rows
 from .validation import ERRORS_COLUMN, PANDAS_TYPES, ROW_COLUMN, validate
 
@@ -44,7 +44,7 @@ class ModelOnWorker(WorkerPlugin):
         logging.getLogger("distributed.worker").info("pynomaly: loaded %s on this worker", self.model_uri)  # in the worker's log
 
 
-def score_partition(rows: pd.DataFrame, source: str, batch_rows: int = 100_000, partition_info=None) -> pd.DataFrame:
+def score_partition(rows: pd.DataFrame, source: str, batch_rows: int = BATCH_ROWS, partition_info=None) -> pd.DataFrame:
     """One partition: every row as given with `score` and `is_anomaly` when valid, `_errors` when
     rejected, and its position in the partition (`_row`, 1-based) and partition number. Validated and
     scored `batch_rows` at a time, as `pynomaly score` does: a whole 619k-row partition at once took
@@ -85,7 +85,7 @@ def local_cluster(workers: int) -> LocalCluster:
 
 
 def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | Path, scheduler: str | None = None, workers: int = 2,
-                    batch_rows: int = 100_000) -> dict:
+                    batch_rows: int = BATCH_ROWS) -> dict:
     """Score the Parquet file, folder or glob `input_path` on the Dask scheduler at `scheduler`,
     or on a local cluster of `workers` single-threaded processes; returns the same counts as `score_file`."""
     model_uri = pinned_uri(model_uri)  # every worker loads the same version
