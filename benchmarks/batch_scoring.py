@@ -16,7 +16,8 @@ the same input with `--engine spark --spark-master local[2]`, `--engine dask --w
 cluster started and stopped by the run) and `--engine dask --scheduler ADDRESS` (2 workers
 started before the timed run, as a cluster users already have), all on both cores, and prints
 their rows/s against the single-process path's, beside the ceiling of any engine here: the
-single-process path started once per core, each on its share of the files, at once. The input
+single-process path started once per core, each on its share of the files, at once. Under each it
+prints the CPU seconds its processes spent, by kind (the command, Spark's JVM, the workers). The input
 is a folder of Parquet files (each copy of donors in `8 // repeat` files, at least one), so that
 Spark and Dask have partitions to share out.
 """
@@ -114,26 +115,53 @@ def start_score(args, source: str = "input", output: str = "scored-pandas.parque
     return subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)  # nosec B603: our own CLI, fixed arguments
 
 
-def wait_for(children: list[subprocess.Popen], started: float) -> tuple[float, int]:
-    """Seconds from `started` until every child has exited, and the largest peak RSS (MiB) of them and their children."""
-    roots, peak_mib = [psutil.Process(child.pid) for child in children], 0
+def cpu_seconds(roots: list[psutil.Process], seen: dict[int, tuple[str, float]]) -> None:
+    """Record in `seen` the user + system CPU seconds so far of `roots` and their descendants, by pid, with the kind of
+    process: the command itself, a JVM (Spark), or a worker (Spark's Python workers, Dask's worker processes)."""
+    for root in roots:
+        try:
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                kind = "command" if process == root else "JVM" if process.name() == "java" else "workers"
+            except psutil.Error:  # exited meanwhile: its last reading stands
+                continue
+            seen[process.pid] = (kind, times.user + times.system)
+
+
+def wait_for(children: list[subprocess.Popen], started: float, cluster: psutil.Process | None = None) -> tuple[float, int, dict[str, float]]:
+    """Seconds from `started` until every child has exited, the largest peak RSS (MiB) of them and their children, and
+    the CPU seconds they (and `cluster`'s processes, counted from now) spent by kind of process, read every 0.5 s."""
+    roots, peak_mib, seen, before = [psutil.Process(child.pid) for child in children], 0, {}, {}
+    if cluster is not None:
+        cpu_seconds([cluster], before)
     while any(child.poll() is None for child in children):  # the high-water mark only rises: the last reading before exit is the peak
         peak_mib = max(peak_mib, *(peak_rss_mib(root) for root in roots))
+        cpu_seconds(roots + ([cluster] if cluster else []), seen)
         time.sleep(0.5)
     seconds = time.perf_counter() - started
     if any(child.returncode != 0 for child in children):
         sys.exit(f"scoring failed with status {[child.returncode for child in children]}")
-    return seconds, peak_mib
+    cpu = {}
+    for pid, (kind, total) in seen.items():
+        kind = "cluster" if cluster is not None and pid == cluster.pid else kind
+        cpu[kind] = cpu.get(kind, 0.0) + total - before.get(pid, (kind, 0.0))[1]
+    return seconds, peak_mib, cpu
 
 
-def score_command(args, profile: Path | None = None, engine: list[str] = (), output: str | None = None) -> tuple[float, int]:
-    """`pynomaly score` on the input folder in a child process: seconds and the largest peak RSS (MiB) of it and its children."""
+def score_command(args, profile: Path | None = None, engine: list[str] = (), output: str | None = None,
+                  cluster: psutil.Process | None = None) -> tuple[float, int, dict[str, float]]:
+    """`pynomaly score` on the input folder in a child process: seconds, the largest peak RSS (MiB) of it and its children,
+    and CPU seconds by kind of process (`wait_for`)."""
     started = time.perf_counter()
     child = start_score(args, output=output or f"scored-{engine[1] if engine else 'pandas'}.parquet", profile=profile, engine=engine)
-    return wait_for([child], started)
+    return wait_for([child], started, cluster)
 
 
-def score_halves_at_once(args) -> tuple[float, int]:
+def score_halves_at_once(args) -> tuple[float, int, dict[str, float]]:
     """The ceiling of any engine on this machine: the single-process path started once per core, each pinned to its own
     core and given its share of the input files, with no coordination at all. Seconds until both have finished."""
     files, cores = sorted(Path("input").iterdir()), sorted(os.sched_getaffinity(0))
@@ -148,21 +176,23 @@ def score_halves_at_once(args) -> tuple[float, int]:
     return wait_for(children, started)
 
 
-def score_on_running_cluster(args) -> tuple[float, int]:
-    """`pynomaly score --engine dask --scheduler ADDRESS` on 2 workers started before it (not timed): seconds, and the
-    largest peak RSS among the scoring process and the cluster's (read before the cluster stops)."""
+def score_on_running_cluster(args) -> tuple[float, int, dict[str, float]]:
+    """`pynomaly score --engine dask --scheduler ADDRESS` on 2 workers started before it (not timed): seconds, the
+    largest peak RSS among the scoring process and the cluster's (read before the cluster stops), and CPU seconds by kind
+    of process, the cluster's (scheduler and nannies, and its workers) counted from the command's start."""
     cluster = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,  # nosec B603: fixed code
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         address = cluster.stdout.readline().strip()
         if not address:
             sys.exit("the Dask cluster did not start")
-        seconds, peak_mib = score_command(args, engine=["--engine", "dask", "--scheduler", address], output="scored-dask-running.parquet")
+        seconds, peak_mib, cpu = score_command(args, engine=["--engine", "dask", "--scheduler", address], output="scored-dask-running.parquet",
+                                               cluster=psutil.Process(cluster.pid))
         peak_mib = max(peak_mib, peak_rss_mib(psutil.Process(cluster.pid)))
     finally:
         cluster.stdin.close()
         cluster.wait()
-    return seconds, peak_mib
+    return seconds, peak_mib, cpu
 
 
 def main() -> None:
@@ -196,15 +226,16 @@ def main() -> None:
         os.sched_setaffinity(0, {args.cpu})  # this process and its children: one core
         bare = bare_rows_per_second(features)
         del features
-        seconds, peak_mib = score_command(args)
+        seconds, peak_mib, single_cpu = score_command(args)
         scored = pq.ParquetFile("scored-pandas.parquet").metadata.num_rows
         print(f"rows: {n_rows:,} in, {scored:,} scored, batch {args.batch_rows:,} rows, one core (cpu {args.cpu})")
         print(f"bare decision_function (preprocessed array)   {bare:10,.0f} rows/s")
         print(f"pynomaly score end to end ({seconds:6.1f} s)       {n_rows / seconds:10,.0f} rows/s   "
               f"ratio {n_rows / seconds / bare:.2f} x (target >= 0.7)")
         print(f"peak RSS of the scoring process: {peak_mib:,} MiB (target <= 2048 MiB)")
+        print(f"CPU of the scoring process: {sum(single_cpu.values()):.1f} s (engines below: CPU of every process, by kind)")
         if args.profile:
-            profiled_seconds, _ = score_command(args, profile=Path(tmp, "score.prof"))
+            profiled_seconds, _, _ = score_command(args, profile=Path(tmp, "score.prof"))
             print(f"\nper phase, under cProfile ({profiled_seconds:.1f} s wall):")
             for phase, phase_time in phase_seconds(Path(tmp, "score.prof")).items():
                 print(f"  {phase:<16} {phase_time:7.2f} s")
@@ -216,10 +247,11 @@ def main() -> None:
                     "dask --workers 2 (cluster started by the run)": lambda: score_command(args, engine=["--engine", "dask", "--workers", "2"]),
                     "dask --scheduler (2 workers already running)": lambda: score_on_running_cluster(args)}
             for label, run in runs.items():
-                engine_seconds, engine_peak = run()
+                engine_seconds, engine_peak, cpu = run()
                 print(f"  {label:<46} {engine_seconds:7.1f} s  {n_rows / engine_seconds:10,.0f} rows/s  "
                       f"{seconds / engine_seconds:.2f} x{'' if label.startswith('ceiling') else ' (target >= 1.6)'}; "
                       f"largest process peak RSS {engine_peak:,} MiB")
+                print(f"  {'':<46} CPU {sum(cpu.values()):6.1f} s: " + ", ".join(f"{kind} {value:.1f} s" for kind, value in sorted(cpu.items())))
 
 
 if __name__ == "__main__":

@@ -47,32 +47,27 @@ class ModelOnWorker(WorkerPlugin):
 def score_partition(rows: pd.DataFrame, source: str, batch_rows: int = BATCH_ROWS, partition_info=None) -> pd.DataFrame:
     """One partition: every row as given with `score` and `is_anomaly` when valid, `_errors` when
     rejected, and its position in the partition (`_row`, 1-based) and partition number. Validated and
-    scored `batch_rows` at a time, as `pynomaly score` does: a whole 619k-row partition at once took
-    1.3x the CPU, mostly in pandas' copies and takes of the large frames."""
+    scored `batch_rows` at a time, as `pynomaly score` does, into arrays for the whole partition that
+    are then added in one step: concatenating per-batch frames (with an all-None `_errors` column)
+    cost 15 % more CPU than the scoring itself needs, mostly in pandas checking each None."""
     if rows.empty:  # an empty part file: nothing to validate (validate refuses a table without rows)
         return _meta(rows)
     model = get_worker().plugins[PLUGIN].model
     rows = rows.reset_index(drop=True)
-    number = partition_info["number"] if partition_info else 0
-    return pd.concat([_checked(rows.iloc[start:start + batch_rows], start, number, model, source)
-                      for start in range(0, len(rows), batch_rows)])
-
-
-def _checked(rows: pd.DataFrame, first_row: int, number: int, model, source: str) -> pd.DataFrame:
-    """`score_partition` for the rows from `first_row` (0-based, in the partition) on."""
-    result = validate(rows, model.data_config, with_label=False, source=source)
-    rejected = result.rejected[ROW_COLUMN].to_numpy(dtype=np.int64) - 1
-    valid = np.ones(len(rows), dtype=bool)
-    valid[rejected] = False
-    out = rows.assign(score=np.nan, is_anomaly=pd.array([pd.NA] * len(rows), dtype="Int64"),
-                      **{ROW_COLUMN: np.arange(first_row + 1, first_row + len(rows) + 1),
-                         ERRORS_COLUMN: pd.Series([None] * len(rows), dtype=object, index=rows.index), PARTITION: number})
-    out.loc[out.index[rejected], ERRORS_COLUMN] = result.rejected[ERRORS_COLUMN].to_numpy()
-    if len(result.valid):
-        predictions = score_rows(model.pipeline, model.data_config, result.valid)
-        out.loc[valid, "score"] = predictions["score"].to_numpy()
-        out.loc[valid, "is_anomaly"] = predictions["is_anomaly"].to_numpy()
-    return out
+    score, is_anomaly = np.full(len(rows), np.nan), np.zeros(len(rows), dtype=np.int64)
+    errors, scored = np.full(len(rows), None, dtype=object), np.ones(len(rows), dtype=bool)
+    for start in range(0, len(rows), batch_rows):
+        batch = rows.iloc[start:start + batch_rows]
+        result = validate(batch, model.data_config, with_label=False, source=source)
+        rejected = start + result.rejected[ROW_COLUMN].to_numpy(dtype=np.int64) - 1
+        errors[rejected], scored[rejected] = result.rejected[ERRORS_COLUMN].to_numpy(), False
+        if len(result.valid):
+            valid = start + np.flatnonzero(scored[start:start + len(batch)])
+            predictions = score_rows(model.pipeline, model.data_config, result.valid)
+            score[valid], is_anomaly[valid] = predictions["score"].to_numpy(), predictions["is_anomaly"].to_numpy()
+    return rows.assign(score=score, is_anomaly=pd.arrays.IntegerArray(is_anomaly, ~scored), **{
+        ROW_COLUMN: np.arange(1, len(rows) + 1), ERRORS_COLUMN: errors,
+        PARTITION: partition_info["number"] if partition_info else 0})
 
 
 def local_cluster(workers: int) -> LocalCluster:
