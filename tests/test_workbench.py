@@ -302,6 +302,39 @@ def test_failed_logins_are_limited_and_audited(app):
     assert failures == 5
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_burst_of_failed_logins_cannot_pass_the_limit(backend, tmp_path, request):
+    """Three times the limit of wrong passwords, all at once, each in its own transaction as the login route runs them:
+    exactly the limit is checked and audited, the rest are refused before any password check."""
+    url = f"sqlite:///{tmp_path / 'workbench.db'}" if backend == "sqlite" else \
+        f"postgresql+psycopg://postgres@127.0.0.1:5432/{request.getfixturevalue('scratch_database')}"
+    migrate(url)
+    engine = connect(url)
+    with engine.begin() as connection:
+        auth.add_user(connection, "tim", PASSWORD, "viewer")
+    attempts = 3 * auth.MAX_FAILED_LOGINS
+    together, outcomes = threading.Barrier(attempts), []
+
+    def attempt():
+        together.wait()
+        with engine.begin() as connection:
+            try:
+                auth.login(connection, "tim", "wrong password", "test")
+            except auth.AuthError as err:
+                outcomes.append(type(err).__name__)
+
+    threads = [threading.Thread(target=attempt) for _ in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with engine.connect() as connection:
+        audited = connection.execute(sa.select(sa.func.count()).where(AUDIT.c.action == "login_failed")).scalar_one()
+    engine.dispose()
+    assert sorted(outcomes) == ["AuthError"] * auth.MAX_FAILED_LOGINS + ["TooManyAttempts"] * (attempts - auth.MAX_FAILED_LOGINS)
+    assert audited == auth.MAX_FAILED_LOGINS
+
+
 def test_unknown_names_cost_a_password_check_and_names_fit_their_columns(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'workbench.db'}"
     migrate(url)

@@ -76,6 +76,9 @@ def recent_failures(connection, name: str) -> int:
 def login(connection, name: str, password: str, client: str) -> tuple[str, User]:
     """A new session's token for a right password; AuthError otherwise. Every failure is audited and
     counts towards the limit, whether or not the user exists (so names cannot be probed)."""
+    # Concurrent logins to one account wait here for each other until commit (a row lock on PostgreSQL, the write lock
+    # on SQLite), so each counts the failures of those before it: otherwise a burst all read the same count and pass.
+    connection.execute(USERS.update().where(USERS.c.name == name).values(name=USERS.c.name))
     if recent_failures(connection, name) >= MAX_FAILED_LOGINS:
         raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {FAILED_LOGIN_WINDOW.seconds // 60} minutes")
     row = connection.execute(sa.select(USERS).where(USERS.c.name == name)).mappings().first()
