@@ -112,20 +112,63 @@ def test_compose_mounts_each_service_its_roles_part_of_the_credentials():
     assert "--app-name basic-auth" in compose["services"]["mlflow"]["command"]
 
 
-def test_every_database_the_services_connect_to_is_created_at_first_start():
-    def created(sql: str) -> set[str]:
-        return set(re.findall(r"^CREATE DATABASE (\w+);", sql, flags=re.MULTILINE))
+INIT_SQL = ROOT / "infra" / "postgres" / "init.sql"
 
+
+def created(sql: str) -> set[str]:
+    return set(re.findall(r"'(\w+)'", re.search(r"ARRAY\[([^\]]*)\]", sql).group(1)))
+
+
+def test_every_database_the_services_connect_to_is_created_before_they_start():
+    """Compose runs the init SQL in a one-shot service the servers wait for, Kubernetes in an init container of each
+    server that uses PostgreSQL: at every start, not from PostgreSQL's entrypoint, which runs on an empty volume only."""
     def connected(*paths: Path) -> set[str]:
         return {name for path in paths for name in re.findall(r"@postgres:5432/(\w+)", path.read_text())}
 
     k8s = ROOT / "infra" / "k8s" / "base"
-    init_map = next(d for d in yaml.safe_load_all((k8s / "postgres.yaml").read_text()) if d["metadata"]["name"] == "postgres-init")
-    compose = connected(ROOT / "infra" / "compose.yaml")
-    kubernetes = connected(*k8s.glob("*.yaml"))
-    assert "workbench" in compose & kubernetes
-    assert compose <= created((ROOT / "infra" / "postgres" / "init.sql").read_text())
-    assert kubernetes <= created(init_map["data"]["init.sql"])
+    documents = [d for path in sorted(k8s.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text())]
+    init_map = next(d for d in documents if d.get("metadata", {}).get("name") == "postgres-init")
+    assert init_map["data"]["init.sql"] == INIT_SQL.read_text()
+    compose_path = ROOT / "infra" / "compose.yaml"
+    assert "workbench" in connected(compose_path) & connected(*k8s.glob("*.yaml"))
+    assert connected(compose_path) | connected(*k8s.glob("*.yaml")) <= created(INIT_SQL.read_text())
+
+    services = yaml.safe_load(compose_path.read_text())["services"]
+    assert services["postgres-databases"]["volumes"] == ["./postgres/init.sql:/init.sql:ro"]
+    for server in ("mlflow", "prefect-server"):  # the rest start after these
+        assert services[server]["depends_on"] == {"postgres-databases": {"condition": "service_completed_successfully"}}
+    assert [name for name, service in services.items() if "postgres" in service.get("depends_on", {})] == ["postgres-databases"]
+    assert "docker-entrypoint-initdb.d" not in compose_path.read_text()
+    servers = {"mlflow", "prefect-server", "workbench"}  # the workers use a database (Optuna's) only once these serve
+    for document in documents:
+        if document["kind"] == "Deployment" and document["metadata"]["name"] in servers:
+            servers.remove(document["metadata"]["name"])
+            pod = document["spec"]["template"]["spec"]
+            (init,) = pod["initContainers"]
+            assert init["command"][-1] == "/init/init.sql" and {"name": "init", "configMap": {"name": "postgres-init"}} in pod["volumes"]
+    assert not servers
+
+
+def test_the_init_sql_creates_what_is_missing_and_can_run_again(postgres_url):
+    """Run as psql runs it in the containers, twice, against the local PostgreSQL (with this test's own database names):
+    the first run creates every database, the second, on the same server, succeeds and changes nothing."""
+    from tests.services import drop_databases
+
+    names = {name: f"pynomaly_init_{name}_{os.getpid()}" for name in created(INIT_SQL.read_text())}
+    sql = INIT_SQL.read_text()
+    for name, scratch in names.items():
+        sql = sql.replace(f"'{name}'", f"'{scratch}'")
+    drop_databases(*names.values())
+    try:
+        for _ in range(2):
+            done = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-v", "ON_ERROR_STOP=1"],
+                                  input=sql, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        listed = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc", "SELECT datname FROM pg_database"],
+                                capture_output=True, text=True, check=True).stdout.split()
+        assert set(names.values()) <= set(listed)
+    finally:
+        drop_databases(*names.values())
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed")
