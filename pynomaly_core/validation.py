@@ -140,12 +140,7 @@ def _check_columns(frame: pd.DataFrame, schema: pa.DataFrameSchema, data: DataCo
         return None
     numbers = block.to_numpy()
     specs = [data.columns[name] for name in floats]
-    low, high = np.array([value_range(spec) for spec in specs], dtype="float64").reshape(-1, 2).T
-    missing = np.isnan(numbers)
-    with np.errstate(invalid="ignore"):  # NaN compares False; missing values pass the checks (pandera's ignore_na)
-        broken = ~missing & (~np.isfinite(numbers) | (numbers < low) | (numbers > high))
-    broken |= missing & ~np.array([spec.nullable for spec in specs], dtype=bool)
-    failing = broken.any(axis=1)
+    failing = _breaks_range(numbers, specs) | (np.isnan(numbers) & ~np.array([spec.nullable for spec in specs], dtype=bool)).any(axis=1)
     # One concatenation: assigning the block into a copy sets its columns one by one.
     coerced = pd.concat([block, frame.drop(columns=floats)], axis=1)[frame.columns]
     for name, column in schema.columns.items():
@@ -162,23 +157,25 @@ def _check_columns(frame: pd.DataFrame, schema: pa.DataFrameSchema, data: DataCo
     return coerced, failing
 
 
+def _breaks_range(numbers: np.ndarray, specs: list[ColumnSpec]) -> np.ndarray:
+    """Rows of `numbers` (float64, a column per spec) with a value that breaks its column's numeric rules of
+    `_column_checks`: not finite in a float column, below the minimum, above the maximum. Missing values pass
+    (pandera's ignore_na). Numbers are compared as float64, as pandas compares them with float bounds."""
+    low, high = np.array([value_range(spec) for spec in specs], dtype="float64").reshape(-1, 2).T  # no bound: NaN
+    must_be_finite = np.array([spec.type == "float" for spec in specs], dtype=bool)
+    with np.errstate(invalid="ignore"):  # NaN compares False
+        broken = (must_be_finite & ~np.isfinite(numbers)) | (numbers < low) | (numbers > high)
+    return (broken & ~np.isnan(numbers)).any(axis=1)
+
+
 def _breaks_rules(values: pd.Series, spec: ColumnSpec) -> np.ndarray:
-    """Rows whose value fails one of `_column_checks(spec)`; missing values pass (pandera's ignore_na).
-    Numbers are compared as float64, as pandas compares them with float bounds."""
+    """Rows whose value fails one of `_column_checks(spec)`; missing values pass (pandera's ignore_na)."""
     broken = np.zeros(len(values), dtype=bool)
-    low, high = value_range(spec)
     if spec.type in ("float", "int"):
-        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
-        with np.errstate(invalid="ignore"):  # NaN compares False; missing values are masked below
-            if spec.type == "float":
-                broken |= ~np.isfinite(numbers)
-            if low is not None:
-                broken |= numbers < low
-            if high is not None:
-                broken |= numbers > high
+        broken |= _breaks_range(values.to_numpy(dtype="float64", na_value=np.nan)[:, None], [spec])
     if spec.allowed is not None:
-        broken |= ~values.isin(spec.allowed).to_numpy()
-    return broken & values.notna().to_numpy()
+        broken |= ~values.isin(spec.allowed).to_numpy() & values.notna().to_numpy()
+    return broken
 
 
 def _pandera_split(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> tuple[pd.DataFrame, dict[int, list[str]]]:
