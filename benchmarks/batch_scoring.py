@@ -133,14 +133,15 @@ def cpu_seconds(roots: list[psutil.Process], seen: dict[int, tuple[str, float]])
 
 
 def wait_for(children: list[subprocess.Popen], started: float, cluster: psutil.Process | None = None) -> tuple[float, int, dict[str, float]]:
-    """Seconds from `started` until every child has exited, the largest peak RSS (MiB) of them and their children, and
-    the CPU seconds they (and `cluster`'s processes, counted from now) spent by kind of process, read every 0.5 s."""
-    roots, peak_mib, seen, before = [psutil.Process(child.pid) for child in children], 0, {}, {}
+    """Seconds from `started` until every child has exited, and, read every 0.5 s over them and `cluster` (a running
+    cluster's process) with all their children: the largest peak RSS (MiB), and the CPU seconds spent by kind of process
+    (the cluster's counted from now)."""
+    roots, peak_mib, seen, before = [psutil.Process(child.pid) for child in children] + ([cluster] if cluster else []), 0, {}, {}
     if cluster is not None:
         cpu_seconds([cluster], before)
     while any(child.poll() is None for child in children):  # the high-water mark only rises: the last reading before exit is the peak
         peak_mib = max(peak_mib, *(peak_rss_mib(root) for root in roots))
-        cpu_seconds(roots + ([cluster] if cluster else []), seen)
+        cpu_seconds(roots, seen)
         time.sleep(0.5)
     seconds = time.perf_counter() - started
     if any(child.returncode != 0 for child in children):
@@ -178,7 +179,7 @@ def score_halves_at_once(args) -> tuple[float, int, dict[str, float]]:
 
 def score_on_running_cluster(args) -> tuple[float, int, dict[str, float]]:
     """`pynomaly score --engine dask --scheduler ADDRESS` on 2 workers started before it (not timed): seconds, the
-    largest peak RSS among the scoring process and the cluster's (read before the cluster stops), and CPU seconds by kind
+    largest peak RSS among the scoring process and the cluster's (read while the command runs), and CPU seconds by kind
     of process, the cluster's (scheduler and nannies, and its workers) counted from the command's start."""
     cluster = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,  # nosec B603: fixed code
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -188,7 +189,6 @@ def score_on_running_cluster(args) -> tuple[float, int, dict[str, float]]:
             sys.exit("the Dask cluster did not start")
         seconds, peak_mib, cpu = score_command(args, engine=["--engine", "dask", "--scheduler", address], output="scored-dask-running.parquet",
                                                cluster=psutil.Process(cluster.pid))
-        peak_mib = max(peak_mib, peak_rss_mib(psutil.Process(cluster.pid)))
     finally:
         cluster.stdin.close()
         cluster.wait()
