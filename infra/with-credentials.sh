@@ -3,7 +3,8 @@
 # Kubernetes mounts: the role's part of the KEY=value file `make services` creates (credentials.d/ROLE),
 # or that whole file:
 #   with-credentials mlflow-server|prefect-server|client|workbench|mlflow-users [COMMAND...]
-# mlflow-server also needs MLFLOW_AUTH_DATABASE_URI (where MLflow keeps its users).
+# mlflow-server also needs MLFLOW_AUTH_DATABASE_URI (where MLflow keeps its users) and MLFLOW_BACKEND_STORE_URI;
+# a URL with the database password goes in the environment, never on a command line (`ps` shows those to everyone).
 set -eu
 file=${PYNOMALY_CREDENTIALS:-/run/secrets/credentials}
 [ -r "$file" ] || { echo "with-credentials: cannot read the credentials file $file" >&2; exit 1; }
@@ -18,9 +19,11 @@ default_permission = READ
 database_uri = ${MLFLOW_AUTH_DATABASE_URI:?set MLFLOW_AUTH_DATABASE_URI}
 admin_username = $(value MLFLOW_ADMIN_USERNAME)
 admin_password = $(value MLFLOW_ADMIN_PASSWORD)
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+authorization_function = pynomaly_core.mlflow_auth:authenticate
 INI
     export MLFLOW_AUTH_CONFIG_PATH="$ini" MLFLOW_FLASK_SERVER_SECRET_KEY="$(value MLFLOW_FLASK_SERVER_SECRET_KEY)"
+    # Only these may create experiments and registered models (pynomaly_core/mlflow_auth.py).
+    export PYNOMALY_MLFLOW_CREATORS="$(value MLFLOW_ADMIN_USERNAME),$(value MLFLOW_PIPELINE_USERNAME)"
     ;;
   prefect-server)
     export PREFECT_SERVER_API_AUTH_STRING="$(value PREFECT_AUTH_STRING)"

@@ -202,7 +202,11 @@ def _ui(args) -> int:
     from workbench.app import create_app
 
     config = load_config(args.config)
+    # X-Forwarded-For is believed only from a proxy named here: uvicorn's default trusts loopback, so anyone on the
+    # machine could write any client address into the audit log and spread failed logins over made-up addresses.
+    proxies = args.trusted_proxies or os.environ.get("PYNOMALY_TRUSTED_PROXIES", "")
     uvicorn.run(create_app(config, secure_cookies=args.secure_cookies), host=args.host, port=args.port, log_level="info",
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
                 timeout_graceful_shutdown=5)  # a SHAP request in flight does not hold up a stop
     return 0
 
@@ -235,12 +239,12 @@ def _users(args) -> int:
     role = "admin" if args.admin else args.role
     try:
         with engine.begin() as connection:
-            auth.add_user(connection, args.name, password, role)
-            audit(connection, getpass.getuser(), "user_added", f"{args.name} ({role}) from the command line")
+            name = auth.add_user(connection, args.name, password, role)
+            audit(connection, getpass.getuser(), "user_added", f"{name} ({role}) from the command line")
     except auth.AuthError as err:
         print(f"pynomaly: error: {err}", file=sys.stderr)
         return 2
-    print(f"added {args.name} ({role}) to {url.split('@')[-1]}")
+    print(f"added {name} ({role}) to {url.split('@')[-1]}")
     return 0
 
 
@@ -338,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8050)
     ui.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
+    ui.add_argument("--trusted-proxies", help="addresses of reverse proxies whose X-Forwarded-For is believed, comma-separated "
+                                              "(default: PYNOMALY_TRUSTED_PROXIES, else none)")
     ui.set_defaults(handler=_ui)
 
     users = commands.add_parser("users", help="workbench accounts: add one (the first admin comes from here) or list them")

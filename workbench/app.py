@@ -12,7 +12,6 @@ import secrets
 import time
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlencode
 
 import pandas as pd
 import sqlalchemy as sa
@@ -41,14 +40,37 @@ SESSION_COOKIE, LOGIN_CSRF_COOKIE = "pynomaly_session", "pynomaly_login_csrf"
 PAGE_SIZE = 25
 LABEL_NAMES = {ANOMALY: "confirmed anomaly", NORMAL: "dismissed (normal)", UNSURE: "unsure"}
 ALIAS_SECONDS = 10  # how long the API trusts a resolved @champion before asking MLflow again
+MAX_BODY_BYTES = 5 * 2**20  # the scoring API's default body limit (PYNOMALY_MAX_BODY_BYTES), about 20,000 rows of 30 columns
+AUDIT_SHOWN = 50
+# Every page: scripts and styles from /static only (the vendored HTMX and workbench.js), never in a frame, no referrer
+# leaving the site. The drift reports get their own, sandboxed policy (drift_report).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+# An Evidently report runs its own inline scripts and styles; sandboxed (a unique origin, no cookies, no same-origin
+# requests that carry the session), they cannot act on the workbench, and it may not frame or be framed.
+REPORT_CSP = "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; " \
+             "img-src data:; font-src data:; frame-ancestors 'none'"
+# What a redirect back to /admin says: by code, so no link can make the page show a text of its own.
+ADMIN_MESSAGES = {
+    "user_added": "User added.", "key_revoked": "Key revoked.", "retrain": "Retraining requested: see the audit log below.",
+    "unlocked": "Account unlocked.", "disabled": "Account disabled and its sessions ended.", "enabled": "Account enabled.",
+    "sessions_ended": "Sessions ended.",
+}
 
 
 class NeedsLogin(Exception):
     pass
 
 
-def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str | None = None, secure_cookies: bool = False) -> FastAPI:
+def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str | None = None, secure_cookies: bool = False,
+               max_body_bytes: int | None = None) -> FastAPI:
     db_url = db_url or database_url(cfg)
+    max_body_bytes = max_body_bytes or int(os.environ.get("PYNOMALY_MAX_BODY_BYTES", MAX_BODY_BYTES))
     migrate(db_url)
     # Point MLflow at the store without creating the experiment: the workbench reads as the read-only
     # user, and an experiment it created would be closed to the pipeline's runs.
@@ -67,11 +89,17 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
     @app.middleware("http")
     async def measure(request: Request, call_next):
         started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(request.method, route, response.status_code).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
-        return response
+        status = 500  # an exception out of the route becomes Starlette's 500 after this middleware: count it as one
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            for header, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(header, value)
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.requests.labels(request.method, route, status).inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - started)
 
     @app.exception_handler(NeedsLogin)
     async def to_login(request: Request, _):
@@ -115,7 +143,11 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
     # --- sessions -------------------------------------------------------------------------------
 
     @app.get("/login")
-    def login_form(request: Request, error: str | None = None):
+    def login_form(request: Request):
+        return _login_page(request, None)
+
+    def _login_page(request: Request, error: str | None) -> HTMLResponse:
+        """The form; `error` is the app's own text, never one from the URL."""
         token = secrets.token_urlsafe(32)
         response = page(request, "login.html", None, login_csrf=token, error=error)
         response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies)
@@ -127,18 +159,19 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         # The login form has no session yet: its token is checked against a cookie (double submit).
         if not auth.csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE, ""), csrf_token):
             raise HTTPException(403, "missing or wrong CSRF token")
-        with engine.begin() as connection:  # a failure is caught inside, so its audit entry is committed
-            try:
-                token, _ = auth.login(connection, name, password, client_of(request))
-            except auth.AuthError as err:
-                return _login_again(request, str(err), 429 if isinstance(err, auth.TooManyAttempts) else 401)
+        try:
+            token, _ = auth.login(engine, name, password, client_of(request))
+        except auth.AuthError as err:
+            return _login_again(request, str(err), 429 if isinstance(err, auth.TooManyAttempts) else 401)
+        except sa.exc.OperationalError:  # SQLite still locked after its busy timeout: a flood, not a server fault
+            return _login_again(request, "the server is busy; try again in a moment", 503)
         response = RedirectResponse("/batches", status_code=303)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=secure_cookies, max_age=auth.SESSION_HOURS * 3600)
         response.delete_cookie(LOGIN_CSRF_COOKIE)
         return response
 
     def _login_again(request: Request, error: str, status: int) -> HTMLResponse:
-        response = login_form(request, error)
+        response = _login_page(request, error)
         response.status_code = status
         return response
 
@@ -176,9 +209,9 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
     @app.get("/batches/drift")
     def drift_report(batch: str, user: Annotated[auth.User, Depends(role("viewer"))]):
         path = Path(cfg.monitoring.scored_dir) / f"{batch}.drift.html"
-        if not catalog.inside_scored_dir(cfg, path) or not path.exists():
+        if not catalog.inside_scored_dir(cfg, path) or not path.is_file():
             raise DataError(f"batch {batch} has no drift report")
-        return FileResponse(path, media_type="text/html")
+        return FileResponse(path, media_type="text/html", headers={"Content-Security-Policy": REPORT_CSP})
 
     @app.get("/review")
     def review(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
@@ -250,38 +283,88 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
     # --- administration -------------------------------------------------------------------------
 
     @app.get("/admin")
-    def admin(request: Request, user: Annotated[auth.User, Depends(role("admin"))], new_key: str | None = None, message: str | None = None):
+    def admin(request: Request, user: Annotated[auth.User, Depends(role("admin"))], done: str = "", action: str = "", who: str = ""):
+        return admin_page(request, user, message=ADMIN_MESSAGES.get(done), action=action, who=who)
+
+    def admin_page(request: Request, user: auth.User, message: str | None = None, new_key: str | None = None, action: str = "", who: str = "",
+                   status: int = 200) -> HTMLResponse:
+        """The admin page; the audit log filtered by `action` and `who` (the entry's user, or the account it names)."""
+        log_query = sa.select(AUDIT).order_by(AUDIT.c.id.desc()).limit(AUDIT_SHOWN)
+        if action:
+            log_query = log_query.where(AUDIT.c.action == action)
+        if who:
+            log_query = log_query.where(sa.or_(AUDIT.c.user == who, AUDIT.c.detail == who))
         with engine.connect() as connection:
-            users = connection.execute(sa.select(USERS.c.name, USERS.c.role, USERS.c.created_at).order_by(USERS.c.name)).all()
+            users = connection.execute(sa.select(USERS.c.name, USERS.c.role, USERS.c.created_at, USERS.c.disabled).order_by(USERS.c.name)).all()
             keys = connection.execute(sa.select(API_KEYS).order_by(API_KEYS.c.id.desc())).mappings().all()
-            log = connection.execute(sa.select(AUDIT).order_by(AUDIT.c.id.desc()).limit(50)).mappings().all()
-        models = sorted({v.name for v in catalog.model_versions(cfg)})
-        return page(request, "admin.html", user, users=users, keys=keys, log=log, roles=ROLES, models=models, new_key=new_key, message=message)
+            log = connection.execute(log_query).mappings().all()
+            actions = connection.execute(sa.select(AUDIT.c.action).distinct().order_by(AUDIT.c.action)).scalars().all()
+        models = sorted({v.name for v in catalog.model_versions(cfg) if v.experiment_id == pipeline_experiment()})
+        response = page(request, "admin.html", user, users=users, keys=keys, log=log, roles=ROLES, models=models, new_key=new_key,
+                        message=message, actions=actions, action=action, who=who, shown=AUDIT_SHOWN)
+        response.status_code = status
+        return response
+
+    def pipeline_experiment() -> str | None:
+        experiment = catalog.client(cfg).get_experiment_by_name(cfg.tracking.experiment)
+        return experiment.experiment_id if experiment else None
+
+    def admin_done(code: str) -> RedirectResponse:
+        return RedirectResponse(f"/admin?done={code}", status_code=303)
 
     @app.post("/admin/users")
     def add_user(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()],
                  password: Annotated[str, Form()], new_role: Annotated[str, Form(alias="role")]):
         try:
             with engine.begin() as connection:
-                auth.add_user(connection, name, password, new_role)
+                name = auth.add_user(connection, name, password, new_role)
                 audit(connection, user.name, "user_added", f"{name} ({new_role})", client_of(request))
         except auth.AuthError as err:
-            raise HTTPException(422, str(err)) from None
-        return RedirectResponse("/admin?" + urlencode({"message": f"added {name} ({new_role})"}), status_code=303)
+            return admin_page(request, user, message=f"User not added: {err}", status=422)
+        return admin_done("user_added")
+
+    def account_action(request: Request, admin: auth.User, name: str, act, action: str, code: str) -> Response:
+        """Run `act(connection, name)` on an existing account, audited as `action` with the account's name as detail."""
+        with engine.begin() as connection:
+            if not connection.execute(sa.select(USERS.c.id).where(USERS.c.name == name)).first():
+                return admin_page(request, admin, message=f"No user {name!r}.", status=404)
+            act(connection, name)
+            audit(connection, admin.name, action, name, client_of(request))
+        return admin_done(code)
+
+    @app.post("/admin/users/unlock")
+    def unlock_user(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()]):
+        """Lift the failed-login limit on an account now (its earlier failures stop counting)."""
+        return account_action(request, user, name, lambda connection, n: None, auth.UNLOCKED, "unlocked")  # the audit entry is the unlock
+
+    @app.post("/admin/users/disable")
+    def disable_user(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()]):
+        if name == user.name:
+            return admin_page(request, user, message="You cannot disable your own account.", status=422)
+        return account_action(request, user, name, lambda connection, n: auth.set_disabled(connection, n, True), "account_disabled", "disabled")
+
+    @app.post("/admin/users/enable")
+    def enable_user(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()]):
+        return account_action(request, user, name, lambda connection, n: auth.set_disabled(connection, n, False), "account_enabled", "enabled")
+
+    @app.post("/admin/users/end-sessions")
+    def end_sessions(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()]):
+        return account_action(request, user, name, auth.end_sessions, "sessions_ended", "sessions_ended")
 
     @app.post("/admin/keys")
     def add_key(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], model: Annotated[str, Form()]):
         with engine.begin() as connection:
             key = auth.create_api_key(connection, model, user.name)
             audit(connection, user.name, "api_key_created", f"{key[:12]}... for {model}", client_of(request))
-        return admin(request, user, new_key=key)  # shown once, never stored in clear
+        return admin_page(request, user, new_key=key)  # shown once, never stored in clear
 
     @app.post("/admin/keys/revoke")
     def revoke_key(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], key_id: Annotated[int, Form()]):
         with engine.begin() as connection:
-            auth.revoke_api_key(connection, key_id)
+            if not auth.revoke_api_key(connection, key_id):
+                return admin_page(request, user, message=f"No live key with id {key_id}: nothing revoked.", status=404)
             audit(connection, user.name, "api_key_revoked", f"key {key_id}", client_of(request))
-        return RedirectResponse("/admin?" + urlencode({"message": f"key {key_id} revoked"}), status_code=303)
+        return admin_done("key_revoked")
 
     @app.post("/admin/retrain")
     def retrain(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))]):
@@ -290,7 +373,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         record = trigger_training(cfg)
         with engine.begin() as connection:
             audit(connection, user.name, "retrain", record["message"], client_of(request))
-        return RedirectResponse("/admin?" + urlencode({"message": record["message"]}), status_code=303)
+        return admin_done("retrain")
 
     # --- machines -------------------------------------------------------------------------------
 
@@ -300,25 +383,47 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         if cached and time.monotonic() - cached[0] < ALIAS_SECONDS:
             return cached[1]
         uri = champion_version_uri(cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"model_name": model_name})}))
+        if not catalog.registered_by_pipeline(cfg, uri):
+            raise DataError(f"{uri} was not logged by a run of the pipeline's experiment {cfg.tracking.experiment!r}: it is not loaded")
         champions[model_name] = (time.monotonic(), uri)
         return uri
 
     @app.post("/api/v1/score")
     async def score_api(request: Request):
         key = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        body = await request.body()
         # The database, MLflow and the model are blocking calls: in the threadpool, the event loop serves other requests meanwhile.
-        return await run_in_threadpool(score_rows, key, body)
-
-    def score_rows(key: str, body: bytes) -> JSONResponse | dict:
-        with engine.connect() as connection:
-            model_name = auth.api_key_model(connection, key)
-        if model_name is None:
+        model_name = await run_in_threadpool(key_model, key)
+        if model_name is None:  # before a byte of the body is read
             return JSONResponse({"detail": "missing, unknown or revoked API key"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        body = await bounded_body(request)
+        if body is None:
+            return JSONResponse({"detail": f"the body is larger than {max_body_bytes} bytes (PYNOMALY_MAX_BODY_BYTES): send fewer rows per request"},
+                                status_code=413)
+        return await run_in_threadpool(score_rows, model_name, body)
+
+    def key_model(key: str) -> str | None:
+        with engine.connect() as connection:
+            return auth.api_key_model(connection, key)
+
+    async def bounded_body(request: Request) -> bytes | None:
+        """The body, or None once it passes max_body_bytes (by its Content-Length, or as it streams in without one)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            return None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def score_rows(model_name: str, body: bytes) -> JSONResponse | dict:
         try:
             body = json.loads(body)
-        except ValueError:
-            return JSONResponse({"detail": "the body must be JSON: {\"rows\": [{column: value, ...}, ...]}"}, status_code=400)
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser follows
+            return JSONResponse({"detail": "the body must be JSON, not nested deeper than a few hundred levels: {\"rows\": [{column: value, ...}, ...]}"},
+                                status_code=400)
         rows = body.get("rows") if isinstance(body, dict) else None
         if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
             return JSONResponse({"detail": "the body must hold \"rows\": a non-empty list of objects, one per record"}, status_code=422)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
+import threading
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -19,11 +22,21 @@ from argon2.exceptions import VerificationError
 from .db import API_KEYS, AUDIT, ROLES, SESSIONS, USERS, audit
 
 SESSION_HOURS = 12
-MAX_FAILED_LOGINS = 5  # per user name within FAILED_LOGIN_WINDOW, then refused until it passes
+MAX_FAILED_LOGINS = 5  # per user name within FAILED_LOGIN_WINDOW, then refused until it passes or an admin unlocks it
+# Per client address: one password tried across many names, or many accounts locked from one place. Above the per-name
+# limit so a user's own typos never reach it; addresses shared behind a NAT share it too (docs/security.md).
+MAX_FAILED_LOGINS_PER_CLIENT = 20
 FAILED_LOGIN_WINDOW = timedelta(minutes=15)
+MIN_PASSWORD_SCORE = 3  # zxcvbn's 0-4: 3 is "safely unguessable" (about 10^8 guesses), well beyond an online attack
 KEY_PREFIX = "pyn_"
+UNLOCKED = "account_unlocked"  # the audit action of an admin's unlock (its detail: the account): earlier failures stop counting
 
 _hasher = PasswordHasher()
+# In one process, logins take turns at the limits' bookkeeping and at most one argon2 check per core runs: waiting
+# threads sleep on these rather than poll SQLite's lock or crowd the cores (and the GIL) the running ones need.
+# Under a flood each login then holds the database for milliseconds, and the cores for its own check only.
+_bookkeeping = threading.Lock()
+_checking = threading.BoundedSemaphore(os.cpu_count() or 1)
 # Checked when the user does not exist, so an unknown name costs the same argon2 work as a known one.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 NAME_LENGTH = USERS.c.name.type.length
@@ -55,46 +68,127 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def add_user(connection, name: str, password: str, role: str) -> None:
-    if role not in ROLES:
-        raise AuthError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+def normalise_name(name: str) -> str:
+    """The form a user name is stored and looked up in: NFKC (so full-width or ligature forms are the plain letters), trimmed."""
+    return unicodedata.normalize("NFKC", name).strip()
+
+
+def check_name(name: str) -> str:
+    """The normalised name, or AuthError saying why it cannot be an account's: letters of one script only, so that
+    `rооt1` with Cyrillic o's cannot stand beside `root1`."""
+    name = normalise_name(name)
+    if not name:
+        raise AuthError("the user name is empty")
     if len(name) > NAME_LENGTH:
         raise AuthError(f"the user name may have at most {NAME_LENGTH} characters, not {len(name)}")
+    if any(ch.isspace() or not ch.isprintable() for ch in name):
+        raise AuthError("the user name may not hold spaces or control characters")
+    scripts = sorted({unicodedata.name(ch, "UNKNOWN").split()[0] for ch in name if ch.isalpha()})
+    if len(scripts) > 1:
+        raise AuthError(f"the user name mixes letters of {' and '.join(scripts)}: use one script")
+    return name
+
+
+def check_password(password: str, name: str) -> None:
+    """AuthError with zxcvbn's reason for a short, common or guessable password (the name itself counts as guessable)."""
     if len(password) < 8:
         raise AuthError("the password needs at least 8 characters")
+    if len(password) > 200:
+        raise AuthError("the password may have at most 200 characters")
+    from zxcvbn import zxcvbn
+
+    verdict = zxcvbn(password[:72], user_inputs=[name])  # zxcvbn refuses longer input; 72 characters are beyond guessing
+    if verdict["score"] < MIN_PASSWORD_SCORE:
+        feedback = verdict["feedback"]
+        reason = " ".join(filter(None, [feedback.get("warning"), *feedback.get("suggestions", [])])) or "it is too easy to guess."
+        raise AuthError(f"the password is too weak: {reason}")
+
+
+def add_user(connection, name: str, password: str, role: str) -> str:
+    """Create the account; returns its name as stored (normalised)."""
+    if role not in ROLES:
+        raise AuthError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    name = check_name(name)
+    check_password(password, name)
     if connection.execute(sa.select(USERS.c.id).where(USERS.c.name == name)).first():
         raise AuthError(f"user {name!r} exists already")
     connection.execute(USERS.insert().values(name=name, password_hash=_hasher.hash(password), role=role))
+    return name
 
 
-def recent_failures(connection, name: str) -> int:
+def _failures(connection, column, value: str) -> int:
+    """Failed logins for one name or one client within the window, since an admin last unlocked that name."""
     since = _now() - FAILED_LOGIN_WINDOW
-    query = sa.select(sa.func.count()).where(AUDIT.c.action == "login_failed", AUDIT.c.user == name, AUDIT.c.created_at >= since)
+    query = sa.select(sa.func.count()).where(AUDIT.c.action == "login_failed", column == value, AUDIT.c.created_at >= since)
+    if column is AUDIT.c.user:
+        unlocked = sa.select(sa.func.max(AUDIT.c.id)).where(AUDIT.c.action == UNLOCKED, AUDIT.c.detail == value).scalar_subquery()
+        query = query.where(AUDIT.c.id > sa.func.coalesce(unlocked, 0))
     return connection.execute(query).scalar_one()
 
 
-def login(connection, name: str, password: str, client: str) -> tuple[str, User]:
-    """A new session's token for a right password; AuthError otherwise. Every failure is audited and
-    counts towards the limit, whether or not the user exists (so names cannot be probed)."""
-    # Concurrent logins to one account wait here for each other until commit (a row lock on PostgreSQL, the write lock
-    # on SQLite), so each counts the failures of those before it: otherwise a burst all read the same count and pass.
-    connection.execute(USERS.update().where(USERS.c.name == name).values(name=USERS.c.name))
-    if recent_failures(connection, name) >= MAX_FAILED_LOGINS:
-        raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {FAILED_LOGIN_WINDOW.seconds // 60} minutes")
-    row = connection.execute(sa.select(USERS).where(USERS.c.name == name)).mappings().first()
+def recent_failures(connection, name: str) -> int:
+    return _failures(connection, AUDIT.c.user, name)
+
+
+def _serialise(connection, name: str, client: str) -> None:
+    """Make concurrent logins for the same name or from the same client wait for each other until commit, so each
+    counts the attempts before it: otherwise a burst all read the same count and pass the limit."""
+    if connection.dialect.name == "postgresql":
+        for key in sorted({f"name:{name}", f"client:{client}"}):  # one order, so two logins never wait on each other in a circle
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+    else:  # SQLite has one writer at a time: any write, even of no row, takes the database's lock
+        connection.execute(USERS.update().where(USERS.c.name == name).values(name=USERS.c.name))
+
+
+def login(engine: sa.Engine, name: str, password: str, client: str) -> tuple[str, User]:
+    """A new session's token for a right password; AuthError otherwise. Every failure is audited and counts towards the
+    limits, whether or not the user exists (so names cannot be probed).
+
+    Three short transactions, none open during the argon2 check (tens of milliseconds of a core each), so a flood of
+    logins never holds the database: the attempt is first recorded as a failure under the limits' lock, then the
+    password is checked, then a right one turns that record into the login."""
+    name = normalise_name(name)[:NAME_LENGTH]
+    with _bookkeeping, engine.begin() as connection:
+        _serialise(connection, name, client)
+        if recent_failures(connection, name) >= MAX_FAILED_LOGINS:
+            raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {FAILED_LOGIN_WINDOW.seconds // 60} minutes")
+        if _failures(connection, AUDIT.c.client, client[:100]) >= MAX_FAILED_LOGINS_PER_CLIENT:
+            raise TooManyAttempts(f"too many failed logins from this address; try again in {FAILED_LOGIN_WINDOW.seconds // 60} minutes")
+        row = connection.execute(sa.select(USERS).where(USERS.c.name == name)).mappings().first()
+        attempt = audit(connection, name, "login_failed", client=client)
     try:
-        _hasher.verify(_DUMMY_HASH if row is None else row["password_hash"], password)
-        if row is None:
-            raise VerificationError
+        with _checking:
+            _hasher.verify(_DUMMY_HASH if row is None else row["password_hash"], password)
     except VerificationError:
-        audit(connection, name, "login_failed", client=client)
         raise AuthError("wrong user name or password") from None
+    if row is None:
+        raise AuthError("wrong user name or password")
+    if row["disabled"]:
+        raise AuthError("this account is disabled; ask an admin")
     token = secrets.token_urlsafe(32)
-    connection.execute(SESSIONS.insert().values(
-        token_hash=_digest(token), user_id=row["id"], csrf_token=secrets.token_urlsafe(32), expires_at=_now() + timedelta(hours=SESSION_HOURS)
-    ))
-    audit(connection, name, "login", client=client)
+    with _bookkeeping, engine.begin() as connection:
+        connection.execute(AUDIT.update().where(AUDIT.c.id == attempt).values(action="login"))
+        connection.execute(SESSIONS.insert().values(
+            token_hash=_digest(token), user_id=row["id"], csrf_token=secrets.token_urlsafe(32), expires_at=_now() + timedelta(hours=SESSION_HOURS)
+        ))
     return token, User(row["id"], row["name"], row["role"])
+
+
+def set_disabled(connection, name: str, disabled: bool) -> bool:
+    """Disable an account (ending its sessions) or enable it again; False when there is no such user."""
+    user_id = connection.execute(sa.select(USERS.c.id).where(USERS.c.name == name)).scalar_one_or_none()
+    if user_id is None:
+        return False
+    connection.execute(USERS.update().where(USERS.c.id == user_id).values(disabled=disabled))
+    if disabled:
+        end_sessions(connection, name)
+    return True
+
+
+def end_sessions(connection, name: str) -> int:
+    """Log the user out everywhere; how many sessions ended."""
+    user_id = sa.select(USERS.c.id).where(USERS.c.name == name).scalar_subquery()
+    return connection.execute(SESSIONS.delete().where(SESSIONS.c.user_id == user_id)).rowcount
 
 
 def session_user(connection, token: str | None) -> tuple[User, str] | None:
@@ -104,7 +198,7 @@ def session_user(connection, token: str | None) -> tuple[User, str] | None:
     query = (
         sa.select(USERS.c.id, USERS.c.name, USERS.c.role, SESSIONS.c.csrf_token, SESSIONS.c.expires_at)
         .join(SESSIONS, SESSIONS.c.user_id == USERS.c.id)
-        .where(SESSIONS.c.token_hash == _digest(token))
+        .where(SESSIONS.c.token_hash == _digest(token), sa.not_(USERS.c.disabled))
     )
     row = connection.execute(query).first()
     if row is None:
@@ -130,8 +224,10 @@ def create_api_key(connection, model_name: str, created_by: str) -> str:
     return key
 
 
-def revoke_api_key(connection, key_id: int) -> None:
-    connection.execute(API_KEYS.update().where(API_KEYS.c.id == key_id, API_KEYS.c.revoked_at.is_(None)).values(revoked_at=_now()))
+def revoke_api_key(connection, key_id: int) -> bool:
+    """Revoke a live key; False when no live key has that id (unknown, or revoked already)."""
+    revoked = connection.execute(API_KEYS.update().where(API_KEYS.c.id == key_id, API_KEYS.c.revoked_at.is_(None)).values(revoked_at=_now()))
+    return revoked.rowcount == 1
 
 
 def api_key_model(connection, key: str | None) -> str | None:

@@ -68,6 +68,20 @@ def model_versions(cfg: PipelineConfig) -> list[ModelVersion]:
     return sorted(versions, key=lambda v: (v.name, -int(v.version)))
 
 
+def registered_by_pipeline(cfg: PipelineConfig, model_uri: str) -> bool:
+    """Whether the version `models:/NAME/VERSION` names was logged by a run of the pipeline's experiment
+    (tracking.experiment), which only the pipeline user may write to: a model another MLflow user registered,
+    from runs of its own, is never offered for an API key nor loaded."""
+    name, version = model_uri.removeprefix("models:/").rsplit("/", 1)
+    mlflow = client(cfg)
+    experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    try:
+        run_id = mlflow.get_model_version(name, version).run_id
+        return experiment is not None and bool(run_id) and mlflow.get_run(run_id).info.experiment_id == experiment.experiment_id
+    except MlflowException:  # the version or its run is gone
+        return False
+
+
 @dataclass
 class Batch:
     id: str  # the scored file's path inside scored_dir, without .parquet
@@ -100,8 +114,24 @@ def _runs_by_batch(cfg: PipelineConfig, stage: str) -> dict[str, object]:
 
 
 def inside_scored_dir(cfg: PipelineConfig, path: Path) -> bool:
-    """Whether `path` (built from a batch id a request named) stays in scored_dir: not "../x", not "/etc/x"."""
-    return path.resolve().is_relative_to(Path(cfg.monitoring.scored_dir).resolve())
+    """Whether `path` (built from a batch id a request named, or found in scored_dir) may be read: it stays in
+    scored_dir (not "../x", not "/etc/x"), no symbolic link lies on its way there (a link inside could point
+    anywhere) and it holds no NUL byte (which the OS refuses with an error, not an answer)."""
+    root = Path(cfg.monitoring.scored_dir)
+    if "\0" in str(path) or not path.resolve().is_relative_to(root.resolve()):
+        return False
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:  # an absolute path elsewhere
+        return False
+    if ".." in parts:
+        return False
+    step = root
+    for part in parts:
+        step = step / part
+        if step.is_symlink():
+            return False
+    return True
 
 
 def rejected_file(cfg: PipelineConfig, batch_id: str) -> Path:
@@ -110,7 +140,9 @@ def rejected_file(cfg: PipelineConfig, batch_id: str) -> Path:
 
 def rejected_parts(path: Path) -> list[Path]:
     """The CSV file of a batch's rejected rows, or the part files of the folder Spark writes there."""
-    return [part for part in sorted(path.glob("*.csv")) if part.stat().st_size] if path.is_dir() else [path]
+    if not path.is_dir():
+        return [path]
+    return [part for part in sorted(path.glob("*.csv")) if part.is_file() and not part.is_symlink() and part.stat().st_size]
 
 
 def _count_rows(path: Path) -> int:
@@ -127,6 +159,8 @@ def batches(cfg: PipelineConfig) -> list[Batch]:
     scoring, monitoring = _runs_by_batch(cfg, "scoring"), _runs_by_batch(cfg, "monitoring")
     found = []
     for path in sorted(root.glob("*.parquet")) + sorted(root.glob("stream/*.parquet")):
+        if not inside_scored_dir(cfg, path):  # a link to a file elsewhere
+            continue
         batch_id = path.relative_to(root).with_suffix("").as_posix()
         flags = pq.read_table(path, columns=["is_anomaly"]).column("is_anomaly").to_numpy()
         scored, judged = scoring.get(batch_id), monitoring.get(batch_id)
@@ -136,13 +170,15 @@ def batches(cfg: PipelineConfig) -> list[Batch]:
             drift = f"drift: {judged.data.tags.get('drift_reasons', '')}" if detected else "no drift"
         report = root / f"{batch_id}.drift.html"
         rejected = rejected_file(cfg, batch_id)
+        has_report = report.exists() and inside_scored_dir(cfg, report)
+        has_rejected = rejected.exists() and inside_scored_dir(cfg, rejected)
         source = "stream" if batch_id.startswith("stream/") else "monitor" if judged else "score" if scored is None else "scoring flow"
         run = judged or scored
         found.append(Batch(
             id=batch_id, source=source, n_rows=len(flags), alert_rate=float(flags.mean()) if len(flags) else 0.0,
-            n_rejected=_count_rows(rejected) if rejected.exists() else 0,
-            model_uri=run.data.tags.get("model_uri") if run else None, drift=drift, report=report if report.exists() else None,
-            report_uri=f"{judged.info.artifact_uri}/monitoring/{report.name}" if judged and report.exists() else None,
+            n_rejected=_count_rows(rejected) if has_rejected else 0,
+            model_uri=run.data.tags.get("model_uri") if run else None, drift=drift, report=report if has_report else None,
+            report_uri=f"{judged.info.artifact_uri}/monitoring/{report.name}" if judged and has_report else None,
             run_id=run.info.run_id if run else None, experiment_id=run.info.experiment_id if run else None, modified=pd.Timestamp(path.stat().st_mtime, unit="s"),
         ))
     return sorted(found, key=lambda b: b.modified, reverse=True)

@@ -6,6 +6,7 @@ revision, SQLite by default, PostgreSQL under `make services`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ USERS = sa.Table(
     sa.Column("password_hash", sa.String(200), nullable=False),
     sa.Column("role", sa.String(10), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),  # no login, no session
 )
 
 SESSIONS = sa.Table(
@@ -57,6 +59,7 @@ AUDIT = sa.Table(
     sa.Column("client", sa.String(100), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Index("ix_audit_action_user", "action", "user"),
+    sa.Index("ix_audit_action_client", "action", "client"),  # the per-client login limit
 )
 
 __all__ = ["API_KEYS", "AUDIT", "LABELS", "METADATA", "ROLES", "SESSIONS", "USERS", "audit", "connect", "migrate"]
@@ -64,10 +67,25 @@ __all__ = ["API_KEYS", "AUDIT", "LABELS", "METADATA", "ROLES", "SESSIONS", "USER
 
 def migrate(url: str) -> None:
     """Upgrade the database at `url` to the latest schema (creating it when empty)."""
+    _private_sqlite_file(url)
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(config, "head")
+
+
+def _private_sqlite_file(url: str) -> None:
+    """A SQLite database holds password hashes and session digests: create its file readable by the owner only
+    (SQLite gives its -wal and -shm files the same mode)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.chmod(0o600)  # one created before this rule; never opened here: closing a descriptor drops SQLite's locks
+    else:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def connect(url: str) -> sa.Engine:
@@ -81,5 +99,7 @@ def connect(url: str) -> sa.Engine:
     return engine
 
 
-def audit(connection, user: str, action: str, detail: str = "", client: str = "") -> None:
-    connection.execute(AUDIT.insert().values(user=user[:100], action=action, detail=detail[:2000], client=client[:100]))
+def audit(connection, user: str, action: str, detail: str = "", client: str = "") -> int:
+    """Record an action; returns the entry's id."""
+    entry = connection.execute(AUDIT.insert().values(user=user[:100], action=action, detail=detail[:2000], client=client[:100]))
+    return entry.inserted_primary_key[0]

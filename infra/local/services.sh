@@ -14,11 +14,14 @@
 # user that may only read them, and the Prefect server's auth string.
 # `up` writes $STATE/env: `source` it to point pynomaly, mlflow and prefect at the servers as the
 # pipeline user (it reads the passwords from $CREDENTIALS; it holds none itself).
+# PG_PASSWORD, when set, goes to $STATE/pgpass (mode 0600; PGPASSFILE points every client at it), never into
+# a URL, a command line or $STATE/env. Everything `up` writes is the owner's only (umask 077, $STATE mode 0700).
 # Settings (environment): MLFLOW_PORT (5055), PREFECT_PORT (4205), PG_HOST, PG_PORT, PG_USER,
 # PG_PASSWORD, MLFLOW_DB/PREFECT_DB/OPTUNA_DB/WORKBENCH_DB (each service has its own database: they share
 # no migrations), PREFECT_WORK_POOL (pynomaly), PYNOMALY_SERVICES_DIR (.services), WORKBENCH_PORT (8050),
 # PYNOMALY_CREDENTIALS ($PYNOMALY_SERVICES_DIR/credentials), PREFECT_FLOWS_HEARTBEAT_FREQUENCY (30).
 set -euo pipefail
+umask 077
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE=${PYNOMALY_SERVICES_DIR:-$ROOT/.services}
@@ -46,10 +49,21 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 MLFLOW_DISABLE_TELE
 die() { echo "services: error: $*" >&2; exit 1; }
 log() { echo "services: $*"; }
 
-pg_url() {  # pg_url DRIVER DB; the password comes from the environment, never from a file in git
-  local auth=$PG_USER
-  [[ -n ${PG_PASSWORD:-} ]] && auth="$PG_USER:$PG_PASSWORD"
-  echo "postgresql+$1://$auth@$PG_HOST:$PG_PORT/$2"
+pg_url() {  # pg_url DRIVER DB; without the password: libpq (psycopg) and asyncpg read it from PGPASSFILE
+  echo "postgresql+$1://$PG_USER@$PG_HOST:$PG_PORT/$2"
+}
+
+# The password file of every PostgreSQL client `up` starts (host:port:database:user:password; ':' and '\' escaped),
+# only where PG_PASSWORD is set: otherwise libpq's own defaults (~/.pgpass, PGPASSFILE) stay in force.
+PGPASS=$STATE/pgpass
+use_pgpass() {
+  if [[ -z ${PG_PASSWORD:-} ]]; then rm -f "$PGPASS"; return; fi
+  local escaped=$PG_PASSWORD
+  escaped=${escaped//\\/\\\\}
+  escaped=${escaped//:/\\:}
+  printf '%s:%s:*:%s:%s\n' "$PG_HOST" "$PG_PORT" "$PG_USER" "$escaped" >"$PGPASS"
+  chmod 600 "$PGPASS"  # libpq ignores a password file that others may read
+  export PGPASSFILE=$PGPASS
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -74,7 +88,6 @@ start_postgres() {
 
 create_databases() {
   need psql
-  export PGPASSWORD=${PG_PASSWORD:-}
   for db in "$MLFLOW_DB" "$PREFECT_DB" "$OPTUNA_DB" "$WORKBENCH_DB"; do
     if [[ -z $(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'") ]]; then
       psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -qc "CREATE DATABASE \"$db\"" && log "created database $db"
@@ -141,7 +154,7 @@ EOF
 # Each container role's part of the credentials, the keys infra/with-credentials.sh reads for it:
 # compose and Kubernetes mount $CREDENTIALS.d/ROLE alone, so no container holds another role's passwords.
 declare -A ROLE_KEYS=(
-  [mlflow-server]="MLFLOW_ADMIN_USERNAME MLFLOW_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY"
+  [mlflow-server]="MLFLOW_ADMIN_USERNAME MLFLOW_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_PIPELINE_USERNAME"
   [mlflow-users]="MLFLOW_ADMIN_USERNAME MLFLOW_ADMIN_PASSWORD MLFLOW_PIPELINE_USERNAME MLFLOW_PIPELINE_PASSWORD MLFLOW_READER_USERNAME MLFLOW_READER_PASSWORD"
   [prefect-server]="PREFECT_AUTH_STRING"
   [client]="MLFLOW_PIPELINE_USERNAME MLFLOW_PIPELINE_PASSWORD PREFECT_AUTH_STRING"
@@ -171,7 +184,7 @@ default_permission = READ
 database_uri = sqlite:///$STATE/basic_auth.db
 admin_username = $(credential MLFLOW_ADMIN_USERNAME)
 admin_password = $(credential MLFLOW_ADMIN_PASSWORD)
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+authorization_function = pynomaly_core.mlflow_auth:authenticate
 EOF
   )
 }
@@ -183,7 +196,8 @@ curl_auth() {
 }
 
 # The pipeline and reader users; every user may read (default_permission), a user may change only
-# the experiments and models it created, so the reader cannot move an alias or delete a version.
+# the experiments and models it created, so the reader cannot move an alias or delete a version; only
+# the admin and the pipeline may create experiments and models (pynomaly_core.mlflow_auth).
 create_mlflow_users() {
   local who answer
   for who in MLFLOW_PIPELINE MLFLOW_READER; do
@@ -209,6 +223,7 @@ export MLFLOW_TRACKING_USERNAME=\$(sed -n 's/^MLFLOW_PIPELINE_USERNAME=//p' '$CR
 export MLFLOW_TRACKING_PASSWORD=\$(sed -n 's/^MLFLOW_PIPELINE_PASSWORD=//p' '$CREDENTIALS')
 export PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api
 export PREFECT_API_AUTH_STRING=\$(sed -n 's/^PREFECT_AUTH_STRING=//p' '$CREDENTIALS')
+$([[ -n ${PG_PASSWORD:-} ]] && echo "export PGPASSFILE=$PGPASS")
 export PYNOMALY_OPTUNA_STORAGE=$(pg_url psycopg "$OPTUNA_DB")
 export PREFECT_WORK_POOL=$WORK_POOL
 export PYNOMALY_DB_URL=$(pg_url psycopg "$WORKBENCH_DB")
@@ -223,17 +238,24 @@ up() {
   running mlflow || ! port_open "$MLFLOW_PORT" || die "port $MLFLOW_PORT for mlflow is already in use by another process; choose another with MLFLOW_PORT"
   running prefect || ! port_open "$PREFECT_PORT" || die "port $PREFECT_PORT for prefect is already in use by another process; choose another with PREFECT_PORT"
   mkdir -p "$STATE/artifacts" "$STATE/prefect-home"
+  chmod 700 "$STATE"  # created before this umask, or by an older `up`: its logs and users' database are the owner's
   start_postgres
+  use_pgpass
   create_databases
   create_credentials
   write_mlflow_auth_config
   write_env
+  # A shell that sourced $STATE/env holds the pipeline's and Prefect's credentials: the servers get none of them.
+  unset MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD PREFECT_API_AUTH_STRING
 
   MLFLOW_AUTH_CONFIG_PATH=$STATE/basic_auth.ini MLFLOW_FLASK_SERVER_SECRET_KEY=$(credential MLFLOW_FLASK_SERVER_SECRET_KEY) \
+    PYNOMALY_MLFLOW_CREATORS=$(credential MLFLOW_ADMIN_USERNAME),$(credential MLFLOW_PIPELINE_USERNAME) PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} \
     launch mlflow "$MLFLOW_PORT" mlflow server --app-name basic-auth --backend-store-uri "$(pg_url psycopg "$MLFLOW_DB")" \
     --artifacts-destination "$STATE/artifacts" --workers 1 --host 127.0.0.1 --port "$MLFLOW_PORT"
+  # The UI's browser code calls the API at PREFECT_UI_API_URL (with the auth string it is given): this server's own
+  # port, not Prefect's default 4200.
   PREFECT_HOME=$STATE/prefect-home PREFECT_API_DATABASE_CONNECTION_URL=$(pg_url asyncpg "$PREFECT_DB") \
-    PREFECT_SERVER_API_AUTH_STRING=$(credential PREFECT_AUTH_STRING) \
+    PREFECT_SERVER_API_AUTH_STRING=$(credential PREFECT_AUTH_STRING) PREFECT_UI_API_URL=http://127.0.0.1:$PREFECT_PORT/api \
     launch prefect "$PREFECT_PORT" prefect server start --host 127.0.0.1 --port "$PREFECT_PORT"
   wait_for mlflow curl -sf "http://127.0.0.1:$MLFLOW_PORT/health"
   wait_for prefect prefect_curl -sf "http://127.0.0.1:$PREFECT_PORT/api/health"
