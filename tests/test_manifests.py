@@ -55,7 +55,7 @@ def test_each_role_gets_only_its_credentials(credentials):
 def test_each_role_is_mounted_only_its_part_of_the_credentials(credentials):
     secret, parts = values(credentials), credentials.parent / "credentials.d"
     users = {"MLFLOW_PIPELINE_USERNAME", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_READER_USERNAME", "MLFLOW_READER_PASSWORD"}
-    expected = {"mlflow-server": {"MLFLOW_ADMIN_USERNAME", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"},
+    expected = {"mlflow-server": {"MLFLOW_ADMIN_USERNAME", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_PIPELINE_USERNAME"},
                 "mlflow-users": {"MLFLOW_ADMIN_USERNAME", "MLFLOW_ADMIN_PASSWORD"} | users,
                 "prefect-server": {"PREFECT_AUTH_STRING"},
                 "client": {"MLFLOW_PIPELINE_USERNAME", "MLFLOW_PIPELINE_PASSWORD", "PREFECT_AUTH_STRING"},
@@ -78,6 +78,7 @@ def test_container_roles_start_an_authenticated_mlflow_and_create_its_users(cred
          f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1",
          "--host", "127.0.0.1", "--port", str(port)],
         env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYNOMALY_CREDENTIALS": str(parts / "mlflow-server"),
+             "PYTHONPATH": str(ROOT),  # the image installs the package; here, this checkout's (its authorization function)
              "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path}/users.db", "MLFLOW_DISABLE_TELEMETRY": "true"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -94,6 +95,9 @@ def test_container_roles_start_an_authenticated_mlflow_and_create_its_users(cred
         assert http_status(search, auth=f"reader:{secret['MLFLOW_READER_PASSWORD']}") == 200
         assert http_status(search, auth=f"pipeline:{secret['MLFLOW_PIPELINE_PASSWORD']}") == 200
         assert http_status(search, auth=f"admin:{secret['MLFLOW_ADMIN_PASSWORD']}") == 200
+        create = f"{url}/api/2.0/mlflow/registered-models/create"  # issue 27, 3: only the pipeline (and admin) may create
+        assert http_status(create, "POST", {"name": "wine-detector"}, auth=f"reader:{secret['MLFLOW_READER_PASSWORD']}") == 403
+        assert http_status(create, "POST", {"name": "wine-detector"}, auth=f"pipeline:{secret['MLFLOW_PIPELINE_PASSWORD']}") == 200
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
@@ -110,6 +114,27 @@ def test_compose_mounts_each_service_its_roles_part_of_the_credentials():
         if role:
             assert service["command"].startswith(f"with-credentials {role}"), name
     assert "--app-name basic-auth" in compose["services"]["mlflow"]["command"]
+
+
+def test_no_container_command_holds_the_database_password_and_the_prefect_ui_calls_its_own_server():
+    """Issue 27, 1 and 2: a command line is visible to every process (`ps`); the UI's api_url is where the browser sends
+    the auth string, so it is the server's published address, not Prefect's default port."""
+    compose = yaml.safe_load((ROOT / "infra" / "compose.yaml").read_text())["services"]
+    for name, service in compose.items():
+        assert "PASSWORD" not in str(service.get("command", "")), name
+    prefect = compose["prefect-server"]
+    published = prefect["ports"][0].removeprefix("127.0.0.1:").rsplit(":", 1)[0]  # ${PREFECT_PORT:-4205}
+    assert prefect["environment"]["PREFECT_UI_API_URL"] == f"http://127.0.0.1:{published}/api"
+    assert compose["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
+    k8s = ROOT / "infra" / "k8s" / "base"
+    documents = [d for path in sorted(k8s.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
+    for document in documents:
+        pod = document.get("spec", {}).get("template", {}).get("spec", {})
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            assert "PASSWORD" not in " ".join(container.get("command", []) + container.get("args", [])), document["metadata"]["name"]
+    server = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "prefect-server")
+    environment = {e["name"]: e.get("value") for e in server["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert environment["PREFECT_UI_API_URL"].endswith("/api") and ":4200/" not in environment["PREFECT_UI_API_URL"]
 
 
 INIT_SQL = ROOT / "infra" / "postgres" / "init.sql"

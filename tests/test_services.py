@@ -5,6 +5,7 @@ deployment runs on that worker."""
 import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import stat
@@ -33,9 +34,17 @@ from tests.services import drop_databases, free_port, http_status, make_services
 MODEL = "breast-cancer-detector"
 
 
+PG_PASSWORD = "pg-" + secrets.token_hex(12)  # the local server trusts loopback, so it is ignored there: only where it goes is checked
+SOURCED = {"PREFECT_API_AUTH_STRING": "admin:from-a-sourced-shell", "MLFLOW_TRACKING_USERNAME": "pipeline",
+           "MLFLOW_TRACKING_PASSWORD": "from-a-sourced-shell"}
+
+
 @pytest.fixture(scope="module")
 def services(tmp_path_factory, postgres_url):
     services = make_services(tmp_path_factory.mktemp("services"))
+    # `up` from a shell that sourced .services/env (as `make services` after a restart is): the client credentials it
+    # holds must reach no server.
+    services.env.update({"PG_PASSWORD": PG_PASSWORD, **SOURCED})
     drop_databases(*services.databases())
     started = services.run("up")
     assert started.returncode == 0, started.stdout + started.stderr
@@ -101,6 +110,53 @@ def test_each_server_refuses_requests_without_credentials(services):
     assert http_status(flows, "POST", {}, auth="admin:wrong") == 401
     assert http_status(flows, "POST", {}, auth=credentials["PREFECT_AUTH_STRING"]) == 200
     assert http_status(f"{services.mlflow_uri}/health") == 200  # health checks stay open, for probes
+
+
+def test_the_prefect_ui_sends_its_api_calls_to_its_own_server(services):
+    """Issue 27, 1: the UI's browser code sends the auth string to `api_url`; it must be this server, not port 4200."""
+    request = urllib.request.Request(f"http://127.0.0.1:{services.env['PREFECT_PORT']}/ui-settings")
+    request.add_header("Authorization", "Basic " + base64.b64encode(services.credentials()["PREFECT_AUTH_STRING"].encode()).decode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        settings = json.loads(response.read())
+    assert settings["api_url"] == services.prefect_api
+
+
+def test_the_database_password_is_on_no_command_line_and_in_no_file_others_may_read(services):
+    """Issue 27, 2: `ps` shows every user every command line; .services/ and what it holds are the owner's only."""
+    shown = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+    assert not [line for line in shown if PG_PASSWORD in line]
+    assert stat.S_IMODE(services.state.stat().st_mode) == 0o700
+    holders = [path for path in services.state.rglob("*") if path.is_file() and PG_PASSWORD.encode() in path.read_bytes()]
+    assert holders == [services.state / "pgpass"] and stat.S_IMODE(holders[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE((services.state / "basic_auth.db").stat().st_mode) == 0o600
+    assert [path for path in services.state.iterdir() if path.is_file() and path.stat().st_mode & 0o077] == []
+    sourced = services.sourced_env()
+    exported = {key: value for key, value in sourced.items() if key != "PG_PASSWORD"}  # the test's own setting
+    assert sourced["PGPASSFILE"] == str(services.state / "pgpass") and PG_PASSWORD not in str(exported)
+    workbench = psutil.Process(services.pid("workbench")).environ()
+    assert workbench["PGPASSFILE"] == str(services.state / "pgpass") and "@127.0.0.1" in workbench["PYNOMALY_DB_URL"]
+
+
+def test_the_servers_hold_no_client_credentials(services):
+    """Issue 27, 4: the Prefect auth string and the pipeline's MLflow password reach only the roles that use them."""
+    for name in ("mlflow", "prefect"):
+        environment = psutil.Process(services.pid(name)).environ()
+        assert not set(SOURCED) & set(environment), name
+    assert "MLFLOW_TRACKING_PASSWORD" not in psutil.Process(services.pid("prefect")).environ()
+
+
+def test_the_reader_cannot_create_models_or_experiments(services):
+    """Issue 27, 3: MLflow lets any signed-in user create a model name and own it; only the admin and the pipeline may."""
+    credentials = services.credentials()
+    reader, pipeline = f"reader:{credentials['MLFLOW_READER_PASSWORD']}", f"pipeline:{credentials['MLFLOW_PIPELINE_PASSWORD']}"
+    api = f"{services.mlflow_uri}/api/2.0/mlflow"
+    assert http_status(f"{api}/registered-models/create", "POST", {"name": "wine-detector"}, auth=reader) == 403
+    assert http_status(f"{api}/experiments/create", "POST", {"name": "readers-own"}, auth=reader) == 403
+    assert http_status(f"{services.mlflow_uri}/ajax-api/2.0/mlflow/registered-models/create", "POST", {"name": "wine-detector"}, auth=reader) == 403
+    assert http_status(f"{api}/registered-models/get?name=wine-detector", auth=pipeline) == 404  # nothing was created
+    assert http_status(f"{api}/registered-models/create", "POST", {"name": "pipeline-may-create"}, auth=pipeline) == 200
+    assert http_status(f"{api}/registered-models/delete", "DELETE", {"name": "pipeline-may-create"}, auth=pipeline) == 200
+    assert http_status(f"{api}/registered-models/create", "POST", {"name": "x"}, auth="reader:wrong") == 401
 
 
 def test_servers_are_healthy_and_keep_their_state_in_postgres(services):

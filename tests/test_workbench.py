@@ -304,7 +304,7 @@ def test_failed_logins_are_limited_and_audited(app):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_burst_of_failed_logins_cannot_pass_the_limit(backend, tmp_path, request):
-    """Three times the limit of wrong passwords, all at once, each in its own transaction as the login route runs them:
+    """Three times the limit of wrong passwords, all at once, as the login route runs them:
     exactly the limit is checked and audited, the rest are refused before any password check."""
     url = f"sqlite:///{tmp_path / 'workbench.db'}" if backend == "sqlite" else \
         f"postgresql+psycopg://postgres@127.0.0.1:5432/{request.getfixturevalue('scratch_database')}"
@@ -317,11 +317,10 @@ def test_a_burst_of_failed_logins_cannot_pass_the_limit(backend, tmp_path, reque
 
     def attempt():
         together.wait()
-        with engine.begin() as connection:
-            try:
-                auth.login(connection, "tim", "wrong password", "test")
-            except auth.AuthError as err:
-                outcomes.append(type(err).__name__)
+        try:
+            auth.login(engine, "tim", "wrong password", "test")
+        except auth.AuthError as err:
+            outcomes.append(type(err).__name__)
 
     threads = [threading.Thread(target=attempt) for _ in range(attempts)]
     for thread in threads:
@@ -347,10 +346,10 @@ def test_unknown_names_cost_a_password_check_and_names_fit_their_columns(tmp_pat
             return auth.PasswordHasher().verify(hash, password)
 
     monkeypatch.setattr(auth, "_hasher", Spy())
+    with pytest.raises(auth.AuthError, match="wrong user name or password"):
+        auth.login(engine, "nobody", PASSWORD, "test")
+    assert checked == [auth._DUMMY_HASH]  # the same argon2 work as a known name's
     with engine.begin() as connection:
-        with pytest.raises(auth.AuthError, match="wrong user name or password"):
-            auth.login(connection, "nobody", PASSWORD, "test")
-        assert checked == [auth._DUMMY_HASH]  # the same argon2 work as a known name's
         with pytest.raises(auth.AuthError, match="at most 100 characters, not 101"):
             auth.add_user(connection, "x" * 101, PASSWORD, "viewer")
         audit(connection, "y" * 150, "logout")
@@ -400,6 +399,27 @@ def test_scoring_api_keys_validation_and_revocation(app, project):
     orphan = re.search(r'id="new-key">([^<]+)<', admin.post("/admin/keys", data={"model": "no-champion", "csrf_token": csrf}).text).group(1)
     missing = api.post("/api/v1/score", json={"rows": rows.to_dict("records")}, headers={"X-API-Key": orphan})
     assert missing.status_code == 404 and "no-champion@champion" in missing.json()["detail"]  # JSON, as the API's other errors
+
+
+def test_a_model_not_logged_by_the_pipelines_experiment_is_neither_offered_nor_loaded(app, project):
+    """Issue 27, 3: another MLflow user's model (its own experiment and run, its own @champion) never gets an API key
+    from the form nor scores through the API."""
+    config = load_config(project / "configs" / "demo.yaml")
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(config.registry.model_name, "champion")
+    rogue_experiment = client.create_experiment("someone-elses")
+    run = client.create_run(rogue_experiment)
+    client.create_registered_model("wine-detector")
+    version = client.create_model_version("wine-detector", champion.source, run_id=run.info.run_id)  # a working pyfunc model
+    client.set_registered_model_alias("wine-detector", "champion", version.version)
+    admin = TestClient(app)
+    csrf = log_in(admin, "ada")
+    assert "<option>wine-detector</option>" not in admin.get("/admin").text
+    assert "<option>breast-cancer-detector</option>" in admin.get("/admin").text
+    key = re.search(r'id="new-key">([^<]+)<', admin.post("/admin/keys", data={"model": "wine-detector", "csrf_token": csrf}).text).group(1)
+    rows = pd.read_csv(ROOT / "data" / "raw" / "breast_cancer.csv").drop(columns="malignant").head(2).to_dict("records")
+    refused = TestClient(app).post("/api/v1/score", json={"rows": rows}, headers={"X-API-Key": key})
+    assert refused.status_code == 404 and "not logged by a run of the pipeline's experiment" in refused.json()["detail"]
 
 
 def test_scoring_runs_off_the_event_loop_so_health_checks_answer_meanwhile(app, monkeypatch):
