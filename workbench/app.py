@@ -28,8 +28,8 @@ from pynomaly_core.tracking import store as tracking
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.labels.feedback import ANOMALY, LABELS, NORMAL, UNSURE, database_url, label_history, latest_labels, row_values
 from pynomaly_core.errors import DataError
-from pynomaly_core.monitoring.monitor import champion_version_uri
 from pynomaly_core.scoring.files import score_frame
+from pynomaly_core.tracking.champion import champion_version_uri
 from pynomaly_core.data.validation import ERRORS_COLUMN, ROW_COLUMN
 
 from . import auth, catalog
@@ -53,7 +53,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
     migrate(db_url)
     # Point MLflow at the store without creating the experiment: the workbench reads as the read-only
     # user, and an experiment it created would be closed to the pipeline's runs.
-    tracking.use_store(tracking.absolute_sqlite(tracking.tracking_uri(cfg.tracking)))
+    tracking.use_store(tracking.store_uri(cfg.tracking))
     engine = connect(db_url)
     reviewer = Reviewer(cfg)
     metrics = Metrics()
@@ -300,7 +300,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         cached = champions.get(model_name)
         if cached and time.monotonic() - cached[0] < ALIAS_SECONDS:
             return cached[1]
-        uri = champion_version_uri(cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"model_name": model_name})}))
+        uri = champion_version_uri(model_name)
         champions[model_name] = (time.monotonic(), uri)
         return uri
 
