@@ -19,10 +19,10 @@ default_permission = READ
 database_uri = ${MLFLOW_AUTH_DATABASE_URI:?set MLFLOW_AUTH_DATABASE_URI}
 admin_username = $(value MLFLOW_ADMIN_USERNAME)
 admin_password = $(value MLFLOW_ADMIN_PASSWORD)
-authorization_function = pynomaly_core.mlflow_auth:authenticate
+authorization_function = pynomaly_core.tracking.server_auth:authenticate
 INI
     export MLFLOW_AUTH_CONFIG_PATH="$ini" MLFLOW_FLASK_SERVER_SECRET_KEY="$(value MLFLOW_FLASK_SERVER_SECRET_KEY)"
-    # Only these may create experiments and registered models (pynomaly_core/mlflow_auth.py).
+    # Only these may create experiments and registered models (pynomaly_core/tracking/server_auth.py).
     export PYNOMALY_MLFLOW_CREATORS="$(value MLFLOW_ADMIN_USERNAME),$(value MLFLOW_PIPELINE_USERNAME)"
     ;;
   prefect-server)

@@ -28,7 +28,8 @@ from pynomaly_core.feedback import database_url
 from tests.conftest import ROOT, write_config
 from tests.services import serving
 from workbench import auth, catalog
-from workbench.app import REPORT_CSP, create_app
+from workbench.app import create_app
+from workbench.routers.pages import REPORT_CSP
 from workbench.db import AUDIT, SESSIONS, connect, migrate
 
 CHROMIUM = "/usr/bin/chromium"
@@ -75,7 +76,7 @@ def log_in(client: TestClient, name: str) -> str:
 
 
 def audit_entries(app, action: str) -> list[tuple[str, str, str]]:
-    with app.state.engine.connect() as connection:
+    with app.state.workbench.engine.connect() as connection:
         return [tuple(r) for r in connection.execute(sa.select(AUDIT.c.user, AUDIT.c.detail, AUDIT.c.client).where(AUDIT.c.action == action))]
 
 
@@ -142,7 +143,7 @@ def test_one_client_guessing_across_many_names_is_stopped_and_an_admin_unlocks_a
     client = TestClient(app)
     assert try_login(client, "ada").status_code == 429
     other_admin = TestClient(app)
-    with app.state.engine.begin() as connection:
+    with app.state.workbench.engine.begin() as connection:
         auth.add_user(connection, "root2", PASSWORD, "admin")
     csrf = log_in(other_admin, "root2")
     viewer = TestClient(app)
@@ -208,7 +209,7 @@ def test_revoking_an_unknown_key_says_so_and_a_disabled_user_loses_their_session
     assert unknown.status_code == 404 and "No live key with id 987654" in unknown.text
     assert not [e for e in audit_entries(app, "api_key_revoked") if e[1] == "key 987654"]
 
-    with app.state.engine.begin() as connection:
+    with app.state.workbench.engine.begin() as connection:
         auth.add_user(connection, "dan", PASSWORD, "viewer")
     dan = TestClient(app)
     log_in(dan, "dan")
@@ -219,7 +220,7 @@ def test_revoking_an_unknown_key_says_so_and_a_disabled_user_loses_their_session
     assert dan.get("/batches", follow_redirects=False).headers["location"] == "/login"
     refused = try_login(dan, "dan")
     assert refused.status_code == 401 and "disabled" in refused.text
-    with app.state.engine.connect() as connection:
+    with app.state.workbench.engine.connect() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(SESSIONS).join(auth.USERS).where(auth.USERS.c.name == "dan")).scalar_one() == 0
     assert admin.post("/admin/users/enable", data={"name": "dan", "csrf_token": csrf}, follow_redirects=False).status_code == 303
     assert try_login(dan, "dan").status_code == 303
@@ -229,7 +230,7 @@ def test_revoking_an_unknown_key_says_so_and_a_disabled_user_loses_their_session
 # 5. The scoring API: the key before the body, a bounded body, deep JSON
 
 def api_key(app) -> str:
-    with app.state.engine.begin() as connection:
+    with app.state.workbench.engine.begin() as connection:
         return auth.create_api_key(connection, "breast-cancer-detector", "test")
 
 

@@ -3,47 +3,35 @@
 Every page needs a session (cookie: HttpOnly, SameSite=Lax); every form and HTMX post carries the
 session's CSRF token; viewers read, analysts label, admins retrain and manage users and keys.
 `POST /api/v1/score` takes an API key instead and runs `pynomaly score`'s validation and scoring.
+The routes are in `routers/`, one APIRouter per area; what they share is one `state.Workbench`.
 """
 
 
-import json
 import os
-import secrets
 import time
 from pathlib import Path
-from typing import Annotated
 
-import pandas as pd
-import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pynomaly_core import notify, tracking
 from pynomaly_core.config import PipelineConfig
-from pynomaly_core.feedback import ANOMALY, LABELS, NORMAL, UNSURE, database_url, label_history, latest_labels, row_values
-from pynomaly_core.io import DataError
-from pynomaly_core.monitoring import champion_version_uri
-from pynomaly_core.scoring import score_frame
-from pynomaly_core.validation import ERRORS_COLUMN, ROW_COLUMN
+from pynomaly_core.errors import DataError
+from pynomaly_core.labels.feedback import database_url
+from pynomaly_core.monitoring import alerts as notify
+from pynomaly_core.tracking import store as tracking
 
-from . import auth, catalog
-from .db import API_KEYS, AUDIT, ROLES, USERS, audit, connect, migrate
+from .db import connect, migrate
 from .metrics import Metrics
 from .review import Reviewer
+from .routers import admin, api, operations, pages, review
+from .state import NeedsLogin, Workbench, escaped
 
 HERE = Path(__file__).parent
-SESSION_COOKIE, LOGIN_CSRF_COOKIE = "pynomaly_session", "pynomaly_login_csrf"
-PAGE_SIZE = 25
-LABEL_NAMES = {ANOMALY: "confirmed anomaly", NORMAL: "dismissed (normal)", UNSURE: "unsure"}
-ALIAS_SECONDS = 10  # how long the API trusts a resolved @champion before asking MLflow again
 MAX_BODY_BYTES = 5 * 2**20  # the scoring API's default body limit (PYNOMALY_MAX_BODY_BYTES), about 20,000 rows of 30 columns
-AUDIT_SHOWN = 50
 # Every page: scripts and styles from /static only (the vendored HTMX and workbench.js), never in a frame, no referrer
-# leaving the site. The drift reports get their own, sandboxed policy (drift_report).
+# leaving the site. The drift reports get their own, sandboxed policy (routers/pages.py).
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -51,40 +39,26 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-# An Evidently report runs its own inline scripts and styles; sandboxed (a unique origin, no cookies, no same-origin
-# requests that carry the session), they cannot act on the workbench, and it may not frame or be framed.
-REPORT_CSP = "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; " \
-             "img-src data:; font-src data:; frame-ancestors 'none'"
-# What a redirect back to /admin says: by code, so no link can make the page show a text of its own.
-ADMIN_MESSAGES = {
-    "user_added": "User added.", "key_revoked": "Key revoked.", "retrain": "Retraining requested: see the audit log below.",
-    "unlocked": "Account unlocked.", "disabled": "Account disabled and its sessions ended.", "enabled": "Account enabled.",
-    "sessions_ended": "Sessions ended.",
-}
-
-
-class NeedsLogin(Exception):
-    pass
 
 
 def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str | None = None, secure_cookies: bool = False,
                max_body_bytes: int | None = None) -> FastAPI:
     db_url = db_url or database_url(cfg)
-    max_body_bytes = max_body_bytes or int(os.environ.get("PYNOMALY_MAX_BODY_BYTES", MAX_BODY_BYTES))
     migrate(db_url)
     # Point MLflow at the store without creating the experiment: the workbench reads as the read-only
     # user, and an experiment it created would be closed to the pipeline's runs.
-    tracking.use_store(tracking.absolute_sqlite(tracking.tracking_uri(cfg.tracking)))
-    engine = connect(db_url)
-    reviewer = Reviewer(cfg)
-    metrics = Metrics()
-    templates = Jinja2Templates(directory=HERE / "templates")
-    mlflow_ui = notify.mlflow_ui_url(cfg)
-    prefect_ui = (prefect_ui or os.environ.get("PYNOMALY_PREFECT_UI", "http://127.0.0.1:4200")).rstrip("/")
-    champions: dict[str, tuple[float, str]] = {}
+    tracking.use_store(tracking.store_uri(cfg.tracking))
+    state = Workbench(
+        cfg=cfg, engine=connect(db_url), reviewer=Reviewer(cfg), metrics=Metrics(), templates=Jinja2Templates(directory=HERE / "templates"),
+        mlflow_ui=notify.mlflow_ui_url(cfg), prefect_ui=(prefect_ui or os.environ.get("PYNOMALY_PREFECT_UI", "http://127.0.0.1:4200")).rstrip("/"),
+        secure_cookies=secure_cookies, max_body_bytes=max_body_bytes or int(os.environ.get("PYNOMALY_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+    )
 
     app = FastAPI(title="Pynomaly workbench", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.workbench = state
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    for area in (pages, review, admin, api, operations):
+        app.include_router(area.router)
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
@@ -98,8 +72,8 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
             return response
         finally:
             route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.requests.labels(request.method, route, status).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - started)
+            state.metrics.requests.labels(request.method, route, status).inc()
+            state.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
     @app.exception_handler(NeedsLogin)
     async def to_login(request: Request, _):
@@ -109,355 +83,6 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, err: DataError):
-        return HTMLResponse(f"<p class='error'>{_escape(str(err))}</p>", status_code=404)
+        return HTMLResponse(f"<p class='error'>{escaped(str(err))}</p>", status_code=404)
 
-    def client_of(request: Request) -> str:
-        return request.client.host if request.client else ""
-
-    def session(request: Request) -> tuple[auth.User, str]:
-        with engine.connect() as connection:
-            found = auth.session_user(connection, request.cookies.get(SESSION_COOKIE))
-        if found is None:
-            raise NeedsLogin
-        return found
-
-    def role(needed: str, post: bool = False):
-        """A dependency: the session's user, who must hold `needed`; for a post, the CSRF token must match."""
-        async def check(request: Request, found: Annotated[tuple, Depends(session)]) -> auth.User:
-            user, csrf = found
-            if post:
-                given = request.headers.get("X-CSRF-Token") or (await request.form()).get("csrf_token")
-                if not auth.csrf_matches(csrf, given):
-                    raise HTTPException(403, "missing or wrong CSRF token")
-            if not user.can(needed):
-                raise HTTPException(403, f"{user.name} is a {user.role}; this needs the {needed} role")
-            return user
-        return check
-
-    def page(request: Request, name: str, user: auth.User | None, **context) -> HTMLResponse:
-        csrf = None
-        if user is not None:
-            csrf = session(request)[1]
-        return templates.TemplateResponse(request, name, {"user": user, "csrf": csrf, "mlflow_ui": mlflow_ui, "prefect_ui": prefect_ui, **context})
-
-    # --- sessions -------------------------------------------------------------------------------
-
-    @app.get("/login")
-    def login_form(request: Request):
-        return _login_page(request, None)
-
-    def _login_page(request: Request, error: str | None) -> HTMLResponse:
-        """The form; `error` is the app's own text, never one from the URL."""
-        token = secrets.token_urlsafe(32)
-        response = page(request, "login.html", None, login_csrf=token, error=error)
-        response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies)
-        return response
-
-    # bandit B107 takes csrf_token's default for a password: "" is a missing token, which is refused.
-    @app.post("/login")
-    def login(request: Request, name: Annotated[str, Form()], password: Annotated[str, Form()], csrf_token: Annotated[str, Form()] = ""):  # nosec B107
-        # The login form has no session yet: its token is checked against a cookie (double submit).
-        if not auth.csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE, ""), csrf_token):
-            raise HTTPException(403, "missing or wrong CSRF token")
-        try:
-            token, _ = auth.login(engine, name, password, client_of(request))
-        except auth.AuthError as err:
-            return _login_again(request, str(err), 429 if isinstance(err, auth.TooManyAttempts) else 401)
-        except sa.exc.OperationalError:  # SQLite still locked after its busy timeout: a flood, not a server fault
-            return _login_again(request, "the server is busy; try again in a moment", 503)
-        response = RedirectResponse("/batches", status_code=303)
-        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=secure_cookies, max_age=auth.SESSION_HOURS * 3600)
-        response.delete_cookie(LOGIN_CSRF_COOKIE)
-        return response
-
-    def _login_again(request: Request, error: str, status: int) -> HTMLResponse:
-        response = _login_page(request, error)
-        response.status_code = status
-        return response
-
-    @app.post("/logout")
-    def logout(request: Request, user: Annotated[auth.User, Depends(role("viewer", post=True))]):
-        with engine.begin() as connection:
-            auth.logout(connection, request.cookies[SESSION_COOKIE])
-            audit(connection, user.name, "logout", client=client_of(request))
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE)
-        return response
-
-    # --- pages ----------------------------------------------------------------------------------
-
-    @app.get("/")
-    def home():
-        return RedirectResponse("/batches", status_code=303)
-
-    @app.get("/models")
-    def models(request: Request, user: Annotated[auth.User, Depends(role("viewer"))]):
-        return page(request, "models.html", user, versions=catalog.model_versions(cfg))
-
-    @app.get("/batches")
-    def batches(request: Request, user: Annotated[auth.User, Depends(role("viewer"))]):
-        return page(request, "batches.html", user, batches=catalog.batches(cfg))
-
-    @app.get("/batches/rejected")
-    def rejected(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str):
-        path = catalog.rejected_file(cfg, batch)
-        if not catalog.inside_scored_dir(cfg, path) or not path.exists():
-            raise DataError(f"batch {batch} has no rejected rows")
-        frame = pd.concat([pd.read_csv(part, nrows=1000, dtype=str, keep_default_na=False) for part in catalog.rejected_parts(path)]).head(1000)
-        return page(request, "rejected.html", user, batch=batch, rows=frame, shown=len(frame))
-
-    @app.get("/batches/drift")
-    def drift_report(batch: str, user: Annotated[auth.User, Depends(role("viewer"))]):
-        path = Path(cfg.monitoring.scored_dir) / f"{batch}.drift.html"
-        if not catalog.inside_scored_dir(cfg, path) or not path.is_file():
-            raise DataError(f"batch {batch} has no drift report")
-        return FileResponse(path, media_type="text/html", headers={"Content-Security-Policy": REPORT_CSP})
-
-    @app.get("/review")
-    def review(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
-        queue = reviewer.queue(batch)
-        rows = queue.page(page_number, PAGE_SIZE)
-        with engine.connect() as connection:
-            labels = latest_labels(connection, queue.model_name, batch, queue.version).set_index("row_id")
-        n_pages = max(1, -(-len(queue.frame) // PAGE_SIZE))
-        return page(request, "review.html", user, queue=queue, rows=rows, labels=labels, page_number=page_number, n_pages=n_pages,
-                    id_column=cfg.data.id_column, label_names=LABEL_NAMES)
-
-    @app.get("/review/shap")
-    def review_shap(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
-        """The page's top SHAP features, filled in after the page itself has rendered."""
-        queue = reviewer.queue(batch)
-        try:
-            explained = reviewer.explain(queue, queue.page(page_number, PAGE_SIZE)["position"].to_numpy())
-        except DataError as err:
-            return HTMLResponse(f"<template>{_escape(str(err))}</template>")
-        return page(request, "shap_cells.html", user, explained=explained)
-
-    @app.get("/row")
-    def row(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, row: str):
-        queue = reviewer.queue(batch)
-        position = queue.position(row)
-        with engine.connect() as connection:
-            history = queue.version.labels(label_history(connection, queue.model_name, batch, row)).to_dict("records")
-        try:
-            shap_values = dict(zip(reviewer.feature_names(queue), reviewer.shap_values(queue, [position])[0]))
-        except DataError:
-            shap_values = {}
-        return page(request, "row.html", user, queue=queue, row_id=row, position=position, score=float(queue.frame["score"].iloc[position]),
-                    table=reviewer.row_against_reference(queue, position), shap=shap_values, history=history, label_names=LABEL_NAMES)
-
-    @app.get("/row/lime")
-    def row_lime(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, row: str):
-        queue = reviewer.queue(batch)
-        try:
-            weights = reviewer.lime(queue, queue.position(row))
-        except ImportError:  # lime is in the `explain` extra only
-            return HTMLResponse("<p class='error'>Explaining with LIME needs the lime package: pip install 'pynomaly[explain]'</p>")
-        return page(request, "lime_cells.html", user, weights=weights)
-
-    @app.post("/label")
-    def label(request: Request, user: Annotated[auth.User, Depends(role("analyst", post=True))], batch: Annotated[str, Form()],
-              row: Annotated[str, Form()], label: Annotated[str, Form()], note: Annotated[str, Form()] = "", version: Annotated[str, Form()] = ""):
-        if label not in LABEL_NAMES:
-            raise HTTPException(422, f"label must be one of {', '.join(LABEL_NAMES)}, not {label!r}")
-        queue = reviewer.queue(batch)
-        if version and version != queue.version.fingerprint:  # the page showed rows the batch no longer holds
-            raise HTTPException(409, f"batch {batch} was scored again since this page was loaded: reload it and label its new rows")
-        position = queue.position(row)
-        with engine.begin() as connection:
-            connection.execute(LABELS.insert().values(
-                model_name=queue.model_name, model_version=queue.model_version, batch=batch, row_id=row, label=label, note=note[:2000], user=user.name,
-                batch_version=queue.version.fingerprint, row_values=row_values(queue.frame.iloc[position], cfg.data.columns)))
-            audit(connection, user.name, "label", f"{batch} row {row}: {label}" + (f" ({note[:200]})" if note else ""), client_of(request))
-        metrics.labels.labels(label).inc()
-        return HTMLResponse(f'<span class="label label-{label}" title="by {_escape(user.name)}">{LABEL_NAMES[label]}</span>')
-
-    @app.get("/detectors")
-    def detectors(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], q: str = "", backend: str = "", input: str = "", gpu: str = ""):
-        rows = catalog.detectors(q, backend=backend, input=input, gpu=gpu)
-        template = "detector_rows.html" if request.headers.get("HX-Request") else "detectors.html"
-        everything = catalog.detectors()
-        return page(request, template, user, detectors=rows, q=q, backend=backend, input=input, gpu=gpu,
-                    backends=sorted({d["backend"] for d in everything}), inputs=sorted({d["input"] for d in everything}))
-
-    # --- administration -------------------------------------------------------------------------
-
-    @app.get("/admin")
-    def admin(request: Request, user: Annotated[auth.User, Depends(role("admin"))], done: str = "", action: str = "", who: str = ""):
-        return admin_page(request, user, message=ADMIN_MESSAGES.get(done), action=action, who=who)
-
-    def admin_page(request: Request, user: auth.User, message: str | None = None, new_key: str | None = None, action: str = "", who: str = "",
-                   status: int = 200) -> HTMLResponse:
-        """The admin page; the audit log filtered by `action` and `who` (the entry's user, or the account it names)."""
-        log_query = sa.select(AUDIT).order_by(AUDIT.c.id.desc()).limit(AUDIT_SHOWN)
-        if action:
-            log_query = log_query.where(AUDIT.c.action == action)
-        if who:
-            log_query = log_query.where(sa.or_(AUDIT.c.user == who, AUDIT.c.detail == who))
-        with engine.connect() as connection:
-            users = connection.execute(sa.select(USERS.c.name, USERS.c.role, USERS.c.created_at, USERS.c.disabled).order_by(USERS.c.name)).all()
-            keys = connection.execute(sa.select(API_KEYS).order_by(API_KEYS.c.id.desc())).mappings().all()
-            log = connection.execute(log_query).mappings().all()
-            actions = connection.execute(sa.select(AUDIT.c.action).distinct().order_by(AUDIT.c.action)).scalars().all()
-        models = sorted({v.name for v in catalog.model_versions(cfg) if v.experiment_id == pipeline_experiment()})
-        response = page(request, "admin.html", user, users=users, keys=keys, log=log, roles=ROLES, models=models, new_key=new_key,
-                        message=message, actions=actions, action=action, who=who, shown=AUDIT_SHOWN)
-        response.status_code = status
-        return response
-
-    def pipeline_experiment() -> str | None:
-        experiment = catalog.client(cfg).get_experiment_by_name(cfg.tracking.experiment)
-        return experiment.experiment_id if experiment else None
-
-    def admin_done(code: str) -> RedirectResponse:
-        return RedirectResponse(f"/admin?done={code}", status_code=303)
-
-    @app.post("/admin/users")
-    def add_user(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()],
-                 password: Annotated[str, Form()], new_role: Annotated[str, Form(alias="role")]):
-        try:
-            with engine.begin() as connection:
-                name = auth.add_user(connection, name, password, new_role)
-                audit(connection, user.name, "user_added", f"{name} ({new_role})", client_of(request))
-        except auth.AuthError as err:
-            return admin_page(request, user, message=f"User not added: {err}", status=422)
-        return admin_done("user_added")
-
-    def account_action(request: Request, admin: auth.User, name: str, act, action: str, code: str) -> Response:
-        """Run `act(connection, name)` on an existing account, audited as `action` with the account's name as detail."""
-        with engine.begin() as connection:
-            if not connection.execute(sa.select(USERS.c.id).where(USERS.c.name == name)).first():
-                return admin_page(request, admin, message=f"No user {name!r}.", status=404)
-            act(connection, name)
-            audit(connection, admin.name, action, name, client_of(request))
-        return admin_done(code)
-
-    @app.post("/admin/users/unlock")
-    def unlock_user(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()]):
-        """Lift the failed-login limit on an account now (its earlier failures stop counting)."""
-        return account_action(request, user, name, lambda connection, n: None, auth.UNLOCKED, "unlocked")  # the audit entry is the unlock
-
-    @app.post("/admin/users/disable")
-    def disable_user(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()]):
-        if name == user.name:
-            return admin_page(request, user, message="You cannot disable your own account.", status=422)
-        return account_action(request, user, name, lambda connection, n: auth.set_disabled(connection, n, True), "account_disabled", "disabled")
-
-    @app.post("/admin/users/enable")
-    def enable_user(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()]):
-        return account_action(request, user, name, lambda connection, n: auth.set_disabled(connection, n, False), "account_enabled", "enabled")
-
-    @app.post("/admin/users/end-sessions")
-    def end_sessions(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()]):
-        return account_action(request, user, name, auth.end_sessions, "sessions_ended", "sessions_ended")
-
-    @app.post("/admin/keys")
-    def add_key(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], model: Annotated[str, Form()]):
-        with engine.begin() as connection:
-            key = auth.create_api_key(connection, model, user.name)
-            audit(connection, user.name, "api_key_created", f"{key[:12]}... for {model}", client_of(request))
-        return admin_page(request, user, new_key=key)  # shown once, never stored in clear
-
-    @app.post("/admin/keys/revoke")
-    def revoke_key(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], key_id: Annotated[int, Form()]):
-        with engine.begin() as connection:
-            if not auth.revoke_api_key(connection, key_id):
-                return admin_page(request, user, message=f"No live key with id {key_id}: nothing revoked.", status=404)
-            audit(connection, user.name, "api_key_revoked", f"key {key_id}", client_of(request))
-        return admin_done("key_revoked")
-
-    @app.post("/admin/retrain")
-    def retrain(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))]):
-        from .retrain import trigger_training
-
-        record = trigger_training(cfg)
-        with engine.begin() as connection:
-            audit(connection, user.name, "retrain", record["message"], client_of(request))
-        return admin_done("retrain")
-
-    # --- machines -------------------------------------------------------------------------------
-
-    def champion(model_name: str) -> str:
-        """models:/NAME/VERSION of the champion, re-read from MLflow every ALIAS_SECONDS."""
-        cached = champions.get(model_name)
-        if cached and time.monotonic() - cached[0] < ALIAS_SECONDS:
-            return cached[1]
-        uri = champion_version_uri(cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"model_name": model_name})}))
-        if not catalog.registered_by_pipeline(cfg, uri):
-            raise DataError(f"{uri} was not logged by a run of the pipeline's experiment {cfg.tracking.experiment!r}: it is not loaded")
-        champions[model_name] = (time.monotonic(), uri)
-        return uri
-
-    @app.post("/api/v1/score")
-    async def score_api(request: Request):
-        key = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        # The database, MLflow and the model are blocking calls: in the threadpool, the event loop serves other requests meanwhile.
-        model_name = await run_in_threadpool(key_model, key)
-        if model_name is None:  # before a byte of the body is read
-            return JSONResponse({"detail": "missing, unknown or revoked API key"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        body = await bounded_body(request)
-        if body is None:
-            return JSONResponse({"detail": f"the body is larger than {max_body_bytes} bytes (PYNOMALY_MAX_BODY_BYTES): send fewer rows per request"},
-                                status_code=413)
-        return await run_in_threadpool(score_rows, model_name, body)
-
-    def key_model(key: str) -> str | None:
-        with engine.connect() as connection:
-            return auth.api_key_model(connection, key)
-
-    async def bounded_body(request: Request) -> bytes | None:
-        """The body, or None once it passes max_body_bytes (by its Content-Length, or as it streams in without one)."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body_bytes:
-            return None
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def score_rows(model_name: str, body: bytes) -> JSONResponse | dict:
-        try:
-            body = json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser follows
-            return JSONResponse({"detail": "the body must be JSON, not nested deeper than a few hundred levels: {\"rows\": [{column: value, ...}, ...]}"},
-                                status_code=400)
-        rows = body.get("rows") if isinstance(body, dict) else None
-        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-            return JSONResponse({"detail": "the body must hold \"rows\": a non-empty list of objects, one per record"}, status_code=422)
-        try:
-            uri = champion(model_name)
-        except DataError as err:
-            return JSONResponse({"detail": str(err)}, status_code=404)
-        try:
-            result, scored = score_frame(reviewer.model(uri), pd.DataFrame(rows), "request")
-        except DataError as err:
-            return JSONResponse({"detail": str(err)}, status_code=422)
-        if len(result.rejected):
-            rejected = [{"row": int(r), "errors": e} for r, e in zip(result.rejected[ROW_COLUMN], result.rejected[ERRORS_COLUMN])]
-            detail = "; ".join(f"row {r['row']}: {r['errors']}" for r in rejected[:20])
-            return JSONResponse({"detail": f"{len(rejected)} of {result.n_rows} rows rejected, none scored: {detail}", "rejected": rejected}, status_code=422)
-        metrics.scored_rows.labels(model_name).inc(len(scored))
-        metrics.alerts.labels(model_name).inc(int(scored["is_anomaly"].sum()))
-        return {"model_uri": uri, "score": scored["score"].astype(float).tolist(), "is_anomaly": scored["is_anomaly"].astype(int).tolist()}
-
-    @app.get("/healthz")
-    def healthz():
-        with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-        return {"status": "ok"}
-
-    @app.get("/metrics")
-    def prometheus():
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    app.state.engine, app.state.reviewer = engine, reviewer
     return app
-
-
-def _escape(text: str) -> str:
-    from markupsafe import escape
-
-    return str(escape(text))

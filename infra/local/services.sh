@@ -184,7 +184,7 @@ default_permission = READ
 database_uri = sqlite:///$STATE/basic_auth.db
 admin_username = $(credential MLFLOW_ADMIN_USERNAME)
 admin_password = $(credential MLFLOW_ADMIN_PASSWORD)
-authorization_function = pynomaly_core.mlflow_auth:authenticate
+authorization_function = pynomaly_core.tracking.server_auth:authenticate
 EOF
   )
 }
@@ -197,7 +197,7 @@ curl_auth() {
 
 # The pipeline and reader users; every user may read (default_permission), a user may change only
 # the experiments and models it created, so the reader cannot move an alias or delete a version; only
-# the admin and the pipeline may create experiments and models (pynomaly_core.mlflow_auth).
+# the admin and the pipeline may create experiments and models (pynomaly_core.tracking.server_auth).
 create_mlflow_users() {
   local who answer
   for who in MLFLOW_PIPELINE MLFLOW_READER; do
