@@ -120,6 +120,32 @@ def test_a_flood_of_logins_on_sqlite_gets_no_500_and_keeps_the_limit_exact(tmp_p
     engine.dispose()
 
 
+def test_one_address_has_one_login_in_flight_so_its_flood_queues_ahead_of_nobody(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'workbench.db'}"
+    migrate(url)
+    engine = connect(url)
+    checking, release = threading.Event(), threading.Event()
+
+    class Slow:  # a password check that takes until released
+        def verify(self, hash, password):
+            checking.set()
+            release.wait(30)
+            raise auth.VerificationError
+
+    monkeypatch.setattr(auth, "_hasher", Slow())
+    first = threading.Thread(target=lambda: pytest.raises(auth.AuthError, auth.login, engine, "a", "x", "192.0.2.9"))
+    first.start()
+    assert checking.wait(30)
+    with pytest.raises(auth.TooManyAttempts, match="another login from this address is in progress"):
+        auth.login(engine, "b", "x", "192.0.2.9")
+    release.set()
+    first.join()
+    with pytest.raises(auth.AuthError) as raised:  # the address is free again
+        auth.login(engine, "b", "x", "192.0.2.9")
+    assert not isinstance(raised.value, auth.TooManyAttempts)
+    engine.dispose()
+
+
 def test_a_right_login_turns_its_attempt_into_the_login_entry(app):
     client = TestClient(app)
     assert try_login(client, "vic").status_code == 303

@@ -316,14 +316,14 @@ def test_a_burst_of_failed_logins_cannot_pass_the_limit(backend, tmp_path, reque
     attempts = 3 * auth.MAX_FAILED_LOGINS
     together, outcomes = threading.Barrier(attempts), []
 
-    def attempt():
+    def attempt(client: str):  # each from its own address: one address has one login at a time
         together.wait()
         try:
-            auth.login(engine, "tim", "wrong password", "test")
+            auth.login(engine, "tim", "wrong password", client)
         except auth.AuthError as err:
             outcomes.append(type(err).__name__)
 
-    threads = [threading.Thread(target=attempt) for _ in range(attempts)]
+    threads = [threading.Thread(target=attempt, args=(f"10.0.0.{i}",)) for i in range(attempts)]
     for thread in threads:
         thread.start()
     for thread in threads:

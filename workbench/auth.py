@@ -12,6 +12,7 @@ import os
 import secrets
 import threading
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -37,6 +38,10 @@ _hasher = PasswordHasher()
 # Under a flood each login then holds the database for milliseconds, and the cores for its own check only.
 _bookkeeping = threading.Lock()
 _checking = threading.BoundedSemaphore(os.cpu_count() or 1)
+# One login at a time per client address: a flood from one address is refused at once rather than queued ahead of
+# everyone else's logins (people behind one NAT logging in at the same instant retry; docs/security.md).
+_in_flight: set[str] = set()
+_in_flight_lock = threading.Lock()
 # Checked when the user does not exist, so an unknown name costs the same argon2 work as a known one.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 NAME_LENGTH = USERS.c.name.type.length
@@ -140,6 +145,19 @@ def _serialise(connection, name: str, client: str) -> None:
         connection.execute(USERS.update().where(USERS.c.name == name).values(name=USERS.c.name))
 
 
+@contextmanager
+def _one_at_a_time(client: str):
+    with _in_flight_lock:
+        if client in _in_flight:
+            raise TooManyAttempts("another login from this address is in progress; try again in a moment")
+        _in_flight.add(client)
+    try:
+        yield
+    finally:
+        with _in_flight_lock:
+            _in_flight.discard(client)
+
+
 def login(engine: sa.Engine, name: str, password: str, client: str) -> tuple[str, User]:
     """A new session's token for a right password; AuthError otherwise. Every failure is audited and counts towards the
     limits, whether or not the user exists (so names cannot be probed).
@@ -147,7 +165,11 @@ def login(engine: sa.Engine, name: str, password: str, client: str) -> tuple[str
     Three short transactions, none open during the argon2 check (tens of milliseconds of a core each), so a flood of
     logins never holds the database: the attempt is first recorded as a failure under the limits' lock, then the
     password is checked, then a right one turns that record into the login."""
-    name = normalise_name(name)[:NAME_LENGTH]
+    with _one_at_a_time(client):
+        return _login(engine, normalise_name(name)[:NAME_LENGTH], password, client)
+
+
+def _login(engine: sa.Engine, name: str, password: str, client: str) -> tuple[str, User]:
     with _bookkeeping, engine.begin() as connection:
         _serialise(connection, name, client)
         if recent_failures(connection, name) >= MAX_FAILED_LOGINS:
