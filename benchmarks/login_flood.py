@@ -21,6 +21,7 @@ import http.client
 import os
 import re
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -87,16 +88,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     os.environ.pop("PYNOMALY_DB_URL", None)
-    from pynomaly_core.config import load_config
-    from tests.conftest import write_config
     from workbench import auth
     from workbench.db import connect, migrate
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "configs").mkdir()
-        config = load_config(ROOT / "configs" / "demo.yaml")
-        write_config(config, folder / "configs" / "demo.yaml")
+        shutil.copy(ROOT / "configs" / "demo.yaml", folder / "configs" / "demo.yaml")
         url = f"sqlite:///{folder}/mlflow/workbench.db"  # where the server, run in `folder`, finds the config's default
         migrate(url)
         with connect(url).begin() as connection:
