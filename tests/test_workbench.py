@@ -26,6 +26,7 @@ from prefect import get_client
 from flows.training import training_flow
 from pynomaly_core import feedback, monitoring, stages
 from pynomaly_core.config import load_config
+from pynomaly_core.detectors.pu import KNOWN_NORMAL
 from pynomaly_core.active import member_scores, review_order
 from pynomaly_core.feedback import LABELS, batch_file, database_url, row_ids
 from pynomaly_core.preprocessing import features
@@ -549,7 +550,7 @@ def test_labels_stay_with_the_rows_they_were_given_on_when_the_batch_is_scored_a
         trained = feedback.labelled_rows(feedback_config(config))
         mine = trained[trained[feedback.BATCH_COLUMN] == name]
         pd.testing.assert_frame_equal(mine[columns].reset_index(drop=True), seen.loc[rows, columns].reset_index(drop=True), check_dtype=False)
-        assert mine[feedback.LABEL_COLUMN].tolist() == [int(decisions[row] == "anomaly") for row in rows]
+        assert mine[feedback.LABEL_COLUMN].tolist() == [1 if decisions[row] == "anomaly" else KNOWN_NORMAL for row in rows]
         batch_file(config, name).unlink(missing_ok=True)
 
     # A label sent from a page of the earlier version is refused rather than put on the new row.

@@ -1,0 +1,1 @@
+"""What the analysts' labels teach the models."""
