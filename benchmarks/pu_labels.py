@@ -37,6 +37,7 @@ VARIANTS = {
     "catboost": ("catboost", False, False, False),
     "hgb": ("hgb", False, False, False),
     "catboost+scores": ("catboost", True, False, False),
+    "catboost+dismissed": ("catboost", False, False, True),
     "catboost+scores+dismissed": ("catboost", True, False, True),
     "catboost+balanced": ("catboost", False, True, False),
 }

@@ -92,7 +92,5 @@ class PositiveUnlabelledBoosting(ModelDetector):
         return raw_scores(self.estimator_, self._features(X, fit=False))
 
 
-SPECS = [
-    DetectorSpec("pu_boost", PositiveUnlabelledBoosting, "pu_boost", lambda t: {"learner": t.suggest_categorical("pu_boost.learner", list(LEARNERS))},
-                 {"learner": "hgb"}),
-]
+# Not tuned in a search: a few labels cannot choose hyper-parameters without over-fitting (ADBench ran it untuned).
+SPECS = [DetectorSpec("pu_boost", PositiveUnlabelledBoosting, "pu_boost", lambda t: {}, {"learner": "hgb"})]
