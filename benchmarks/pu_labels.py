@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from pynomaly_core.bench import adbench_split, load_dataset, reveal_labels
+from pynomaly_core.selection.bench import adbench_split, load_dataset, reveal_labels
 from pynomaly_core.detectors import registry
 from pynomaly_core.detectors import pu
 

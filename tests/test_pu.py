@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pynomaly_core.bench import adbench_split, reveal_labels, run_one
+from pynomaly_core.selection.bench import adbench_split, reveal_labels, run_one
 from pynomaly_core.config import ThresholdConfig, TrainConfig
 from pynomaly_core.detectors import registry
 from pynomaly_core.detectors.pu import DISMISSED_WEIGHT, KNOWN_NORMAL, targets_and_weights
 from pynomaly_core.labels import pu
-from pynomaly_core.selection import calibration_split, make_selector
+from pynomaly_core.selection import make_selector
+from pynomaly_core.selection.base import calibration_split
 from tests.conftest import ADBENCH
 
 DEFAULT = TrainConfig(progress_bar=False)
@@ -74,7 +75,7 @@ def test_dismissed_rows_are_known_normals_to_the_learner():
 
 
 def test_dismissed_rows_never_calibrate_and_other_strategies_see_them_as_unknown(monkeypatch):
-    from pynomaly_core.search import ConsensusSearch
+    from pynomaly_core.selection.consensus import ConsensusSearch
 
     X_train, _, _, _ = split("WBC")
     y = np.resize(np.array([1, 0, KNOWN_NORMAL, 0]), len(X_train))

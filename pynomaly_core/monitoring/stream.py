@@ -23,12 +23,13 @@ from pathlib import Path
 import pandas as pd
 import redis
 
-from .config import PipelineConfig
-from .io import DataError, write_table
-from .monitoring import champion_version_uri
-from .scoring import append_to_store, load_model, score_frame
-from .tracking import setup
-from .validation import ERRORS_COLUMN
+from ..config import PipelineConfig
+from ..errors import DataError
+from ..data.io import write_table
+from ..scoring.files import append_to_store, load_model, score_frame
+from ..tracking.champion import champion_version_uri
+from ..tracking.store import setup
+from ..data.validation import ERRORS_COLUMN
 
 EVENT_ID = "event_id"
 # Reconnection backoff: first wait, longest wait, and how long Redis may stay away before the consumer gives up.
@@ -54,7 +55,7 @@ class StreamScorer:
         # instead of failing the whole read.
         self.redis = redis.Redis.from_url(self.options.redis_url)
         setup(cfg.tracking)
-        self.model_uri = champion_version_uri(cfg)
+        self.model_uri = champion_version_uri(cfg.registry.model_name)
         self.model = load_model(self.model_uri, cfg.tracking)
         self.store = Path(cfg.monitoring.scored_dir) / "stream"
         self._recovered = False

@@ -14,13 +14,18 @@ from mlflow import MlflowClient
 from mlflow.data.dataset_source_registry import get_dataset_source_from_json
 from mlflow.exceptions import MlflowException
 
-from .config import TrackingConfig, TrainConfig
+from ..config import TrackingConfig, TrainConfig
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 def tracking_uri(tracking: TrackingConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri
+
+
+def store_uri(tracking: TrackingConfig | None = None) -> str:
+    """The MLflow store's address: MLFLOW_TRACKING_URI or the config's, a SQLite path made absolute."""
+    return absolute_sqlite(tracking_uri(tracking or TrackingConfig()))
 
 
 def optuna_storage(train: TrainConfig) -> str:
@@ -65,7 +70,7 @@ def use_store(uri: str) -> None:
 
 def setup(tracking: TrackingConfig) -> str:
     """Point MLflow at MLFLOW_TRACKING_URI, or the embedded default, and select the experiment."""
-    uri = absolute_sqlite(tracking_uri(tracking))
+    uri = store_uri(tracking)
     use_store(uri)
     if mlflow.get_experiment_by_name(tracking.experiment) is None:
         # A local store keeps artifacts beside its database; a server decides for itself.

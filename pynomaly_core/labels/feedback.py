@@ -30,11 +30,11 @@ import pandas as pd
 import pandera.pandas as pa
 import sqlalchemy as sa
 
-from .config import PipelineConfig
-from .detectors.pu import KNOWN_NORMAL
-from .io import DataError
-from .tracking import absolute_sqlite
-from .validation import build_schema
+from ..config import PipelineConfig
+from ..detectors.pu import KNOWN_NORMAL
+from ..errors import DataError
+from ..tracking.store import absolute_sqlite
+from ..data.validation import build_schema
 
 ANOMALY, NORMAL, UNSURE = "anomaly", "normal", "unsure"  # confirm, dismiss, unsure
 LABEL_COLUMN = "_feedback_label"  # 1 = confirmed anomaly, KNOWN_NORMAL (-1) = dismissed, 0 = never labelled
