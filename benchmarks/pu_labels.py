@@ -66,13 +66,16 @@ def dismissed_rows(y_train, known, iforest_train) -> np.ndarray:
     return top[(y_train[top] == 0) & (known[top] == 0)]
 
 
-def run(dirs: list[Path], labels: str, cache: Path, variants: list[str], progress=print) -> pd.DataFrame:
+def run(dirs: list[Path], labels: str, cache: Path, variants: list[str], only: list[str] | None = None, seeds=SEEDS,
+        progress=print) -> pd.DataFrame:
     cache.mkdir(parents=True, exist_ok=True)
     rows = []
     for directory in dirs:
         for path in sorted(directory.glob("*.npz"), key=lambda p: p.stem.lower()):
+            if only and path.stem not in only:
+                continue
             X, y = load_dataset(path)
-            for seed in SEEDS:
+            for seed in seeds:
                 X_train, X_test, y_train, y_test = adbench_split(X, y, seed)
                 known = reveal(y_train, labels, seed)
                 scores_train, scores_test, lf_seconds = label_free(path.stem, X_train, X_test, seed, cache)
@@ -199,6 +202,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="*", type=Path)
     parser.add_argument("--labels", default="1%", help="'1%%' (a share of the training anomalies) or a count such as 5")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--datasets", nargs="+", help="only these datasets (by file name without .npz)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/pu_cache"))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path)
@@ -215,7 +220,7 @@ def main() -> None:
     if args.table:
         table = pd.concat([pd.read_csv(path) for path in args.table])
     else:
-        table = run(args.dirs, args.labels, args.cache, args.variants)
+        table = run(args.dirs, args.labels, args.cache, args.variants, args.datasets, args.seeds)
         if args.out:
             table.to_csv(args.out, index=False)
     columns = [c for c in ("iforest", *VARIANTS) if c in table.columns]
@@ -227,12 +232,13 @@ def main() -> None:
             table = with_blends(table, args.dirs, args.cache, args.blend, args.dismissed)
             print(summary(table, ["iforest", "catboost", *[f"blend_k{k:g}" for k in K_GRID]], "catboost").to_string(index=False))
             lodo = lodo_blend(table, "catboost")
-            per_dataset = table.groupby(["group", "dataset"])[["iforest", "catboost", args.blend]].mean().reset_index().merge(lodo)
-            per_dataset[["iforest", "catboost", args.blend, "blend_lodo"]] *= 100
+            learners = list(dict.fromkeys(["iforest", "catboost", args.blend]))
+            per_dataset = table.groupby(["group", "dataset"])[learners].mean().reset_index().merge(lodo)
+            per_dataset[[*learners, "blend_lodo"]] *= 100
             per_dataset["blend - catboost"] = per_dataset["blend_lodo"] - per_dataset["catboost"]
             per_dataset["blend - iforest"] = per_dataset["blend_lodo"] - per_dataset["iforest"]
             print(per_dataset.round(2).to_string(index=False))
-            print(per_dataset.groupby("group")[["iforest", "catboost", args.blend, "blend_lodo", "blend - catboost", "blend - iforest"]]
+            print(per_dataset.groupby("group")[[*learners, "blend_lodo", "blend - catboost", "blend - iforest"]]
                   .agg(["mean", "min"]).round(2).to_string())
 
 

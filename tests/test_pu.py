@@ -33,27 +33,35 @@ def test_without_labels_the_default_is_iforest_itself():
     np.testing.assert_array_equal(selection.model.decision_function(X_test), iforest.decision_function(X_test))
 
 
-def test_the_rule_depends_on_the_label_counts_only():
+def test_the_rule_depends_on_the_label_counts_only(monkeypatch):
     assert pu.learner_weight(0) == 0 and pu.learner_weight(0, 40) == 0  # dismissed rows alone: nothing to learn anomalies from
+    assert pu.HALF_WEIGHT_LABELS == 0 and pu.learner_weight(1) == 1  # as fitted: the learner alone from the first label
+    monkeypatch.setattr(pu, "HALF_WEIGHT_LABELS", 2.0)  # the rule's form, with a k that leaves IForest a share
     weights = [pu.learner_weight(n) for n in (1, 2, 5, 10, 100)]
-    assert weights == sorted(weights) and 0 < weights[0] and weights[-1] < 1
-    assert pu.learner_weight(3) == pytest.approx(3 / (3 + pu.HALF_WEIGHT_LABELS))
-    assert pu.learner_weight(1, 10) > pu.learner_weight(1)  # dismissed rows add to the labels' weight
+    assert weights == sorted(weights) and 0 < weights[0] and weights[-1] < 1 and pu.learner_weight(2) == 0.5
+    assert pu.learner_weight(1, 10) == pytest.approx(3 / 5)  # a dismissed row counts as a fifth of a labelled anomaly
 
 
-def test_with_labels_the_learner_joins_iforest_by_the_rule():
+def test_with_labels_the_default_is_the_plain_learner():
     X_train, X_test, y_train, y_test = split("cardio")
     known = reveal_labels(y_train, 0.0, seed=1, count=5)
     assert known.sum() == 5 and (y_train[known == 1] == 1).all()
     selection = make_selector(DEFAULT.model_copy(update={"use_labels": True}), seed=1).select(X_train, known)
-    weight = pu.learner_weight(5)
-    assert selection.params["members"] == ["iforest", "pu_boost"] and selection.params["weights"] == pytest.approx([1 - weight, weight])
-    learner = registry.get("pu_boost").build(pu.LEARNER_PARAMS, 0.1, 1).fit(X_train, known)
-    iforest = registry.get("iforest").build({}, 0.1, 1).fit(X_train)
-    blended = roc_auc_score(y_test, selection.model.decision_function(X_test))
-    # Five labelled anomalies of 123 teach the learner more than chance, and the blend keeps IForest's ranking in it.
-    assert roc_auc_score(y_test, learner.decision_function(X_test)) > 0.75
-    assert blended > min(roc_auc_score(y_test, iforest.decision_function(X_test)), roc_auc_score(y_test, learner.decision_function(X_test)))
+    plain = registry.get("pu_boost").build({"learner": "catboost"}, 0.1, 1).fit(X_train, known)
+    assert (selection.detector, selection.params) == ("pu_boost", {"learner": "catboost"})
+    np.testing.assert_array_equal(selection.model.decision_function(X_test), plain.decision_function(X_test))
+    # Five labelled anomalies of 123 teach it more than chance on rows it never saw.
+    assert roc_auc_score(y_test, plain.decision_function(X_test)) > 0.75
+
+
+def test_a_share_for_iforest_makes_a_rank_blend(monkeypatch):
+    monkeypatch.setattr(pu, "HALF_WEIGHT_LABELS", 5.0)
+    X_train, X_test, y_train, _ = split("cardio")
+    known = reveal_labels(y_train, 0.0, seed=1, count=5)
+    selection = make_selector(DEFAULT.model_copy(update={"use_labels": True}), seed=1).select(X_train, known)
+    assert selection.params["members"] == ["iforest", "pu_boost"] and selection.params["weights"] == pytest.approx([0.5, 0.5])
+    members = selection.model.member_percentiles(X_test)
+    np.testing.assert_allclose(selection.model.decision_function(X_test), members.mean(axis=1))
 
 
 def test_dismissed_rows_are_known_normals_to_the_learner():
@@ -121,8 +129,8 @@ def test_bench_prints_the_plain_pu_classifier_beside_iforest(tmp_path, capsys):
     known = reveal_labels(y_train, 0.0, 1, count=3)
     plain = registry.get("pu_boost").build({"learner": "catboost"}, 0.1, 1).fit(X_train, known)
     assert result["n_labelled"] == 3 and result["pu_aucroc"] == round(roc_auc_score(y_test, plain.decision_function(X_test)), 4)
-    assert report["label_count"] == 3 and result["detector"] == "iforest+pu_boost(learner=catboost) (weights " + ", ".join(
-        f"{w:g}" for w in (1 - pu.learner_weight(3), pu.learner_weight(3))) + ")"
+    assert report["label_count"] == 3 and result["detector"] == "pu_boost(learner=catboost)"
+    assert result["aucroc"] == result["pu_aucroc"]  # the default with labels is the plain classifier, fitted alike
     printed = capsys.readouterr().out
     assert "plain_pu" in printed and "against the plain PU classifier (ADBench's CatBoost): mean" in printed
     assert main(["bench", str(tmp_path), "--labels", "0"]) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..detectors import registry
 from ..labels import pu
-from .base import Selection, Selector, ensemble_spec
+from .base import Selection, Selector, ensemble_spec, fixed_params
 
 CRITERION = "labels_rule_weight"
 
@@ -25,5 +25,7 @@ class DefaultSelector(Selector):
         weight = pu.learner_weight(*pu.label_counts(y))
         if weight == 0:
             return Selection(pu.LABEL_FREE, {}, 0.0, CRITERION), registry.get(pu.LABEL_FREE)
+        if weight == 1:  # IForest would weigh nothing: not fitted
+            return Selection(pu.LEARNER, dict(pu.LEARNER_PARAMS), 1.0, CRITERION), fixed_params(registry.get(pu.LEARNER), pu.LEARNER_PARAMS)
         spec = blend_spec(weight)
         return Selection(spec.name, spec.search_space(None), weight, CRITERION), spec
