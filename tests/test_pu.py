@@ -141,3 +141,22 @@ def test_bench_without_labels_has_no_pu_column():
     data = np.load(ADBENCH / "WBC.npz")
     row = run_one(data["X"].astype(float), data["y"].astype(int), seed=1, label_fraction=0.0, train=DEFAULT)
     assert row["detector"] == "iforest" and row["aucroc"] == row["iforest_aucroc"] and "pu_aucroc" not in row
+
+
+@pytest.mark.parametrize("use_labels, detector", [(False, "iforest"), (True, "pu_boost")])
+def test_the_train_stage_trains_the_default(workdir, use_labels, detector):
+    import joblib
+    from mlflow import MlflowClient
+
+    from pynomaly_core import stages
+    from tests.conftest import demo_config
+
+    config = demo_config(strategy="default", use_labels=use_labels)
+    stages.validate(config)
+    stages.preprocess(config)
+    trained = stages.train(config)
+    assert trained.detector == detector and trained.criterion == "labels_rule_weight"
+    assert trained.selection_score == (1.0 if use_labels else 0.0)  # the learner's weight: all of it from the first label
+    assert type(joblib.load(config.paths.model)[-1]).__name__ == ("PositiveUnlabelledBoosting" if use_labels else "PyODDetector")
+    run = MlflowClient().get_run(trained.run_id)
+    assert run.data.tags["selection.strategy"] == "default"
