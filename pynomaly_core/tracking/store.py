@@ -103,11 +103,8 @@ def git_commit() -> str:
 
 def file_md5(path: str | Path) -> str:
     """The MD5 that DVC records for a file (dvc.lock), so a run can be matched to its data version."""
-    digest = hashlib.md5(usedforsecurity=False)  # DVC's content id, not a security hash
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    with open(path, "rb") as handle:  # DVC's content id, not a security hash
+        return hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
 @dataclass
