@@ -21,8 +21,6 @@ KNOWN_NORMAL = -1
 # Fixed before measuring: a dismissed row counts as five unknown ones (docs/model-selection.md).
 DISMISSED_WEIGHT = 5.0
 LEARNERS = ("catboost", "hgb")
-# XGBOD's idea (Zhao & Hryniewicki 2018): label-free detectors' scores as extra features.
-SCORE_FEATURES = ("iforest", "knn", "lof", "hbos", "ecod")
 
 
 def targets_and_weights(y, class_weight: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -65,31 +63,21 @@ def raw_scores(model, X) -> np.ndarray:
 
 class PositiveUnlabelledBoosting(ModelDetector):
     """`pu_boost`. params: `learner` (catboost, the default, or hgb), `class_weight` (None or
-    balanced), `score_features` (True: the label-free detectors' scores join the features)."""
+    balanced). The label-free detectors' scores as extra features (XGBOD's idea) were measured
+    and dropped (docs/model-selection.md)."""
 
     backend = "pu"
     python_dependencies = ("sklearn", "catboost")
     needs_labels = True
 
-    def _features(self, X, fit: bool):
-        if not (self.params or {}).get("score_features"):
-            return X
-        if fit:
-            from . import registry  # the registry lists this module
-
-            self.score_detectors_ = [registry.get(name).build({}, self.contamination, self.random_state).fit(X) for name in SCORE_FEATURES]
-            return np.column_stack([X, *[d.decision_scores_ for d in self.score_detectors_]])
-        return np.column_stack([X, *[d.decision_function(X) for d in self.score_detectors_]])
-
     def _fit(self, X, y):
         params = self.params or {}
         target, weight = targets_and_weights(y, params.get("class_weight"))
-        self.estimator_ = classifier(params.get("learner", "catboost"), self.random_state)
-        self.estimator_.fit(self._features(X, fit=True), target, sample_weight=weight)
-        return self._score(X)
+        self.estimator_ = classifier(params.get("learner", "catboost"), self.random_state).fit(X, target, sample_weight=weight)
+        return raw_scores(self.estimator_, X)
 
     def _score(self, X):
-        return raw_scores(self.estimator_, self._features(X, fit=False))
+        return raw_scores(self.estimator_, X)
 
 
 # Not tuned in a search: a few labels cannot choose hyper-parameters without over-fitting (ADBench ran it untuned).
