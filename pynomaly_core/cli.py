@@ -90,6 +90,8 @@ def _bench(args) -> int:
     started = time.perf_counter()
     config = load_config(args.config) if args.config else None
     train = config.train if config else TrainConfig()
+    if args.strategy:
+        train = train.model_copy(update={"strategy": args.strategy})
     threshold = config.threshold if config else ThresholdConfig()
     if args.target_fpr is not None:
         try:
@@ -98,13 +100,16 @@ def _bench(args) -> int:
             raise ConfigError(f"--target-fpr {args.target_fpr}: {err.errors()[0]['msg']}") from None
     if args.lodo and train.strategy != "meta":
         raise ConfigError(f"--lodo leaves datasets out of the meta-selection knowledge base; train.strategy is {train.strategy}")
-    overrides = {"storage": "sqlite:///:memory:", "progress_bar": False, "use_labels": args.label_fraction > 0}
+    if args.labels is not None and (args.labels < 1 or args.label_fraction):
+        raise ConfigError(f"--labels {args.labels}: give a count of at least 1 labelled anomaly, or --label-fraction, not both")
+    overrides = {"storage": "sqlite:///:memory:", "progress_bar": False, "use_labels": args.label_fraction > 0 or bool(args.labels)}
     if args.n_trials:
         overrides["n_trials"] = args.n_trials
     if args.timeout:
         overrides["timeout"] = args.timeout
     report = run_benchmark(
-        args.data_dir, args.label_fraction, args.seeds, train.model_copy(update=overrides), leave_one_out=args.lodo, threshold=threshold
+        args.data_dir, args.label_fraction, args.seeds, train.model_copy(update=overrides), leave_one_out=args.lodo, threshold=threshold,
+        label_count=args.labels,
     )
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_report(report, args.out)
@@ -112,6 +117,8 @@ def _bench(args) -> int:
         table = comparison_table(report, args.data_dir / "anchors_aucroc.csv")
         print(table.to_string())
         print(against_iforest(table))
+        if "minus_plain_pu" in table:
+            print(against_iforest(table, "minus_plain_pu", "the plain PU classifier (ADBench's CatBoost)"))
     print(f"mean AUCROC {report['mean_aucroc']}  ({len(report['errors'])} failed)  wall time {report['wall_seconds']} s  -> {args.out}")
     if threshold.target_fpr is not None and report["results"]:
         gap = report["mean_threshold_fpr"] - threshold.target_fpr
@@ -307,12 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure model selection on ADBench-style .npz datasets")
     bench.add_argument("data_dir", type=Path)
     bench.add_argument("--label-fraction", type=float, default=0.0, help="share of training anomalies revealed")
+    bench.add_argument("--labels", type=int, help="this many training anomalies revealed (a count, as an analyst gives them)")
     bench.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     bench.add_argument("--out", type=Path, default=Path("results.json"))
     bench.add_argument("--config", help="a pipeline config whose train section sets the search (default: the built-in defaults)")
     bench.add_argument("--n-trials", type=int, help="override train.n_trials")
     bench.add_argument("--timeout", type=float, help="override train.timeout, seconds per dataset and seed")
-    bench.add_argument("--lodo", action="store_true", help="leave each dataset out of the meta-selection knowledge base")
+    bench.add_argument("--lodo", action="store_true", help="leave each dataset out of the meta-selection knowledge base (--strategy meta)")
+    bench.add_argument("--strategy", choices=["default", "meta", "consensus"], help="override train.strategy")
     bench.add_argument("--target-fpr", type=float, help="override threshold.target_fpr: a conformal threshold for this false-positive rate")
     bench.set_defaults(handler=_bench)
 

@@ -115,8 +115,10 @@ class PreprocessConfig(Strict):
 
 
 class TrainConfig(Strict):
-    strategy: Literal["meta", "consensus"] = Field(
-        "meta", description="meta: learned label-free ranking (tabular, detectors: all); consensus: Optuna search. See docs/model-selection.md"
+    strategy: Literal["default", "meta", "consensus"] = Field(
+        "default",
+        description="default: IForest, with labels blended with a positive-unlabelled learner (tabular, detectors: all); "
+        "meta: learned label-free ranking; consensus: Optuna search. See docs/model-selection.md",
     )
     ensemble_size: int = Field(
         3, ge=1, description="meta: IForest and the best-predicted others in the label-free rank ensemble; consensus: best trials rank-averaged, kept when it wins (1 = off)"

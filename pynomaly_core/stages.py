@@ -265,7 +265,7 @@ def _log_feedback(fit_rows: pd.DataFrame) -> None:
     """Which workbench labels this training used: counts as params (n_stale: unversioned labels left
     out, their batch file rewritten since), the batches as a tag."""
     labelled = fit_rows[fit_rows[feedback.BATCH_COLUMN].notna()]
-    n_anomalies = int(labelled[feedback.LABEL_COLUMN].sum())
+    n_anomalies = int((labelled[feedback.LABEL_COLUMN] == 1).sum())
     mlflow.log_params({"feedback.n_labels": len(labelled), "feedback.n_anomalies": n_anomalies, "feedback.n_normal": len(labelled) - n_anomalies,
                        "feedback.n_stale": fit_rows.attrs[feedback.N_STALE]})
     mlflow.set_tag("feedback.batches", ",".join(sorted(labelled[feedback.BATCH_COLUMN].unique()))[:5000])

@@ -17,7 +17,7 @@ ALLOWED = {
     "data": {"config", "errors", "detectors"},
     "tracking": {"config", "errors"},
     "evaluation": {"config", "errors", "detectors", "data"},
-    "selection": {"config", "errors", "detectors", "data", "evaluation", "tracking"},
+    "selection": {"config", "errors", "detectors", "data", "evaluation", "tracking", "labels"},
     "labels": {"config", "errors", "detectors", "data", "tracking"},
     "scoring": {"config", "errors", "detectors", "data", "tracking"},
     "monitoring": {"config", "errors", "detectors", "data", "tracking", "scoring"},

@@ -188,7 +188,7 @@ def test_lodo_leaves_out_every_development_dataset_sharing_rows_by_content(tmp_p
 
     monkeypatch.setattr(metaselect.MetaSelector, "__init__", spy)
     out = tmp_path / "r.json"
-    assert main(["bench", str(tmp_path), "--seeds", "1", "--lodo", "--out", str(out)]) == 0
+    assert main(["bench", str(tmp_path), "--seeds", "1", "--strategy", "meta", "--lodo", "--out", str(out)]) == 0
     (result,) = json.loads(out.read_text())["results"]
     assert sorted(result["left_out"]) == ["WBC", "breastw"]
     (kb,) = handed

@@ -85,7 +85,7 @@ def test_every_detector_whose_packages_are_installed_is_available():
         assert spec.missing_packages == [p for p in dependencies if p not in installed], spec.name
         for package in set(dependencies) & set(installed):  # what the registered model's pip requirements will name
             assert set(packages.distributions(package)) <= {d for p in installed.values() for d in p}, package
-    assert semi_supervised_candidates() == ["xgbod", "pu_logistic"]  # `make test` installs every extra
+    assert semi_supervised_candidates() == ["xgbod", "pu_logistic", "pu_boost"]  # `make test` installs every extra
 
 
 def test_the_models_pip_requirements_name_the_distributions_of_its_detectors():
@@ -207,9 +207,9 @@ def test_device_auto_picks_the_gpu_only_when_there_is_one():
 
 def test_semi_supervised_detector_is_tagged_and_refuses_to_fit_without_labels(tiny):
     X, y = tiny
-    assert [s.name for s in find(needs_labels=True)] == ["xgbod", "pu_logistic"]
-    assert not {"xgbod", "pu_logistic"} & set(default_candidates()) and "xgboost" in REGISTRY["xgbod"].tags["python_dependencies"]
-    for spec in (REGISTRY["xgbod"], REGISTRY["pu_logistic"]):
+    assert [s.name for s in find(needs_labels=True)] == ["xgbod", "pu_logistic", "pu_boost"]
+    assert not {"xgbod", "pu_logistic", "pu_boost"} & set(default_candidates()) and "xgboost" in REGISTRY["xgbod"].tags["python_dependencies"]
+    for spec in (REGISTRY["xgbod"], REGISTRY["pu_logistic"], REGISTRY["pu_boost"]):
         for labels in (None, np.zeros_like(y)):
             with pytest.raises(ValueError, match=f"detector '{spec.name}' is semi-supervised: fit it with labels holding at least one anomaly"):
                 spec.build(spec.test_params).fit(X, labels)

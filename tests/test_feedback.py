@@ -15,6 +15,7 @@ from alembic.config import Config
 
 from pynomaly_core.labels import feedback
 from pynomaly_core.errors import DataError
+from pynomaly_core.detectors.pu import KNOWN_NORMAL
 from tests.conftest import ROOT, demo_config
 from workbench.db import connect, migrate
 from workbench.retrain import feedback_config
@@ -58,7 +59,7 @@ def test_unversioned_labels_count_only_until_their_batch_file_is_rewritten(tmp_p
     rows = feedback.labelled_rows(config)
     columns = list(config.data.columns)
     pd.testing.assert_frame_equal(rows[columns], scored.head(2)[columns], check_dtype=False)
-    assert rows[feedback.LABEL_COLUMN].tolist() == [1, 0] and rows.attrs[feedback.N_STALE] == 0
+    assert rows[feedback.LABEL_COLUMN].tolist() == [1, KNOWN_NORMAL] and rows.attrs[feedback.N_STALE] == 0
 
     # An analyst changes the first row's label after the upgrade: it replaces the unversioned one.
     version = feedback.read_batch(path)[1]
@@ -70,7 +71,7 @@ def test_unversioned_labels_count_only_until_their_batch_file_is_rewritten(tmp_p
     assert latest.set_index("row_id")["label"].to_dict() == {ids[0]: "normal", ids[1]: "normal", ids[2]: "unsure"}
     rows = feedback.labelled_rows(config)
     pd.testing.assert_frame_equal(rows[columns], scored.iloc[[1, 0]][columns].reset_index(drop=True), check_dtype=False)
-    assert rows[feedback.LABEL_COLUMN].tolist() == [0, 0]
+    assert rows[feedback.LABEL_COLUMN].tolist() == [KNOWN_NORMAL, KNOWN_NORMAL]
 
     # The batch scored again: other rows under the same ids.
     source.iloc[5:10].assign(sample_id=scored["sample_id"].to_numpy(), score=0.0, is_anomaly=0).to_parquet(path)

@@ -31,7 +31,7 @@ def project(tmp_path_factory):
         patch.chdir(root)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         with prefect_harness():
-            state = training_flow(demo_config(strategy="meta"), return_state=True)  # what `make run` does
+            state = training_flow(demo_config(strategy="meta"), return_state=True)  # the meta strategy end to end, as `make run` with strategy: meta
         yield root, state
         mlflow.set_tracking_uri(None)
 

@@ -185,7 +185,7 @@ def test_meta_selection_with_few_labels_tries_the_top_candidates_the_ensemble_an
     known = np.zeros_like(y)
     known[np.flatnonzero(y == 1)[:2]] = 1  # two labelled anomalies, every other row unknown
     storage = f"sqlite:///{tmp_path}/o.db"
-    train = TrainConfig(use_labels=True, meta_candidates=4, storage=storage, progress_bar=False)
+    train = TrainConfig(strategy="meta", use_labels=True, meta_candidates=4, storage=storage, progress_bar=False)
     _, selection = train_detector(X, known, train, seed=0, study_name="few")
     assert selection.n_trials == 6
     trials = optuna.load_study(study_name="few", storage=storage).trials

@@ -27,6 +27,7 @@ from pynomaly_core.labels import feedback
 from pynomaly_core.monitoring import monitor as monitoring
 from pynomaly_core import stages
 from pynomaly_core.config import load_config
+from pynomaly_core.detectors.pu import KNOWN_NORMAL
 from pynomaly_core.labels.review import member_scores, review_order
 from pynomaly_core.labels.feedback import LABELS, batch_file, database_url, row_ids
 from pynomaly_core.data.preprocessing import features
@@ -573,7 +574,7 @@ def test_labels_stay_with_the_rows_they_were_given_on_when_the_batch_is_scored_a
         trained = feedback.labelled_rows(feedback_config(config))
         mine = trained[trained[feedback.BATCH_COLUMN] == name]
         pd.testing.assert_frame_equal(mine[columns].reset_index(drop=True), seen.loc[rows, columns].reset_index(drop=True), check_dtype=False)
-        assert mine[feedback.LABEL_COLUMN].tolist() == [int(decisions[row] == "anomaly") for row in rows]
+        assert mine[feedback.LABEL_COLUMN].tolist() == [1 if decisions[row] == "anomaly" else KNOWN_NORMAL for row in rows]
         batch_file(config, name).unlink(missing_ok=True)
 
     # A label sent from a page of the earlier version is refused rather than put on the new row.

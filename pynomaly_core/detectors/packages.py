@@ -19,7 +19,8 @@ PACKAGES: dict[str, dict] = {
     "jax": {"distributions": ("jax", "jaxlib"), "extra": "jax"},
     "torch_geometric": {"distributions": ("torch-geometric",), "extra": "graph"},
     "pygod": {"extra": "graph"},
-    "xgboost": {"distributions": ("xgboost-cpu",), "extra": "xgbod"},  # the CPU build; see pyproject.toml
+    "xgboost": {"distributions": ("xgboost-cpu",), "extra": "xgbod"},
+    "catboost": {"extra": "labels"},  # the positive-unlabelled learner (detectors/pu.py)  # the CPU build; see pyproject.toml
 }
 
 

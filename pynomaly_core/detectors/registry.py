@@ -6,10 +6,10 @@ detector is fitted, so loading the registry stays cheap.
 
 from __future__ import annotations
 
-from . import graph, jax, pyod, sklearn, tensorflow, timeseries, torch
+from . import graph, jax, pu, pyod, sklearn, tensorflow, timeseries, torch
 from .spec import DetectorSpec
 
-REGISTRY: dict[str, DetectorSpec] = {spec.name: spec for spec in [*pyod.SPECS, *sklearn.SPECS, *torch.SPECS, *tensorflow.SPECS, *jax.SPECS, *timeseries.SPECS, *graph.SPECS]}
+REGISTRY: dict[str, DetectorSpec] = {spec.name: spec for spec in [*pyod.SPECS, *sklearn.SPECS, *pu.SPECS, *torch.SPECS, *tensorflow.SPECS, *jax.SPECS, *timeseries.SPECS, *graph.SPECS]}
 
 
 def get(name: str) -> DetectorSpec:

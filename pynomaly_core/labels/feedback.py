@@ -25,17 +25,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import sqlalchemy as sa
 
 from ..config import PipelineConfig
+from ..detectors.pu import KNOWN_NORMAL
 from ..errors import DataError
 from ..tracking.store import absolute_sqlite
 from ..data.validation import build_schema
 
 ANOMALY, NORMAL, UNSURE = "anomaly", "normal", "unsure"  # confirm, dismiss, unsure
-LABEL_COLUMN = "_feedback_label"  # 1 = confirmed anomaly, 0 = dismissed or never labelled
+LABEL_COLUMN = "_feedback_label"  # 1 = confirmed anomaly, KNOWN_NORMAL (-1) = dismissed, 0 = never labelled
 BATCH_COLUMN = "_feedback_batch"
 POSITION_PREFIX = "#"  # a row id of a batch without an id column: its position, e.g. "#17"
 N_STALE = "n_stale_labels"  # attrs key of labelled_rows' frame: unversioned labels left out
@@ -128,7 +130,7 @@ def row_ids(frame: pd.DataFrame, id_column: str | None) -> pd.Series:
 
 def labelled_rows(cfg: PipelineConfig) -> pd.DataFrame:
     """The confirmed and dismissed rows of this model's scored batches, with their features as the
-    analyst saw them (checked against data.columns), LABEL_COLUMN (1 confirmed, 0 dismissed) and
+    analyst saw them (checked against data.columns), LABEL_COLUMN (1 confirmed, KNOWN_NORMAL dismissed) and
     BATCH_COLUMN. Unsure rows are left out, and so are unversioned labels whose batch file was
     rewritten or removed since; attrs[N_STALE] counts those."""
     engine = sa.create_engine(database_url(cfg))
@@ -166,6 +168,7 @@ def labelled_rows(cfg: PipelineConfig) -> pd.DataFrame:
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases[["column", "check", "failure_case"]].head(5).to_dict("records")
         raise DataError(f"train.labels is feedback but labelled rows no longer fit data.columns: {cases}") from None
-    rows = rows.assign(**{LABEL_COLUMN: (decided["label"] == ANOMALY).astype(int).to_numpy(), BATCH_COLUMN: decided["batch"].to_numpy()})
+    label = np.where(decided["label"] == ANOMALY, 1, KNOWN_NORMAL)
+    rows = rows.assign(**{LABEL_COLUMN: label, BATCH_COLUMN: decided["batch"].to_numpy()})
     rows.attrs[N_STALE] = n_stale
     return rows

@@ -1,5 +1,6 @@
 """Model selection: the shared base (`base`: `Selection`, `Selector`, the calibration split), one
-module per strategy (`metaselect`: meta-selection from the knowledge base `selection_kb.json`;
+module per strategy (`default`: IForest, with labels blended with a positive-unlabelled learner;
+`metaselect`: meta-selection from the knowledge base `selection_kb.json`;
 `consensus`: the Optuna consensus search), the Optuna study (`study`) and `pynomaly bench` (`bench`).
 `make_selector` lives here, above the strategies, so no strategy imports it back."""
 
@@ -8,14 +9,15 @@ from __future__ import annotations
 from ..config import ThresholdConfig, TrainConfig
 from .base import Selector
 from .consensus import ConsensusSearch
+from .default import DefaultSelector
 from .metaselect import MetaSelector
 
 
 def selector_class(train: TrainConfig, input: str = "tabular") -> type[Selector]:
     """The strategy of `train.strategy`. The knowledge base describes tabular data and the default
     detectors: named detectors, a series or a graph always go to the consensus search."""
-    if train.strategy == "meta" and train.detectors == "all" and input == "tabular":
-        return MetaSelector
+    if train.detectors == "all" and input == "tabular":
+        return {"default": DefaultSelector, "meta": MetaSelector}.get(train.strategy, ConsensusSearch)
     return ConsensusSearch
 
 
@@ -23,6 +25,7 @@ def make_selector(train: TrainConfig, threshold: ThresholdConfig = ThresholdConf
                   input: str = "tabular", knowledge_base: dict | None = None, **options) -> Selector:
     """The selector of `train.strategy` (`selector_class`), built once from the config.
     `knowledge_base` replaces the shipped one (`pynomaly bench --lodo` hands one without the dataset under test)."""
-    if selector_class(train, input) is MetaSelector:
+    strategy = selector_class(train, input)
+    if strategy is MetaSelector:
         return MetaSelector(train, threshold, seed, input=input, knowledge_base=knowledge_base, **options)
-    return ConsensusSearch(train, threshold, seed, input=input, **options)
+    return strategy(train, threshold, seed, input=input, **options)

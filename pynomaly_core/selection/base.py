@@ -1,7 +1,8 @@
 """What every selection strategy shares: the `Selection` it returns, the calibration split it
 owns, and the final fit. `make_selector(train, ...)` builds the strategy's selector once from the
 config; the `train` stage, the parallel workers and `pynomaly bench` call `select(X, y)` alike.
-Strategies: `metaselect.MetaSelector` (`meta`) and `consensus.ConsensusSearch` (`consensus`)."""
+Strategies: `default.DefaultSelector` (`default`), `metaselect.MetaSelector` (`meta`) and
+`consensus.ConsensusSearch` (`consensus`)."""
 
 from __future__ import annotations
 
@@ -65,12 +66,14 @@ def calibration_split(y: np.ndarray | None, n_rows: int, threshold: ThresholdCon
     """Training rows to select and fit on, and rows held aside to calibrate `threshold.target_fpr` (seeded).
 
     Known anomalies (y == 1) always stay with the fit rows: a false-positive rate is calibrated
-    on normal rows, and the labelled objective and semi-supervised detectors need them.
+    on normal rows, and the labelled objective and semi-supervised detectors need them. So do rows
+    an analyst dismissed (`KNOWN_NORMAL`): the learner needs them, and they were picked for their
+    high scores, so as calibration rows they would not be exchangeable with new normal rows.
     """
     every_row = np.arange(n_rows)
     if threshold.target_fpr is None:
         return every_row, every_row[:0]
-    unlabelled = every_row if y is None else np.flatnonzero(y != 1)
+    unlabelled = every_row if y is None else np.flatnonzero(y == 0)
     count = int(round(threshold.calibration_share * n_rows))
     calibration = np.sort(np.random.default_rng(seed).choice(unlabelled, count, replace=False))
     return np.setdiff1d(every_row, calibration), calibration
@@ -100,8 +103,13 @@ class Selector:
             return X, y, None
         return X[fit_rows], None if y is None else y[fit_rows], X[calibration_rows]
 
+    # Whether `choose` and the fit take dismissed rows (KNOWN_NORMAL); the others see them as 0, unknown.
+    known_normals = False
+
     def select(self, X, y: np.ndarray | None = None) -> Selection:
         X_fit, y_fit, X_calibration = self.split(X, y)
+        if y_fit is not None and not self.known_normals:
+            y_fit = (np.asarray(y_fit) == 1).astype(int)
         selection, spec = self.choose(X_fit, y_fit)
         model = spec.build(selection.params, self.train.contamination, self.seed).fit(X_fit, y_fit if spec.needs_labels else None)
         if X_calibration is not None:
