@@ -7,7 +7,7 @@ from pynomaly_core.labels.discovery import Discovery
 
 
 def two_clusters(seed: int = 0):
-    """400 ordinary rows and two tight clusters of 12 outliers each, equally far from them."""
+    """400 ordinary rows and two tight clusters of 12 outliers each, as far out."""
     rng = np.random.default_rng(seed)
     ordinary = rng.normal(size=(400, 4))
     a = rng.normal(scale=0.3, size=(12, 4)) + [6, 6, 0, 0]
@@ -15,26 +15,36 @@ def two_clusters(seed: int = 0):
     return np.vstack([ordinary, a, b]), np.arange(400, 412), np.arange(412, 424)
 
 
-def mean_rank(discovery: Discovery, rows) -> float:
-    """Mean position of `rows` in the queue (0 = shown first)."""
+def mean_rank(discovery: Discovery, rows, labelled) -> float:
+    """Mean rank of `rows` by score among the rows not in `labelled` (0 = highest)."""
+    rest = np.setdiff1d(np.arange(len(discovery.scores)), labelled)
     rank = np.empty(len(discovery.scores))
-    rank[discovery.order()] = np.arange(len(discovery.order()))
+    rank[rest[np.argsort(-discovery.scores[rest], kind="stable")]] = np.arange(len(rest))
     return float(rank[rows].mean())
 
 
-def test_a_confirmed_rows_neighbours_move_up_and_a_dismissed_rows_move_down():
+def test_a_dismissed_rows_neighbours_move_down_and_a_confirmed_rows_move_up():
     X, a, b = two_clusters()
     discovery = Discovery.fit(X, seed=1)
     leaves = discovery.leaves
-    before_a, before_b = mean_rank(discovery, a[1:]), mean_rank(discovery, b[1:])
-    discovery.label({int(a[0]): 1})
-    after_a = mean_rank(discovery, a[1:])
-    assert after_a < before_a
-    discovery.label({int(b[0]): 0})
-    assert mean_rank(discovery, b[1:]) > before_b
-    assert mean_rank(discovery, a[1:]) <= after_a + 1  # the dismissal did not push the confirmed cluster back
+    order = discovery.order()
+    # AAD moves weights only for broken constraints: a dismissed row ranked in the top 3 % (13 rows here),
+    # a confirmed one ranked below it. Dismiss the first row, confirm the other cluster's last.
+    dismissed = int(order[0])
+    near, far = (b, a) if dismissed in b else (a, b)
+    confirmed = int(far[np.argmax([np.flatnonzero(order == r)[0] for r in far])])
+    assert np.flatnonzero(order == confirmed)[0] >= 13
+    labelled = [dismissed, confirmed]
+    others_near, others_far = np.setdiff1d(near, dismissed), np.setdiff1d(far, confirmed)
+    before_near, before_far = mean_rank(discovery, others_near, labelled), mean_rank(discovery, others_far, labelled)
+    discovery.label({dismissed: 0})
+    after_near = mean_rank(discovery, others_near, labelled)
+    assert after_near > before_near
+    discovery.label({confirmed: 1})
+    assert mean_rank(discovery, others_far, labelled) < before_far
+    assert mean_rank(discovery, others_near, labelled) > before_near  # the confirmation did not undo the dismissal
     assert discovery.leaves is leaves  # re-ranked, not refitted
-    assert set(discovery.order()) == set(range(len(X))) - {int(a[0]), int(b[0])}  # labelled rows leave the queue
+    assert set(discovery.order()) == set(range(len(X))) - set(labelled)  # labelled rows leave the queue
 
 
 def test_feedback_finds_more_of_a_cluster_than_the_forest_alone():

@@ -180,15 +180,25 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
             raise DataError(f"batch {batch} has no drift report")
         return FileResponse(path, media_type="text/html")
 
+    def review_context(batch: str, page_number: int) -> dict:
+        """The queue after every decision taken on the batch so far, one page of it, and the rows reviewed."""
+        queue = reviewer.queue(batch)
+        with engine.connect() as connection:
+            labels = latest_labels(connection, queue.model_name, batch, queue.version)
+        queue.follow(labels)
+        n_pages = max(1, -(-len(queue.order) // PAGE_SIZE))
+        page_number = min(page_number, n_pages)
+        return {"queue": queue, "rows": queue.page(page_number, PAGE_SIZE), "reviewed": labels.iloc[::-1], "page_number": page_number,
+                "n_pages": n_pages, "id_column": cfg.data.id_column, "label_names": LABEL_NAMES}
+
     @app.get("/review")
     def review(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
-        queue = reviewer.queue(batch)
-        rows = queue.page(page_number, PAGE_SIZE)
-        with engine.connect() as connection:
-            labels = latest_labels(connection, queue.model_name, batch, queue.version).set_index("row_id")
-        n_pages = max(1, -(-len(queue.frame) // PAGE_SIZE))
-        return page(request, "review.html", user, queue=queue, rows=rows, labels=labels, page_number=page_number, n_pages=n_pages,
-                    id_column=cfg.data.id_column, label_names=LABEL_NAMES)
+        return page(request, "review.html", user, **review_context(batch, page_number))
+
+    @app.get("/review/queue")
+    def review_queue(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
+        """The queue's rows alone, re-ranked: fetched after each label (the label's response triggers `queue-changed`)."""
+        return page(request, "queue.html", user, **review_context(batch, page_number))
 
     @app.get("/review/shap")
     def review_shap(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
@@ -237,7 +247,8 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
                 batch_version=queue.version.fingerprint, row_values=row_values(queue.frame.iloc[position], cfg.data.columns)))
             audit(connection, user.name, "label", f"{batch} row {row}: {label}" + (f" ({note[:200]})" if note else ""), client_of(request))
         metrics.labels.labels(label).inc()
-        return HTMLResponse(f'<span class="label label-{label}" title="by {_escape(user.name)}">{LABEL_NAMES[label]}</span>')
+        return HTMLResponse(f'<span class="label label-{label}" title="by {_escape(user.name)}">{LABEL_NAMES[label]}</span>',
+                            headers={"HX-Trigger": "queue-changed"})  # the queue re-ranks with this label
 
     @app.get("/detectors")
     def detectors(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], q: str = "", backend: str = "", input: str = "", gpu: str = ""):

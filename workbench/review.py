@@ -1,5 +1,6 @@
-"""The review queue: a scored batch's rows in the order a label teaches the next model most,
-one page at a time, with each row's top SHAP features and its values against the reference."""
+"""The review queue: a scored batch's unreviewed rows, the likeliest anomaly given every label so far first
+(active anomaly discovery, `pynomaly_core.labels.discovery`), one page at a time, with each row's top SHAP
+features and its values against the reference. Each confirm or dismiss re-ranks the queue."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pandas as pd
 
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.explain import explain
-from pynomaly_core.feedback import BatchVersion, batch_file, read_batch, row_ids
-from pynomaly_core.active import member_scores, review_order
+from pynomaly_core.feedback import ANOMALY, NORMAL, BatchVersion, batch_file, read_batch, row_ids
 from pynomaly_core.explain import lime_explanation
+from pynomaly_core.labels.discovery import Discovery
 from pynomaly_core.io import DataError
 from pynomaly_core.monitoring import champion_version_uri
 from pynomaly_core.preprocessing import features
@@ -39,10 +40,35 @@ class Queue:
     model_uri: str  # models:/NAME/VERSION
     frame: pd.DataFrame  # the scored rows, in file order
     ids: pd.Series  # each row's label id (feedback.row_ids)
-    order: np.ndarray  # positions, the row to review first first
+    discovery: Discovery | None  # None for a graph model: its rows are then shown by score
     threshold: float
     version: BatchVersion  # labels given on another version of the file are not this queue's
+    order: np.ndarray = field(init=False)  # positions of the unreviewed rows, the one to review first first
     explained: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # position -> top SHAP features
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        self.order = self._ranked()
+
+    def _ranked(self) -> np.ndarray:
+        return self.discovery.order() if self.discovery else np.argsort(-self.frame["score"].to_numpy(), kind="stable")
+
+    def follow(self, labels: pd.DataFrame) -> None:
+        """Take in the decisions in `labels` (row_id, label: each row's latest, as feedback.latest_labels gives
+        them) and re-rank when they changed. Confirmed rows count as anomalies, dismissed ones as normal;
+        unsure rows only leave the queue."""
+        with self.lock:
+            if self.discovery is not None:
+                positions = pd.Series(np.arange(len(self.ids)), index=self.ids.to_numpy())
+                positions = positions[~positions.index.duplicated()]  # a repeated id names its first row, as `position` does
+                decided = labels[labels["label"].isin([ANOMALY, NORMAL]) & labels["row_id"].isin(positions.index)]
+                answers = dict(zip(positions[decided["row_id"]].tolist(), (decided["label"] == ANOMALY).astype(int).tolist()))
+                if answers != self.discovery.labels:
+                    if set(self.discovery.labels) - set(answers):  # a decision taken back: start again from the prior
+                        self.discovery.reset()
+                    self.discovery.label(answers)
+            order = self._ranked()
+            self.order = order[~self.ids.isin(labels["row_id"]).to_numpy()[order]]
 
     @property
     def model_name(self) -> str:
@@ -107,10 +133,12 @@ class Reviewer:
         frame, version = read_batch(path)
         python_model = self.model(uri).unwrap_python_model()
         threshold = float(python_model.pipeline[-1].threshold_)
-        # The queue's rule (pynomaly_core.active): members' disagreement first, then nearness to the threshold.
-        members = None if python_model.data_config.graph is not None else member_scores(python_model.pipeline, features(frame, python_model.data_config))
-        order = review_order(frame["score"].to_numpy(), members, threshold)
-        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), order, threshold, version)
+        # The queue's rule (pynomaly_core.labels.discovery): an isolation forest fitted on the batch's
+        # preprocessed rows, its leaves re-weighed after every decision.
+        discovery = None
+        if python_model.data_config.graph is None:
+            discovery = Discovery.fit(python_model.pipeline[0].transform(features(frame, python_model.data_config)), self.cfg.seed)
+        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), discovery, threshold, version)
         with self._lock:
             self._keep(self._queues, batch_id, (written, queue), QUEUES_KEPT)
         return queue

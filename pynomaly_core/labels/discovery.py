@@ -69,9 +69,13 @@ class Discovery:
             raise ValueError(f"leaves and values must be rows x trees of one shape, got {leaves.shape} and {values.shape}")
         self.leaves, self.values, self.n_leaves = leaves, values, n_leaves
         self.prior = np.full(n_leaves, 1 / np.sqrt(n_leaves))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every label: the forest's own ranking again."""
         self.weights = self.prior.copy()
         self.labels: dict[int, int] = {}
-        self._moved = np.zeros(n_leaves, dtype=bool)  # leaves whose weight the loss has touched
+        self._moved = np.zeros(self.n_leaves, dtype=bool)  # leaves whose weight the loss has touched
         self.scores = self._score_all()
 
     @classmethod
