@@ -87,7 +87,7 @@ def feedback_figures(X: np.ndarray, y: np.ndarray, seed: int, budgets, per_round
 
 def product_model(X: np.ndarray, seed: int):
     """The product's label-free model on the robust-scaled batch, its knowledge base without this dataset."""
-    from pynomaly_core import metaselect
+    from pynomaly_core.selection import metaselect
     from pynomaly_core.config import ThresholdConfig, TrainConfig
     from pynomaly_core.selection import make_selector
 
@@ -104,7 +104,7 @@ def run_one(X: np.ndarray, y: np.ndarray, seed: int, budgets, with_product: bool
     scores = -forest.score_samples(X)
     out["static_iforest"] = static_figures(scores, np.argsort(-scores, kind="stable"), y, budgets)
     if with_product:
-        from pynomaly_core.active import member_scores, review_order
+        from pynomaly_core.labels.review import member_scores, review_order
 
         model, X_scaled = product_model(X, seed)
         scores = model.decision_function(X_scaled)
