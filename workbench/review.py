@@ -29,7 +29,7 @@ from . import catalog
 # 25 took 23 s for the demo's rank ensemble on this machine. Ten keep a page to seconds.
 SHAP_BACKGROUND = 10
 # How many models and queues a workbench keeps, the ones used last: a queue holds its batch's rows
-# (100k rows of 30 features are ~30 MB with their scores and ids), a model its pipeline.
+# (100k rows of 30 features are ~30 MB with their scores and ids, and 40 MB of discovery leaf table), a model its pipeline.
 MODELS_KEPT = 4
 QUEUES_KEPT = 8
 

@@ -38,13 +38,11 @@ def fit_forest(X: np.ndarray, seed: int) -> IsolationForest:
     return IsolationForest(n_estimators=N_TREES, max_samples=min(MAX_SAMPLES, len(X)), random_state=seed).fit(X)
 
 
-def leaf_table(forest: IsolationForest, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rows x trees: the global index of the leaf each row falls in and that leaf's value (minus its
-    depth), and the number of leaves in the forest."""
+def leaf_table(forest: IsolationForest, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows x trees: the forest-wide number of the leaf each row falls in; and each leaf's value (minus its depth)."""
     X = np.asarray(X, dtype=np.float32)
-    leaves = np.empty((len(X), len(forest.estimators_)), dtype=np.int64)
-    values = np.empty(leaves.shape, dtype=np.float64)
-    offset = 0
+    leaves = np.empty((len(X), len(forest.estimators_)), dtype=np.int32)  # 40 MB for 100,000 rows
+    values, offset = [], 0
     for t, (tree, features) in enumerate(zip(forest.estimators_, forest.estimators_features_)):
         structure = tree.tree_
         depth = np.zeros(structure.node_count)
@@ -54,21 +52,20 @@ def leaf_table(forest: IsolationForest, X: np.ndarray) -> tuple[np.ndarray, np.n
                     depth[child] = depth[node] + 1
         is_leaf = structure.children_left < 0
         compact = np.cumsum(is_leaf) - 1  # node id -> leaf number within the tree
-        nodes = tree.apply(X[:, features])
-        leaves[:, t] = offset + compact[nodes]
-        values[:, t] = -depth[nodes]
+        leaves[:, t] = offset + compact[tree.apply(X[:, features])]
+        values.append(-depth[is_leaf])
         offset += int(is_leaf.sum())
-    return leaves, values, offset
+    return leaves, np.concatenate(values)
 
 
 class Discovery:
     """A batch's AAD state: the leaf table, the weights, and the labels given so far (1 anomaly, 0 normal)."""
 
-    def __init__(self, leaves: np.ndarray, values: np.ndarray, n_leaves: int):
-        if leaves.shape != values.shape or leaves.ndim != 2:
-            raise ValueError(f"leaves and values must be rows x trees of one shape, got {leaves.shape} and {values.shape}")
-        self.leaves, self.values, self.n_leaves = leaves, values, n_leaves
-        self.prior = np.full(n_leaves, 1 / np.sqrt(n_leaves))
+    def __init__(self, leaves: np.ndarray, leaf_values: np.ndarray):
+        if leaves.ndim != 2 or leaves.max(initial=-1) >= len(leaf_values) or leaves.min(initial=0) < 0:
+            raise ValueError(f"leaves must be rows x trees of leaf numbers below {len(leaf_values)}, got shape {leaves.shape}")
+        self.leaves, self.leaf_values, self.n_leaves = leaves, leaf_values, len(leaf_values)
+        self.prior = np.full(self.n_leaves, 1 / np.sqrt(self.n_leaves))
         self.reset()
 
     def reset(self) -> None:
@@ -90,7 +87,7 @@ class Discovery:
         return cls(*leaf_table(fit_forest(X, seed), X))
 
     def _score_all(self) -> np.ndarray:
-        return np.einsum("ij,ij->i", self.weights[self.leaves], self.values)
+        return np.einsum("ij,ij->i", self.weights[self.leaves], self.leaf_values[self.leaves])
 
     def order(self) -> np.ndarray:
         """Positions of the unlabelled rows, likeliest anomaly first (ties: the earlier row)."""
@@ -132,7 +129,8 @@ class Discovery:
         count = np.append(np.ones(len(active)), others)
         constrained = np.append(rows, tau_row)
         w = np.append(self.weights[active], other_value)
-        best = _rmsprop(w, np.searchsorted(active, self.leaves[constrained]), self.values[constrained], y == 1, q_tau, self.prior[0], count)
+        best = _rmsprop(w, np.searchsorted(active, self.leaves[constrained]), self.leaf_values[self.leaves[constrained]], y == 1, q_tau,
+                        self.prior[0], count)
         best = best / np.sqrt(count @ (best * best))
         weights = np.full(self.n_leaves, best[-1])
         weights[active] = best[:-1]
