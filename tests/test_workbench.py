@@ -31,6 +31,7 @@ from pynomaly_core import stages
 from pynomaly_core.config import load_config
 from pynomaly_core.labels.feedback import LABELS, batch_file, database_url, row_ids
 from pynomaly_core.labels.discovery import Discovery
+from pynomaly_core.labels.review import member_scores, review_order
 from pynomaly_core.data.preprocessing import features
 from pynomaly_core.scoring.files import load_model, score_frame
 from tests.conftest import ROOT, demo_config, prefect_harness, write_config
@@ -312,6 +313,12 @@ def test_queue_is_the_discovery_order_given_the_labels_and_lime_explains_a_row_o
     discovery.label({ids.index(r): int(label == "anomaly") for r, label in zip(decided["row_id"], decided["label"])})
     expected = [ids[p] for p in discovery.order() if ids[p] not in set(labels["row_id"])][:25]
     assert queue_rows(client) == expected
+    # The named choice: the teach-the-model order (labels.review), reviewed rows left out as well.
+    pipeline = python_model.pipeline
+    teach = review_order(frame["score"].to_numpy(), member_scores(pipeline, features(frame, python_model.data_config)), float(pipeline[-1].threshold_))
+    shown = re.findall(r'data-row="([^"]+)"', client.get("/review", params={"batch": BATCH, "order": "teach"}).text)
+    assert shown == [ids[p] for p in teach if ids[p] not in set(labels["row_id"])][:25] != expected
+    assert client.get("/review", params={"batch": BATCH, "order": "random"}).status_code == 422
 
     row = queue_rows(client)[0]
     fragment = client.get("/row/lime", params={"batch": BATCH, "row": row}, headers={"HX-Request": "true"})

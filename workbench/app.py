@@ -11,7 +11,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -35,11 +35,12 @@ from pynomaly_core.data.validation import ERRORS_COLUMN, ROW_COLUMN
 from . import auth, catalog
 from .db import API_KEYS, AUDIT, ROLES, USERS, audit, connect, migrate
 from .metrics import Metrics
-from .review import Reviewer
+from .review import ORDERS, Reviewer
 
 HERE = Path(__file__).parent
 SESSION_COOKIE, LOGIN_CSRF_COOKIE = "pynomaly_session", "pynomaly_login_csrf"
 PAGE_SIZE = 25
+QueueOrder = Literal[tuple(ORDERS)]  # ?order= of the review queue
 LABEL_NAMES = {ANOMALY: "confirmed anomaly", NORMAL: "dismissed (normal)", UNSURE: "unsure"}
 ALIAS_SECONDS = 10  # how long the API trusts a resolved @champion before asking MLflow again
 
@@ -181,32 +182,35 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
             raise DataError(f"batch {batch} has no drift report")
         return FileResponse(path, media_type="text/html")
 
-    def review_context(batch: str, page_number: int) -> dict:
-        """The queue after every decision taken on the batch so far, one page of it, and the rows reviewed."""
+    def review_context(batch: str, page_number: int, order: str) -> dict:
+        """The queue after every decision taken on the batch so far, one page of it in `order`, and the rows reviewed."""
         queue = reviewer.queue(batch)
         with engine.connect() as connection:
             labels = latest_labels(connection, queue.model_name, batch, queue.version)
         queue.follow(labels)
-        n_pages = max(1, -(-len(queue.order) // PAGE_SIZE))
+        n_pages = max(1, -(-int(queue.unreviewed.sum()) // PAGE_SIZE))
         page_number = min(page_number, n_pages)
-        return {"queue": queue, "rows": queue.page(page_number, PAGE_SIZE), "reviewed": labels.iloc[::-1], "page_number": page_number,
-                "n_pages": n_pages, "id_column": cfg.data.id_column, "label_names": LABEL_NAMES}
+        return {"queue": queue, "rows": queue.page(page_number, PAGE_SIZE, order), "reviewed": labels.iloc[::-1], "page_number": page_number,
+                "n_pages": n_pages, "order": order, "orders": ORDERS, "id_column": cfg.data.id_column, "label_names": LABEL_NAMES}
 
     @app.get("/review")
-    def review(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
-        return page(request, "review.html", user, **review_context(batch, page_number))
+    def review(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str,
+               page_number: Annotated[int, Query(alias="page", ge=1)] = 1, order: QueueOrder = "discovery"):
+        return page(request, "review.html", user, **review_context(batch, page_number, order))
 
     @app.get("/review/queue")
-    def review_queue(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
+    def review_queue(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str,
+                     page_number: Annotated[int, Query(alias="page", ge=1)] = 1, order: QueueOrder = "discovery"):
         """The queue's rows alone, re-ranked: fetched after each label (the label's response triggers `queue-changed`)."""
-        return page(request, "queue.html", user, **review_context(batch, page_number))
+        return page(request, "queue.html", user, **review_context(batch, page_number, order))
 
     @app.get("/review/shap")
-    def review_shap(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
+    def review_shap(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str,
+                    page_number: Annotated[int, Query(alias="page", ge=1)] = 1, order: QueueOrder = "discovery"):
         """The page's top SHAP features, filled in after the page itself has rendered."""
         queue = reviewer.queue(batch)
         try:
-            explained = reviewer.explain(queue, queue.page(page_number, PAGE_SIZE)["position"].to_numpy())
+            explained = reviewer.explain(queue, queue.page(page_number, PAGE_SIZE, order)["position"].to_numpy())
         except DataError as err:
             return HTMLResponse(f"<template>{_escape(str(err))}</template>")
         return page(request, "shap_cells.html", user, explained=explained)

@@ -1,6 +1,7 @@
-"""The review queue: a scored batch's unreviewed rows, the likeliest anomaly given every label so far first
-(active anomaly discovery, `pynomaly_core.labels.discovery`), one page at a time, with each row's top SHAP
-features and its values against the reference. Each confirm or dismiss re-ranks the queue."""
+"""The review queue: a scored batch's unreviewed rows, by default the likeliest anomaly given every label so
+far first (active anomaly discovery, `pynomaly_core.labels.discovery`: each confirm or dismiss re-ranks
+it), or in the teach-the-model order on request; one page at a time, with each row's top SHAP features
+and its values against the reference."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pynomaly_core.evaluation.explain import explain
 from pynomaly_core.labels.feedback import ANOMALY, NORMAL, BatchVersion, batch_file, read_batch, row_ids
 from pynomaly_core.evaluation.explain import lime_explanation
 from pynomaly_core.labels.discovery import Discovery
+from pynomaly_core.labels.review import member_scores, review_order
 from pynomaly_core.errors import DataError
 from pynomaly_core.monitoring.monitor import champion_version_uri
 from pynomaly_core.data.preprocessing import features
@@ -31,6 +33,11 @@ SHAP_BACKGROUND = 10
 # How many models and queues a workbench keeps, the ones used last: a queue holds its batch's rows
 # (100k rows of 30 features are ~30 MB with their scores and ids, and 40 MB of discovery leaf table), a model its pipeline.
 MODELS_KEPT = 4
+# The queue's orders: the analyst picks one; discovery is the default (benchmarks/discovery.py, docs/discovery.md).
+ORDERS = {
+    "discovery": "likeliest anomaly first, given every confirm and dismiss on this batch (re-ranked after each)",
+    "teach": "the label that would teach the next model most first: the members' disagreement minus the distance to the threshold",
+}
 QUEUES_KEPT = 8
 
 
@@ -41,17 +48,26 @@ class Queue:
     frame: pd.DataFrame  # the scored rows, in file order
     ids: pd.Series  # each row's label id (feedback.row_ids)
     discovery: Discovery | None  # None for a graph model: its rows are then shown by score
+    teach: np.ndarray  # every position in the teach-the-model order (labels.review.review_order)
     threshold: float
     version: BatchVersion  # labels given on another version of the file are not this queue's
-    order: np.ndarray = field(init=False)  # positions of the unreviewed rows, the one to review first first
+    unreviewed: np.ndarray = field(init=False)  # per position: no decision yet (unsure counts as one)
     explained: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # position -> top SHAP features
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
-        self.order = self._ranked()
+        self.unreviewed = np.ones(len(self.frame), dtype=bool)
 
-    def _ranked(self) -> np.ndarray:
-        return self.discovery.order() if self.discovery else np.argsort(-self.frame["score"].to_numpy(), kind="stable")
+    def ordered(self, order: str = "discovery") -> np.ndarray:
+        """Positions of the unreviewed rows in `order` (one of ORDERS), the one to review first first."""
+        with self.lock:
+            if order == "teach":
+                ranked = self.teach
+            elif self.discovery is not None:
+                ranked = self.discovery.order()
+            else:
+                ranked = np.argsort(-self.frame["score"].to_numpy(), kind="stable")
+            return ranked[self.unreviewed[ranked]]
 
     def follow(self, labels: pd.DataFrame) -> None:
         """Take in the decisions in `labels` (row_id, label: each row's latest, as feedback.latest_labels gives
@@ -67,8 +83,7 @@ class Queue:
                     if set(self.discovery.labels) - set(answers):  # a decision taken back: start again from the prior
                         self.discovery.reset()
                     self.discovery.label(answers)
-            order = self._ranked()
-            self.order = order[~self.ids.isin(labels["row_id"]).to_numpy()[order]]
+            self.unreviewed = ~self.ids.isin(labels["row_id"]).to_numpy()
 
     @property
     def model_name(self) -> str:
@@ -78,9 +93,9 @@ class Queue:
     def model_version(self) -> str:
         return self.model_uri.rsplit("/", 1)[1]
 
-    def page(self, number: int, size: int) -> pd.DataFrame:
-        """Page `number` (from 1) of the queue: its rows with `position` and `row_id`."""
-        positions = self.order[(number - 1) * size: number * size]
+    def page(self, number: int, size: int, order: str = "discovery") -> pd.DataFrame:
+        """Page `number` (from 1) of the queue in `order`: its rows with `position` and `row_id`."""
+        positions = self.ordered(order)[(number - 1) * size: number * size]
         return self.frame.iloc[positions].assign(position=positions, row_id=self.ids.iloc[positions].to_numpy())
 
     def position(self, row_id: str) -> int:
@@ -135,10 +150,12 @@ class Reviewer:
         threshold = float(python_model.pipeline[-1].threshold_)
         # The queue's rule (pynomaly_core.labels.discovery): an isolation forest fitted on the batch's
         # preprocessed rows, its leaves re-weighed after every decision.
-        discovery = None
+        discovery, members = None, None
         if python_model.data_config.graph is None:
             discovery = Discovery.fit(python_model.pipeline[0].transform(features(frame, python_model.data_config)), self.cfg.seed)
-        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), discovery, threshold, version)
+            members = member_scores(python_model.pipeline, features(frame, python_model.data_config))
+        teach = review_order(frame["score"].to_numpy(), members, threshold)
+        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), discovery, teach, threshold, version)
         with self._lock:
             self._keep(self._queues, batch_id, (written, queue), QUEUES_KEPT)
         return queue
