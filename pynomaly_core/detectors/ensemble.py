@@ -6,12 +6,13 @@ import numpy as np
 
 from . import registry  # the registry lists the members; it never lists ensembles
 from .base import FIT_ERRORS, BaseDetector
+from .ranks import percentile_ranks
 from .spec import model_name
 
 
 def percentiles(sorted_training_scores: list[np.ndarray], scores: list[np.ndarray]) -> np.ndarray:
     """Each member's scores as percentiles among its own (sorted) training scores: members x rows."""
-    return np.array([np.searchsorted(reference, member, side="right") / len(reference) for reference, member in zip(sorted_training_scores, scores)])
+    return np.array([percentile_ranks(reference, member) for reference, member in zip(sorted_training_scores, scores)])
 
 
 def rank_average(sorted_training_scores: list[np.ndarray], scores: list[np.ndarray], weights=None) -> np.ndarray:
