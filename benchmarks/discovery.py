@@ -170,9 +170,11 @@ def targets(table: pd.DataFrame, budget: int = 100) -> None:
     print(f"\nB = {budget}: feedback / static_iforest per dataset")
     print(pd.DataFrame({"static_iforest": at["static_iforest"], "feedback": at["feedback"], "ratio": ratio.round(3),
                         "static_found_<80%": hard}).to_string())
-    if hard.any():
-        print(f"geometric mean ratio over the {int(hard.sum())} sets where static finds < 80 % of the possible: "
-              f"{float(np.exp(np.log(ratio[hard].clip(lower=1e-9)).mean())):.3f}; worst {ratio[hard].idxmin()} {ratio[hard].min():.3f}")
+    counted = hard & (at["static_iforest"] > 0)  # where static finds none the ratio is undefined
+    if counted.any():
+        print(f"geometric mean ratio over the {int(counted.sum())} sets where static finds some but < 80 % of the possible: "
+              f"{float(np.exp(np.log(ratio[counted].clip(lower=1e-9)).mean())):.3f}; worst {ratio[counted].idxmin()} {ratio[counted].min():.3f}"
+              + (f"; left out, static finds none: {', '.join(at.index[hard & ~counted])}" if (hard & ~counted).any() else ""))
     if (~hard).any():
         worst = ratio[~hard].idxmin()
         print(f"on the other {int((~hard).sum())} sets the worst is {worst}: {100 * (ratio[worst] - 1):+.1f} % against static")
