@@ -1,5 +1,7 @@
-"""The review queue: a scored batch's rows in the order a label teaches the next model most,
-one page at a time, with each row's top SHAP features and its values against the reference."""
+"""The review queue: a scored batch's unreviewed rows, by default the likeliest anomaly given every label so
+far first (active anomaly discovery, `pynomaly_core.labels.discovery`: each confirm or dismiss re-ranks
+it), or in the teach-the-model order on request; one page at a time, with each row's top SHAP features
+and its values against the reference."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import pandas as pd
 
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.evaluation.explain import explain
-from pynomaly_core.labels.feedback import BatchVersion, batch_file, read_batch, row_ids
-from pynomaly_core.labels.review import member_scores, review_order
+from pynomaly_core.labels.feedback import ANOMALY, NORMAL, BatchVersion, batch_file, read_batch, row_ids
 from pynomaly_core.evaluation.explain import lime_explanation
+from pynomaly_core.labels.discovery import Discovery
+from pynomaly_core.labels.review import member_scores, review_order
 from pynomaly_core.errors import DataError
 from pynomaly_core.tracking.champion import champion_version_uri
 from pynomaly_core.data.preprocessing import features
@@ -28,8 +31,13 @@ from . import catalog
 # 25 took 23 s for the demo's rank ensemble on this machine. Ten keep a page to seconds.
 SHAP_BACKGROUND = 10
 # How many models and queues a workbench keeps, the ones used last: a queue holds its batch's rows
-# (100k rows of 30 features are ~30 MB with their scores and ids), a model its pipeline.
+# (100k rows of 30 features are ~30 MB with their scores and ids, and 40 MB of discovery leaf table), a model its pipeline.
 MODELS_KEPT = 4
+# The queue's orders: the analyst picks one; discovery is the default (benchmarks/discovery.py, docs/discovery.md).
+ORDERS = {
+    "discovery": "likeliest anomaly first, given every confirm and dismiss on this batch (re-ranked after each)",
+    "teach": "the label that would teach the next model most first: the members' disagreement minus the distance to the threshold",
+}
 QUEUES_KEPT = 8
 
 
@@ -39,10 +47,43 @@ class Queue:
     model_uri: str  # models:/NAME/VERSION
     frame: pd.DataFrame  # the scored rows, in file order
     ids: pd.Series  # each row's label id (feedback.row_ids)
-    order: np.ndarray  # positions, the row to review first first
+    discovery: Discovery | None  # None for a graph model: its rows are then shown by score
+    teach: np.ndarray  # every position in the teach-the-model order (labels.review.review_order)
     threshold: float
     version: BatchVersion  # labels given on another version of the file are not this queue's
+    unreviewed: np.ndarray = field(init=False)  # per position: no decision yet (unsure counts as one)
     explained: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # position -> top SHAP features
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        self.unreviewed = np.ones(len(self.frame), dtype=bool)
+
+    def ordered(self, order: str = "discovery") -> np.ndarray:
+        """Positions of the unreviewed rows in `order` (one of ORDERS), the one to review first first."""
+        with self.lock:
+            if order == "teach":
+                ranked = self.teach
+            elif self.discovery is not None:
+                ranked = self.discovery.order()
+            else:
+                ranked = np.argsort(-self.frame["score"].to_numpy(), kind="stable")
+            return ranked[self.unreviewed[ranked]]
+
+    def follow(self, labels: pd.DataFrame) -> None:
+        """Take in the decisions in `labels` (row_id, label: each row's latest, as feedback.latest_labels gives
+        them) and re-rank when they changed. Confirmed rows count as anomalies, dismissed ones as normal;
+        unsure rows only leave the queue."""
+        with self.lock:
+            if self.discovery is not None:
+                positions = pd.Series(np.arange(len(self.ids)), index=self.ids.to_numpy())
+                positions = positions[~positions.index.duplicated()]  # a repeated id names its first row, as `position` does
+                decided = labels[labels["label"].isin([ANOMALY, NORMAL]) & labels["row_id"].isin(positions.index)]
+                answers = dict(zip(positions[decided["row_id"]].tolist(), (decided["label"] == ANOMALY).astype(int).tolist()))
+                if answers != self.discovery.labels:
+                    if set(self.discovery.labels) - set(answers):  # a decision taken back: start again from the prior
+                        self.discovery.reset()
+                    self.discovery.label(answers)
+            self.unreviewed = ~self.ids.isin(labels["row_id"]).to_numpy()
 
     @property
     def model_name(self) -> str:
@@ -52,9 +93,9 @@ class Queue:
     def model_version(self) -> str:
         return self.model_uri.rsplit("/", 1)[1]
 
-    def page(self, number: int, size: int) -> pd.DataFrame:
-        """Page `number` (from 1) of the queue: its rows with `position` and `row_id`."""
-        positions = self.order[(number - 1) * size: number * size]
+    def page(self, number: int, size: int, order: str = "discovery") -> pd.DataFrame:
+        """Page `number` (from 1) of the queue in `order`: its rows with `position` and `row_id`."""
+        positions = self.ordered(order)[(number - 1) * size: number * size]
         return self.frame.iloc[positions].assign(position=positions, row_id=self.ids.iloc[positions].to_numpy())
 
     def position(self, row_id: str) -> int:
@@ -107,10 +148,14 @@ class Reviewer:
         frame, version = read_batch(path)
         python_model = self.model(uri).unwrap_python_model()
         threshold = float(python_model.pipeline[-1].threshold_)
-        # The queue's rule (pynomaly_core.active): members' disagreement first, then nearness to the threshold.
-        members = None if python_model.data_config.graph is not None else member_scores(python_model.pipeline, features(frame, python_model.data_config))
-        order = review_order(frame["score"].to_numpy(), members, threshold)
-        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), order, threshold, version)
+        # The queue's rule (pynomaly_core.labels.discovery): an isolation forest fitted on the batch's
+        # preprocessed rows, its leaves re-weighed after every decision.
+        discovery, members = None, None
+        if python_model.data_config.graph is None:
+            discovery = Discovery.fit(python_model.pipeline[0].transform(features(frame, python_model.data_config)), self.cfg.seed)
+            members = member_scores(python_model.pipeline, features(frame, python_model.data_config))
+        teach = review_order(frame["score"].to_numpy(), members, threshold)
+        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), discovery, teach, threshold, version)
         with self._lock:
             self._keep(self._queues, batch_id, (written, queue), QUEUES_KEPT)
         return queue

@@ -1,4 +1,6 @@
-"""Active learning: the order in which the review queue shows a batch's rows.
+"""Active learning: the order in which the review queue showed a batch's rows until discovery
+(`labels.discovery`) replaced it; kept as the `queue` baseline of benchmarks/discovery.py and
+benchmarks/active_learning.py, where it finds fewer anomalies and teaches less than random labels.
 
 A label teaches the next model most where the current model is least sure, and it is unsure in
 two ways:

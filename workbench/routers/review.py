@@ -1,6 +1,7 @@
-"""The review queue of a batch, its explanations (SHAP, LIME) and the analysts' labels."""
+"""The review queue of a batch (discovery order by default, re-ranked after each label), its explanations
+(SHAP, LIME) and the analysts' labels."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
@@ -10,6 +11,7 @@ from pynomaly_core.labels.feedback import ANOMALY, LABELS, NORMAL, UNSURE, label
 
 from .. import auth
 from ..db import audit
+from ..review import ORDERS
 from ..state import State, client_of, escaped, role
 
 PAGE_SIZE = 25
@@ -18,25 +20,41 @@ LABEL_NAMES = {ANOMALY: "confirmed anomaly", NORMAL: "dismissed (normal)", UNSUR
 router = APIRouter()
 
 
+QueueOrder = Literal[tuple(ORDERS)]  # ?order= of the review queue
+
+
+def review_context(state, batch: str, page_number: int, order: str) -> dict:
+    """The queue after every decision taken on the batch so far, one page of it in `order`, and the rows reviewed."""
+    queue = state.reviewer.queue(batch)
+    with state.engine.connect() as connection:
+        labels = latest_labels(connection, queue.model_name, batch, queue.version)
+    queue.follow(labels)
+    n_pages = max(1, -(-int(queue.unreviewed.sum()) // PAGE_SIZE))
+    page_number = min(page_number, n_pages)
+    return {"queue": queue, "rows": queue.page(page_number, PAGE_SIZE, order), "reviewed": labels.iloc[::-1], "page_number": page_number,
+            "n_pages": n_pages, "order": order, "orders": ORDERS, "id_column": state.cfg.data.id_column, "label_names": LABEL_NAMES}
+
+
 @router.get("/review")
 def review(request: Request, state: State, user: Annotated[auth.User, Depends(role("viewer"))], batch: str,
-           page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
-    queue = state.reviewer.queue(batch)
-    rows = queue.page(page_number, PAGE_SIZE)
-    with state.engine.connect() as connection:
-        labels = latest_labels(connection, queue.model_name, batch, queue.version).set_index("row_id")
-    n_pages = max(1, -(-len(queue.frame) // PAGE_SIZE))
-    return state.page(request, "review.html", user, queue=queue, rows=rows, labels=labels, page_number=page_number, n_pages=n_pages,
-                      id_column=state.cfg.data.id_column, label_names=LABEL_NAMES)
+           page_number: Annotated[int, Query(alias="page", ge=1)] = 1, order: QueueOrder = "discovery"):
+    return state.page(request, "review.html", user, **review_context(state, batch, page_number, order))
+
+
+@router.get("/review/queue")
+def review_queue(request: Request, state: State, user: Annotated[auth.User, Depends(role("viewer"))], batch: str,
+                 page_number: Annotated[int, Query(alias="page", ge=1)] = 1, order: QueueOrder = "discovery"):
+    """The queue's rows alone, re-ranked: fetched after each label (the label's response triggers `queue-changed`)."""
+    return state.page(request, "queue.html", user, **review_context(state, batch, page_number, order))
 
 
 @router.get("/review/shap")
 def review_shap(request: Request, state: State, user: Annotated[auth.User, Depends(role("viewer"))], batch: str,
-                page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
+                page_number: Annotated[int, Query(alias="page", ge=1)] = 1, order: QueueOrder = "discovery"):
     """The page's top SHAP features, filled in after the page itself has rendered."""
     queue = state.reviewer.queue(batch)
     try:
-        explained = state.reviewer.explain(queue, queue.page(page_number, PAGE_SIZE)["position"].to_numpy())
+        explained = state.reviewer.explain(queue, queue.page(page_number, PAGE_SIZE, order)["position"].to_numpy())
     except DataError as err:
         return HTMLResponse(f"<template>{escaped(str(err))}</template>")
     return state.page(request, "shap_cells.html", user, explained=explained)
@@ -82,4 +100,5 @@ def label(request: Request, state: State, user: Annotated[auth.User, Depends(rol
             batch_version=queue.version.fingerprint, row_values=row_values(queue.frame.iloc[position], state.cfg.data.columns)))
         audit(connection, user.name, "label", f"{batch} row {row}: {label}" + (f" ({note[:200]})" if note else ""), client_of(request))
     state.metrics.labels.labels(label).inc()
-    return HTMLResponse(f'<span class="label label-{label}" title="by {escaped(user.name)}">{LABEL_NAMES[label]}</span>')
+    return HTMLResponse(f'<span class="label label-{label}" title="by {escaped(user.name)}">{LABEL_NAMES[label]}</span>',
+                        headers={"HX-Trigger": "queue-changed"})  # the queue re-ranks with this label

@@ -1,5 +1,5 @@
 // Keyboard review: j/k move between queue rows, c/d/u label the selected row, n its note,
-// o opens it, ]/[ change page. Keys typed into a field are left alone (Escape leaves it).
+// o opens it, ]/[ change page; after each label the re-ranked queue's first row is selected. Keys typed into a field are left alone (Escape leaves it).
 (function () {
   const rows = () => Array.from(document.querySelectorAll("#queue .queue-row"));
   let selected = 0;
@@ -18,6 +18,10 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => select(0));
+  // A label re-ranks the queue and its rows are swapped in: the likeliest anomaly, now first, is selected.
+  document.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target.id === "queue-body") select(0);
+  });
   document.addEventListener("keydown", (event) => {
     if (event.target.matches("input, textarea, select")) {
       if (event.key === "Escape") event.target.blur();
