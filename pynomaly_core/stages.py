@@ -11,6 +11,7 @@ import hashlib
 import json
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from pydantic import BaseModel
 from sklearn.pipeline import Pipeline
 
-from . import __version__, evaluation, feedback, tracking
+from . import __version__, evaluation, feedback, model_size, tracking
 from .config import PipelineConfig
 from .detectors.graph import induced, with_neighbors
 from .detectors.timeseries import series_windows
@@ -92,6 +93,8 @@ class RegisterResult(BaseModel):
     gate_value: float
     previous_champion: str | None
     previous_value: float | None
+    model_size_mb: float | None = None
+    model_size_warning: str | None = None
 
 
 def _write_json(model: BaseModel | dict, path: str) -> None:
@@ -421,7 +424,14 @@ def register(cfg: PipelineConfig) -> RegisterResult:
     gate_value = {**json.loads(Path(cfg.paths.metrics).read_text()), "selection_score": training.selection_score}.get(cfg.registry.gate_metric)
     if gate_value is None:
         raise ValueError(f"registry.gate_metric '{cfg.registry.gate_metric}' was not computed; see {cfg.paths.metrics}")
+    size = model_size.check(cfg.paths.model, cfg.registry.max_model_mb)
+    if size.warning:
+        warnings.warn(size.warning, stacklevel=2)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=training.run_id):
+        mlflow.log_metric("model_size_mb", size.mb)
+        if size.warning:
+            mlflow.set_tag("model_size.warning", size.warning)
+            mlflow.log_dict(size.parts_mb, "model_size_parts_mb.json")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=Path(model_module.__file__),
@@ -445,6 +455,8 @@ def register(cfg: PipelineConfig) -> RegisterResult:
         gate_value=gate_value,
         previous_champion=decision.previous_champion,
         previous_value=decision.previous_value,
+        model_size_mb=size.mb,
+        model_size_warning=size.warning,
     )
     _write_json(result, cfg.paths.registration)
     return result

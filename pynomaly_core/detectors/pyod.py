@@ -4,7 +4,12 @@ The list is generated from PyOD's own catalogue (`pyod/utils/knowledge/algorithm
 every detector it marks `shipped` for tabular data is registered under its lower-cased class
 name, except the few in `EXCLUDED`. The deep (PyTorch) ones are registered by `torch.py`.
 XGBOD is semi-supervised: it is fitted with the known labels and is a candidate only when the
-search uses labels.
+search uses labels. ECOD and COPOD are PyOD's, computed from fit-time tables (`ecod.py`).
+
+A served row's cost and a saved model's size do not grow with the training rows: the detectors
+that keep their training rows as the reference new rows are compared with (KNN, LOF, KDE, OCSVM)
+keep a seeded sample of at most `REFERENCE_ROWS` of them (`params["reference_rows"]`; None keeps
+all), and PyOD's per-training-row attributes are dropped after the fit.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from importlib import resources
 import numpy as np
 
 from .base import ModelDetector
+from .ecod import ECDFDetector
 from .packages import missing_dependency
 from .spec import DetectorSpec
 
@@ -90,13 +96,29 @@ BUILD_ARGS = {
 }
 
 
+# Detectors whose model is their training rows (a neighbour index, a kernel density's points, an
+# SVM's support vectors among them): fitted on at most this many, seeded. The ADBench protocol
+# behind the knowledge base fits on at most 7,000 rows, so its figures hold.
+REFERENCE_MODELS = {"knn", "lof", "kde", "ocsvm"}
+REFERENCE_ROWS = 10_000
+# PyOD models whose `decision_function` reads the training scores: they keep `decision_scores_`.
+READS_TRAINING_SCORES = {"hdbscan", "qmcd"}
+
+
+def reference_rows(n_rows: int, limit: int | None, seed) -> np.ndarray | None:
+    """The seeded sample of rows (sorted) a reference-keeping detector fits on; None for all of them."""
+    if limit is None or n_rows <= limit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_rows, limit, replace=False))
+
+
 class PyODDetector(ModelDetector):
     backend = "pyod"
     python_dependencies = ("pyod",)
 
-
     def _kwargs(self, cls, X) -> dict:
         params = dict(self.params or {})
+        params.pop("reference_rows", None)
         built = BUILD_ARGS[self.model](params, X, self.random_state) if self.model in BUILD_ARGS else {}  # may consume params
         kwargs = {**built, **params}
         accepted = inspect.signature(cls).parameters
@@ -110,8 +132,25 @@ class PyODDetector(ModelDetector):
 
     def _fit(self, X, y):
         cls = pyod_class(self.model)
-        self.estimator_ = cls(**self._kwargs(cls, X)).fit(X)
-        return self.estimator_.decision_scores_
+        limit = (self.params or {}).get("reference_rows", REFERENCE_ROWS) if self.model in REFERENCE_MODELS else None
+        sample = reference_rows(len(X), limit, self.random_state)
+        self.estimator_ = cls(**self._kwargs(cls, X)).fit(X if sample is None else X[sample])
+        scores = self.estimator_.decision_scores_
+        if sample is not None:  # the other rows are scored as new rows against the sample
+            rest = np.ones(len(X), dtype=bool)
+            rest[sample] = False
+            scores = np.empty(len(X))
+            scores[sample] = self.estimator_.decision_scores_
+            scores[rest] = self.estimator_.decision_function(X[rest])
+        self._drop_training_rows()
+        return scores
+
+    def _drop_training_rows(self) -> None:
+        """Empties PyOD's per-training-row attributes: its `decision_function` only checks that they
+        exist (`check_is_fitted`), its own `predict_proba` and `fit_predict`, not called here, read them."""
+        self.estimator_.labels_ = np.empty(0, dtype=int)
+        if self.model not in READS_TRAINING_SCORES:
+            self.estimator_.decision_scores_ = np.empty(0)
 
     def _score(self, X):
         if self.model == "iforest":
@@ -154,7 +193,9 @@ class PyODSemiSupervisedDetector(PyODDetector):
             warnings.filterwarnings("ignore", message="y should not be presented")
             warnings.filterwarnings("ignore", message=r'[\s\S]*Parameters: \{ "silent" \} are not used')
             self.estimator_ = cls(**self._kwargs(cls, X)).fit(X, y)
-        return self.estimator_.decision_scores_
+        scores = self.estimator_.decision_scores_
+        self._drop_training_rows()
+        return scores
 
 
 # The fast detectors searched by default (`train.detectors: all`), with hand-set spaces.
@@ -245,7 +286,8 @@ def _spec(name: str, estimator=PyODDetector, default: bool | None = None, spaces
 # PyTorch models (PyOD marks them `requires: torch`; DIF imports torch too) live in torch.py.
 TORCH_MODELS = {name for name, entry in catalogue().items() if "torch" in entry["requires"]} | {"dif"}
 SEMI_SUPERVISED = {"xgbod"}
+TABLE_MODELS = {"ecod", "copod"}
 SPECS = [
-    _spec(name, PyODSemiSupervisedDetector if name in SEMI_SUPERVISED else PyODDetector)
+    _spec(name, PyODSemiSupervisedDetector if name in SEMI_SUPERVISED else ECDFDetector if name in TABLE_MODELS else PyODDetector)
     for name in catalogue() if name not in TORCH_MODELS
 ]
