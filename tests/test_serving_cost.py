@@ -162,3 +162,15 @@ def test_the_size_check_names_the_part_that_makes_a_model_large(tmp_path):
     assert set(large.parts_mb) == {"preprocess", "detector member 0 (iforest)", "detector member 1 (knn)"}
     assert max(large.parts_mb, key=large.parts_mb.get) == "detector member 1 (knn)"
     assert "largest part is detector member 1 (knn)" in large.warning and "registry.max_model_mb (0.5 MB)" in large.warning
+
+
+@pytest.mark.parametrize("n_bins", [5, 10, 30])
+def test_hbos_scores_as_pyod_does_without_compiling(n_bins):
+    X, _ = adbench("cardio")
+    train, new = X[:1500], X[1500:].copy()
+    new[:5] = new[:5] * 3 - 1  # values beyond the histograms, far and near
+    new[5:10] = train.max(axis=0) + 1e-3
+    new[10:15] = train.min(axis=0) - 1e-3
+    detector = get("hbos").build({"n_bins": n_bins}, 0.1, 0).fit(train)
+    np.testing.assert_array_equal(detector.decision_function(new), detector.estimator_.decision_function(new))
+    np.testing.assert_array_equal(detector.decision_function(new[:1]), detector.estimator_.decision_function(new[:1]))
