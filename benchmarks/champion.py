@@ -75,7 +75,7 @@ def serving_figures(folder: Path, config_path: Path, rows: pd.DataFrame, repeats
 
     from pynomaly_core import stages
     from pynomaly_core.config import load_config
-    from pynomaly_core.tracking import setup
+    from pynomaly_core.tracking.store import setup
 
     os.chdir(folder)
     config = load_config(config_path)

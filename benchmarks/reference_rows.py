@@ -25,7 +25,7 @@ from sklearn.preprocessing import MinMaxScaler
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pynomaly_core.bench import load_dataset  # noqa: E402
+from pynomaly_core.selection.bench import load_dataset  # noqa: E402
 from pynomaly_core.detectors import pyod  # noqa: E402
 from pynomaly_core.detectors.registry import get  # noqa: E402
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .config import ConfigError, ReadOptions, TableFormat, ThresholdConfig, TrainConfig, load_config
-from .io import BATCH_ROWS, DataError
+from .data.io import BATCH_ROWS
+from .errors import DataError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -31,7 +32,7 @@ def _run(args) -> int:
     from flows.training import training_flow
 
     from .summary import print_summary
-    from .tracking import tracking_uri
+    from .tracking.store import tracking_uri
 
     config = load_config(args.config)
     print_summary(training_flow(config), tracking_uri(config.tracking))
@@ -39,7 +40,7 @@ def _run(args) -> int:
 
 
 def _init(args) -> int:
-    from .init_config import init_config
+    from .data.schema import init_config
 
     path, config, left_out = init_config(args.data, args.name, args.query, args.label, args.id, args.force, options=_read_options(args))
     data = config.data
@@ -84,7 +85,7 @@ def _score(args) -> int:
 def _bench(args) -> int:
     import time
 
-    from .bench import against_iforest, comparison_table, run_benchmark, write_report
+    from .selection.bench import against_iforest, comparison_table, run_benchmark, write_report
 
     started = time.perf_counter()
     config = load_config(args.config) if args.config else None
@@ -119,7 +120,7 @@ def _bench(args) -> int:
 
 
 def _monitor(args) -> int:
-    from .io import locate, table_format
+    from .data.io import locate, table_format
 
     options = _read_options(args)
     locate(args.batch)  # fail before starting a Prefect server
@@ -142,7 +143,7 @@ def _monitor(args) -> int:
 def _stream(args) -> int:
     import redis
 
-    from .stream import StreamScorer
+    from .monitoring.stream import StreamScorer
 
     config = load_config(args.config)
     try:
@@ -170,11 +171,11 @@ def _loopback(host: str) -> bool:
 
 
 def _serve(args) -> int:
-    """Exec uvicorn with MLflow's scoring server (POST /invocations) for the registered model, behind pynomaly_core.serving."""
+    """Exec uvicorn with MLflow's scoring server (POST /invocations) for the registered model, behind pynomaly_core.scoring.serving."""
     import mlflow
     from mlflow.pyfunc import scoring_server
 
-    from .tracking import absolute_sqlite, tracking_uri
+    from .tracking.store import absolute_sqlite, tracking_uri
 
     if not _loopback(args.host):
         # MLflow's scoring server has no authentication: only this machine may reach it.
@@ -190,7 +191,7 @@ def _serve(args) -> int:
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, scoring_server._SERVER_MODEL_PATH: local_path}
     command = [os.path.join(bin_dir, "uvicorn"), "--host", args.host, "--port", str(args.port), "--workers", str(args.workers),
-               "pynomaly_core.serving:app"]
+               "pynomaly_core.scoring.serving:app"]
     # Bandit B606: the argv is this environment's own uvicorn with parsed options, run without a shell.
     os.execve(command[0], command, env)  # nosec B606
 
@@ -215,7 +216,7 @@ def _users(args) -> int:
     from workbench import auth
     from workbench.db import USERS, audit, connect, migrate
 
-    from .feedback import database_url
+    from .labels.feedback import database_url
 
     url = database_url(load_config(args.config))
     migrate(url)

@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.training import training_flow
-from pynomaly_core.io import DataError
-from pynomaly_core.monitoring import champion_version_uri
+from pynomaly_core.errors import DataError
+from pynomaly_core.monitoring.monitor import champion_version_uri
 from tasks.training import unreachable_server
 from tests.conftest import demo_config, prefect_harness
 from tests.services import TcpProxy, free_port

@@ -17,7 +17,7 @@ from pyod.models.knn import KNN
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pynomaly_core import model_size
+from pynomaly_core.tracking import model_size
 from pynomaly_core.detectors import pyod as pyod_backend
 from pynomaly_core.detectors.ecdf import MAX_KNOTS, EmpiricalDistribution
 from pynomaly_core.detectors.ensemble import RankEnsemble

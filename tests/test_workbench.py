@@ -24,12 +24,14 @@ from mlflow import MlflowClient
 from prefect import get_client
 
 from flows.training import training_flow
-from pynomaly_core import feedback, monitoring, stages
+from pynomaly_core.labels import feedback
+from pynomaly_core.monitoring import monitor as monitoring
+from pynomaly_core import stages
 from pynomaly_core.config import load_config
-from pynomaly_core.active import member_scores, review_order
-from pynomaly_core.feedback import LABELS, batch_file, database_url, row_ids
-from pynomaly_core.preprocessing import features
-from pynomaly_core.scoring import load_model, score_frame
+from pynomaly_core.labels.review import member_scores, review_order
+from pynomaly_core.labels.feedback import LABELS, batch_file, database_url, row_ids
+from pynomaly_core.data.preprocessing import features
+from pynomaly_core.scoring.files import load_model, score_frame
 from tests.conftest import ROOT, demo_config, prefect_harness, write_config
 from tests.services import serving
 from workbench import auth, catalog, review

@@ -23,13 +23,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pynomaly_core import notify, tracking
+from pynomaly_core.monitoring import alerts as notify
+from pynomaly_core.tracking import store as tracking
 from pynomaly_core.config import PipelineConfig
-from pynomaly_core.feedback import ANOMALY, LABELS, NORMAL, UNSURE, database_url, label_history, latest_labels, row_values
-from pynomaly_core.io import DataError
-from pynomaly_core.monitoring import champion_version_uri
-from pynomaly_core.scoring import score_frame
-from pynomaly_core.validation import ERRORS_COLUMN, ROW_COLUMN
+from pynomaly_core.labels.feedback import ANOMALY, LABELS, NORMAL, UNSURE, database_url, label_history, latest_labels, row_values
+from pynomaly_core.errors import DataError
+from pynomaly_core.monitoring.monitor import champion_version_uri
+from pynomaly_core.scoring.files import score_frame
+from pynomaly_core.data.validation import ERRORS_COLUMN, ROW_COLUMN
 
 from . import auth, catalog
 from .db import API_KEYS, AUDIT, ROLES, USERS, audit, connect, migrate

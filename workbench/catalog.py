@@ -17,8 +17,8 @@ from mlflow.exceptions import MlflowException
 
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.detectors.registry import REGISTRY
-from pynomaly_core.io import table_stem
-from pynomaly_core.tracking import absolute_sqlite, tracking_uri
+from pynomaly_core.data.io import table_stem
+from pynomaly_core.tracking.store import absolute_sqlite, tracking_uri
 
 
 MAX_RUNS = 5000  # scoring or monitoring runs read per page view

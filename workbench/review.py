@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 
 from pynomaly_core.config import PipelineConfig
-from pynomaly_core.explain import explain
-from pynomaly_core.feedback import BatchVersion, batch_file, read_batch, row_ids
-from pynomaly_core.active import member_scores, review_order
-from pynomaly_core.explain import lime_explanation
-from pynomaly_core.io import DataError
-from pynomaly_core.monitoring import champion_version_uri
-from pynomaly_core.preprocessing import features
-from pynomaly_core.scoring import load_model
+from pynomaly_core.evaluation.explain import explain
+from pynomaly_core.labels.feedback import BatchVersion, batch_file, read_batch, row_ids
+from pynomaly_core.labels.review import member_scores, review_order
+from pynomaly_core.evaluation.explain import lime_explanation
+from pynomaly_core.errors import DataError
+from pynomaly_core.monitoring.monitor import champion_version_uri
+from pynomaly_core.data.preprocessing import features
+from pynomaly_core.scoring.files import load_model
 
 from . import catalog
 

@@ -23,12 +23,13 @@ from pathlib import Path
 import pandas as pd
 import redis
 
-from .config import PipelineConfig
-from .io import DataError, write_table
-from .monitoring import champion_version_uri
-from .scoring import append_to_store, load_model, score_frame
-from .tracking import setup
-from .validation import ERRORS_COLUMN
+from ..config import PipelineConfig
+from ..errors import DataError
+from ..data.io import write_table
+from .monitor import champion_version_uri
+from ..scoring.files import append_to_store, load_model, score_frame
+from ..tracking.store import setup
+from ..data.validation import ERRORS_COLUMN
 
 EVENT_ID = "event_id"
 # Reconnection backoff: first wait, longest wait, and how long Redis may stay away before the consumer gives up.

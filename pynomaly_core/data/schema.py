@@ -18,8 +18,9 @@ import yaml
 from pandera import dtypes
 from pydantic import BaseModel
 
-from .config import ColumnSpec, ConfigError, DataConfig, PathsConfig, PipelineConfig, ReadOptions, RegistryConfig
-from .io import DataError, read_table, source_name, table_stem
+from ..config import ColumnSpec, ConfigError, DataConfig, PathsConfig, PipelineConfig, ReadOptions, RegistryConfig
+from ..errors import DataError
+from .io import read_table, source_name, table_stem
 
 MARGIN = 0.1  # a numeric range is the observed [min, max] widened by 10 % of its span on each side
 MAX_ALLOWED = 20  # a text column with at most this many distinct values gets them as its allowed values

@@ -10,8 +10,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
-from .config import NEIGHBORS, DataConfig, PreprocessConfig
-from .detectors.graph import NodeGraph
+from ..config import NEIGHBORS, DataConfig, PreprocessConfig
+from ..detectors.graph import NodeGraph
 
 SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
 
@@ -39,7 +39,7 @@ def build_preprocessor(data: DataConfig, options: PreprocessConfig) -> ColumnTra
         verbose_feature_names_out=False,
     )
     # A graph's node rows become a Graph: the features transformed, the edges from the neighbour lists.
-    return NodeGraph(transformer, data.id_column) if data.graph else transformer
+    return NodeGraph(transformer, data.id_column, NEIGHBORS) if data.graph else transformer
 
 
 def split(frame: pd.DataFrame, data: DataConfig, options: PreprocessConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from .config import ColumnSpec, DataConfig
-from .io import DataError
+from ..config import ColumnSpec, DataConfig
+from ..errors import DataError
 
 PANDAS_TYPES = {"float": "float64", "int": "Int64", "str": "string", "bool": "boolean"}
 ROW_COLUMN = "_row"  # 1-based position of the record in the input

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 
-from .config import TrackingConfig
-from .io import BATCH_ROWS, DataError, TableWriter
-from .scoring import load_model, model_schema, pinned_uri, rejected_path, remove_stale, score_rows
-from .validation import ERRORS_COLUMN, PANDAS_TYPES, ROW_COLUMN, validate
+from ..config import TrackingConfig
+from ..data.io import BATCH_ROWS, TableWriter
+from ..errors import DataError
+from .files import load_model, model_schema, pinned_uri, rejected_path, remove_stale, score_rows
+from ..data.validation import ERRORS_COLUMN, PANDAS_TYPES, ROW_COLUMN, validate
 
 PLUGIN = "pynomaly-model"
 PARTITION = "_pynomaly_partition"

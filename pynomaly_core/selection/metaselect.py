@@ -29,9 +29,9 @@ import pandas as pd
 from scipy.stats import norm, rankdata, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from .detectors import registry
-from .search import OptunaSearch, best_trial_selection, labels_held_out
-from .selection import LABEL_GUIDED, Selection, ensemble_spec, fixed_params, label_guided_spec
+from ..detectors import registry
+from .consensus import OptunaSearch, best_trial_selection, labels_held_out
+from .base import LABEL_GUIDED, Selection, ensemble_spec, fixed_params, label_guided_spec
 
 LANDMARKS = ("iforest", "knn", "lof", "copod", "hbos", "ocsvm")
 KNOWLEDGE_BASE = Path(__file__).with_name("selection_kb.json")
@@ -288,6 +288,8 @@ class MetaSelector(OptunaSearch):
     `meta_candidates` models, that ensemble and that ensemble guided by a classifier of the
     labelled anomalies, each candidate judged by the expected utility of its gain over that ensemble.
     Models whose predicted fit time exceeds `train.timeout` are skipped, and said so."""
+
+    uses_knowledge_base = True
 
     def __init__(self, *args, knowledge_base: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)

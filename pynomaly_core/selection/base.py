@@ -1,7 +1,7 @@
 """What every selection strategy shares: the `Selection` it returns, the calibration split it
 owns, and the final fit. `make_selector(train, ...)` builds the strategy's selector once from the
 config; the `train` stage, the parallel workers and `pynomaly bench` call `select(X, y)` alike.
-Strategies: `metaselect.MetaSelector` (`meta`) and `search.ConsensusSearch` (`consensus`)."""
+Strategies: `metaselect.MetaSelector` (`meta`) and `consensus.ConsensusSearch` (`consensus`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import ThresholdConfig, TrainConfig
-from .detectors.ensemble import RankEnsemble
-from .detectors.spec import DetectorSpec
+from ..config import ThresholdConfig, TrainConfig
+from ..detectors.ensemble import RankEnsemble
+from ..detectors.spec import DetectorSpec
 
 ENSEMBLE = "rank_ensemble"
 # Few-label meta-selection's candidate that uses the labels: the label-free ensemble averaged with this classifier.
@@ -84,6 +84,10 @@ class Selector:
     threshold is the `train.contamination` quantile of the training scores.
     """
 
+    # What the train stage asks of a strategy before building one (`selection.selector_class`).
+    uses_knowledge_base = False  # the choice reads selection_kb.json, so the study's name includes its hash
+    shares_study = False  # `train.workers` processes can join one Optuna study
+
     def __init__(self, train: TrainConfig, threshold: ThresholdConfig = ThresholdConfig(), seed: int = 0, *,
                  study_name: str = "", callbacks=(), input: str = "tabular"):
         self.train, self.threshold, self.seed = train, threshold, seed
@@ -108,16 +112,3 @@ class Selector:
 
     def choose(self, X, y) -> tuple[Selection, DetectorSpec]:
         raise NotImplementedError
-
-
-def make_selector(train: TrainConfig, threshold: ThresholdConfig = ThresholdConfig(), seed: int = 0, *,
-                  input: str = "tabular", knowledge_base: dict | None = None, **options) -> Selector:
-    """The selector of `train.strategy`. The knowledge base describes tabular data and the default
-    detectors: named detectors, a series or a graph always go to the consensus search.
-    `knowledge_base` replaces the shipped one (`pynomaly bench --lodo` hands one without the dataset under test)."""
-    from .metaselect import MetaSelector  # both strategies import this module
-    from .search import ConsensusSearch
-
-    if train.strategy == "meta" and train.detectors == "all" and input == "tabular":
-        return MetaSelector(train, threshold, seed, input=input, knowledge_base=knowledge_base, **options)
-    return ConsensusSearch(train, threshold, seed, input=input, **options)

@@ -15,11 +15,11 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
 
-from pynomaly_core.batching import GroupScorer
+from pynomaly_core.scoring.batching import GroupScorer
 from pynomaly_core.config import DataConfig
-from pynomaly_core.io import DataError
-from pynomaly_core.scoring import score_rows
-from pynomaly_core.validation import ERRORS_COLUMN, ROW_COLUMN, validate
+from pynomaly_core.errors import DataError
+from pynomaly_core.scoring.files import score_rows
+from pynomaly_core.data.validation import ERRORS_COLUMN, ROW_COLUMN, validate
 
 OUTPUT_SCHEMA = Schema([ColSpec("double", "score"), ColSpec("long", "is_anomaly")])
 

@@ -15,10 +15,13 @@ import pandas as pd
 from mlflow import MlflowClient
 from pydantic import BaseModel
 
-from . import drift, tracking
-from .config import EngineOptions, PipelineConfig, ReadOptions
-from .io import DataError, iter_table, read_table, table_stem, write_table
-from .scoring import append_to_store, load_model, rejected_path, remove_stale, score_frame, score_with_engine
+from . import drift
+from ..tracking import store as tracking
+from ..config import EngineOptions, PipelineConfig, ReadOptions
+from ..errors import DataError
+from ..data.io import iter_table, read_table, table_stem, write_table
+from ..scoring.files import append_to_store, load_model, rejected_path, remove_stale, score_frame
+from ..scoring import score_with_engine
 
 
 class ScoreResult(BaseModel):

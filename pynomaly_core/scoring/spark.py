@@ -23,9 +23,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from .io import DataError
-from .scoring import load_model, pinned_uri, rejected_path, remove_stale
-from .validation import ERRORS_COLUMN, ROW_COLUMN, validate
+from ..errors import DataError
+from .files import load_model, pinned_uri, rejected_path, remove_stale
+from ..data.validation import ERRORS_COLUMN, ROW_COLUMN, validate
 
 SPARK_TYPES = {"float": "double", "int": "bigint", "str": "string", "bool": "boolean"}
 FILE, INDEX = "_pynomaly_file", "_pynomaly_index"  # where each row came from: file and 0-based row in it

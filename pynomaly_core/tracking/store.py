@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from mlflow.data.dataset_source_registry import get_dataset_source_from_json
 from mlflow.exceptions import MlflowException
 
-from .config import TrackingConfig, TrainConfig
+from ..config import TrackingConfig, TrainConfig
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 

@@ -29,10 +29,10 @@ import pandas as pd
 import pandera.pandas as pa
 import sqlalchemy as sa
 
-from .config import PipelineConfig
-from .io import DataError
-from .tracking import absolute_sqlite
-from .validation import build_schema
+from ..config import PipelineConfig
+from ..errors import DataError
+from ..tracking.store import absolute_sqlite
+from ..data.validation import build_schema
 
 ANOMALY, NORMAL, UNSURE = "anomaly", "normal", "unsure"  # confirm, dismiss, unsure
 LABEL_COLUMN = "_feedback_label"  # 1 = confirmed anomaly, 0 = dismissed or never labelled

@@ -1,4 +1,4 @@
-"""Score a file with a registered model, validating it with the schema the model was trained on."""
+"""Score a file or a frame with a registered model, validating it with the schema the model was trained on."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import pandas as pd
 import yaml
 from mlflow.exceptions import MlflowException
 
-from .config import NEIGHBORS, DataConfig, EngineOptions, ReadOptions, TrackingConfig
-from .detectors.graph import with_neighbors
-from .io import BATCH_ROWS, DataError, TableWriter, iter_table, read_table
-from .preprocessing import features
-from .tracking import absolute_sqlite, tracking_uri, use_store
-from .validation import ROW_COLUMN, ValidationResult, validate
+from ..config import NEIGHBORS, DataConfig, ReadOptions, TrackingConfig
+from ..detectors.graph import with_neighbors
+from ..data.io import BATCH_ROWS, TableWriter, iter_table, read_table
+from ..errors import DataError
+from ..data.preprocessing import features
+from ..tracking.store import absolute_sqlite, tracking_uri, use_store
+from ..data.validation import ROW_COLUMN, ValidationResult, validate
 
 
 def rejected_path(output: str | Path) -> Path:
@@ -95,7 +96,7 @@ def score_frame(model, frame: pd.DataFrame, source: str, edges: pd.DataFrame | N
         return result, valid.assign(score=pd.Series(dtype="float64"), is_anomaly=pd.Series(dtype="int64"))
     if edges is not None:
         graph = data_config.graph
-        valid, _ = with_neighbors(valid, frame, edges, id_column=data_config.id_column, source=graph.source, target=graph.target)
+        valid, _ = with_neighbors(valid, frame, edges, id_column=data_config.id_column, neighbors=NEIGHBORS, source=graph.source, target=graph.target)
     predictions = score_rows(python_model.pipeline, data_config, valid)
     scored = valid.drop(columns=NEIGHBORS) if edges is not None else valid  # the user's columns, not the derived lists
     return result, scored.assign(score=predictions["score"].to_numpy(), is_anomaly=predictions["is_anomaly"].to_numpy())
@@ -148,24 +149,3 @@ def append_to_store(scored: pd.DataFrame, url: str, table: str) -> None:
             scored.to_sql(table, connection, if_exists="append", index=False)
     finally:
         engine.dispose()
-
-
-def score_with_engine(engine: EngineOptions, model_uri: str, input_path: str | Path, output_path: str | Path, *,
-                      batch_rows: int = BATCH_ROWS, edges_path: str | Path | None = None, options: ReadOptions | None = None) -> dict:
-    """`score_file` in this process (engine `pandas`), or the Parquet input scored on Spark or Dask; the same counts back."""
-    if engine.name == "pandas":
-        return score_file(model_uri, input_path, output_path, batch_rows, edges_path, options)
-    if edges_path is not None or (options is not None and options.format not in (None, "parquet")):
-        raise DataError(f"engine {engine.name} reads Parquet (a file, folder or glob) and scores no graph; use the default engine")
-    try:
-        if engine.name == "spark":
-            from .scoring_spark import score_with_spark
-
-            return score_with_spark(model_uri, input_path, output_path, engine.spark_master)
-        from .scoring_dask import score_with_dask
-
-        return score_with_dask(model_uri, input_path, output_path, engine.scheduler, engine.workers, batch_rows)
-    except ModuleNotFoundError as err:
-        if err.name is None or err.name.split(".")[0] not in ("pyspark", "py4j", "dask", "distributed"):
-            raise
-        raise DataError(f"engine {engine.name} needs {err.name}: pip install 'pynomaly[{engine.name}]'") from None

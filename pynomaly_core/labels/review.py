@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from .detectors.ensemble import RankEnsemble
+from ..detectors.ensemble import RankEnsemble
 
 # Priorities equal up to float rounding are ties (a row's distance and disagreement are sums of fractions).
 DECIMALS = 12

@@ -14,9 +14,9 @@ from urllib.parse import quote
 import apprise
 from mlflow import MlflowClient
 
-from . import tracking
-from .config import PipelineConfig
-from .monitoring import MonitorResult, champion_uri
+from ..tracking import store as tracking
+from ..config import PipelineConfig
+from .monitor import MonitorResult, champion_uri
 
 
 class NotifyError(RuntimeError):

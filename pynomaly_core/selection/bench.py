@@ -24,11 +24,11 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.metrics import roc_auc_score
 
 from . import metaselect
-from .config import ThresholdConfig, TrainConfig
-from .detectors import registry
-from .evaluation import metrics
-from .detectors.spec import model_name
-from .selection import make_selector
+from ..config import ThresholdConfig, TrainConfig
+from ..detectors import registry
+from ..evaluation.metrics import metrics
+from ..detectors.spec import model_name
+from . import make_selector
 
 
 def load_dataset(path: Path) -> tuple[np.ndarray, np.ndarray]:

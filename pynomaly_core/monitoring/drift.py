@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .config import MonitoringConfig
+from ..config import MonitoringConfig
 
 
 @dataclass

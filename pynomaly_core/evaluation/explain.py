@@ -22,7 +22,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import pairwise_distances
 from sklearn.pipeline import Pipeline
 
-from .evaluation import _save
+from .metrics import _save
 
 
 @dataclass

@@ -32,13 +32,13 @@ from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from .config import TrainConfig
-from .detectors import registry
-from .detectors.graph import Graph
-from .detectors.spec import DetectorSpec
-from .selection import ENSEMBLE, Selection, Selector, ensemble_spec
+from ..config import TrainConfig
+from ..detectors import registry
+from ..detectors.graph import Graph
+from ..detectors.spec import DetectorSpec
+from .base import ENSEMBLE, Selection, Selector, ensemble_spec
 from .study import FINISHED, TRIAL_ERRORS, connection_guard, open_study, run_trials
-from .tracking import absolute_sqlite
+from ..tracking.store import absolute_sqlite
 
 REFERENCE_POOL = ("iforest", "copod", "hbos", "knn", "pca")
 LABEL_METRICS = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score}
@@ -258,6 +258,8 @@ class ConsensusSearch(OptunaSearch):
     """`train.strategy: consensus` (and any search `meta` does not cover): an Optuna study over
     `train.detectors` and their hyper-parameters, then the rank ensemble of its
     `train.ensemble_size` best distinct trials when it scores higher than the best trial."""
+
+    shares_study = True
 
     def candidates(self, y) -> dict[str, DetectorSpec]:
         return search_candidates(self.train, y, self.input)

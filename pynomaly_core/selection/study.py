@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import optuna
 import sqlalchemy
 
-from .detectors.base import FIT_ERRORS
+from ..detectors.base import FIT_ERRORS
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 # Failures of one candidate fail that trial, not the study.

@@ -16,15 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from .config import ReadOptions
+from ..config import ReadOptions
+from ..errors import DataError
 
 
 # Rows read, validated and scored at a time by `pynomaly score` and its Dask engine (`--batch-rows`).
 BATCH_ROWS = 100_000
-
-
-class DataError(ValueError):
-    """Input that cannot be used, or output that cannot be written; the message says which file, column or row, and what was expected."""
 
 
 def source_name(source: str | Path, query: str | None = None) -> str:
