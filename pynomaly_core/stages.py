@@ -39,7 +39,7 @@ from .data.io import read_table, source_name, write_table
 from .scoring import model as model_module
 from .detectors import packages, registry
 from .scoring.model import OUTPUT_SCHEMA, model_artifacts
-from .data.preprocessing import build_preprocessor, features, input_columns, split
+from .data.preprocessing import build_preprocessor, features, input_columns, split, transform
 from .selection import make_selector, selector_class
 from .selection.base import Selector
 from .selection.metaselect import KNOWLEDGE_BASE
@@ -200,13 +200,13 @@ def _scores(cfg: PipelineConfig, pipeline, rows: pd.DataFrame, whole_graph=None)
     """The pipeline's scores of `rows`; graph nodes are scored inside the whole validated graph
     (`_whole_graph`'s, read here unless given)."""
     if cfg.data.graph is None:
-        return pipeline.decision_function(features(rows, cfg.data))
+        return pipeline[-1].decision_function(transform(pipeline[0], rows, cfg.data))
     node_ids, graph = whole_graph or _whole_graph(cfg, pipeline[0])
     return pipeline[-1].decision_function(graph)[node_ids.get_indexer(rows[cfg.data.id_column])]
 
 
 def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Search:
-    X = preprocessor.transform(features(train_rows, cfg.data))
+    X = transform(preprocessor, train_rows, cfg.data)
     label = feedback.LABEL_COLUMN if cfg.train.labels == "feedback" else cfg.data.label_column
     y = train_rows[label].to_numpy(dtype=int) if cfg.train.use_labels else None
     data_md5 = tracking.file_md5(cfg.paths.train)
