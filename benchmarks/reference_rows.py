@@ -1,5 +1,5 @@
 """AUCROC of the reference-keeping detectors (KNN, LOF, KDE, OCSVM) fitted on every training row
-against the seeded sample of `detectors.pyod.REFERENCE_ROWS` they keep by default.
+against the seeded sample of `detectors.reference.REFERENCE_ROWS` they keep by default.
 
 The ADBench protocol (`bench.adbench_split`) fits on at most 7,000 rows, below the bound, so it
 cannot show the bound's effect: here the development datasets with more rows than the protocol
@@ -26,7 +26,7 @@ from sklearn.preprocessing import MinMaxScaler
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pynomaly_core.selection.bench import load_dataset  # noqa: E402
-from pynomaly_core.detectors import pyod  # noqa: E402
+from pynomaly_core.detectors import pyod, reference  # noqa: E402
 from pynomaly_core.detectors.registry import get  # noqa: E402
 
 
@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for path in sorted(args.folder.glob("*.npz")):
         X, y = load_dataset(path)
-        if 0.7 * min(len(X), args.rows) <= pyod.REFERENCE_ROWS:
+        if 0.7 * min(len(X), args.rows) <= reference.REFERENCE_ROWS:
             continue  # the bound does not bind
         for seed in args.seeds:
             X_train, X_test, y_test = split(X, y, args.rows, seed)
             for name in args.detectors:
                 row = {"dataset": path.stem, "seed": seed, "detector": name, "train_rows": len(X_train)}
-                for setting, limit in (("all_rows", None), ("bounded", pyod.REFERENCE_ROWS)):
+                for setting, limit in (("all_rows", None), ("bounded", reference.REFERENCE_ROWS)):
                     started = time.perf_counter()
                     detector = get(name).build({"reference_rows": limit}, 0.1, seed).fit(X_train)
                     row[setting] = round(float(roc_auc_score(y_test, detector.decision_function(X_test))), 4)

@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pynomaly_core.tracking import model_size
-from pynomaly_core.detectors import pyod as pyod_backend
+from pynomaly_core.detectors.reference import reference_rows
 from pynomaly_core.detectors.ecdf import MAX_KNOTS, EmpiricalDistribution
 from pynomaly_core.detectors.ensemble import RankEnsemble
 from pynomaly_core.detectors.registry import get
@@ -138,7 +138,7 @@ def test_a_pickled_model_leaves_its_training_rows_out_and_scores_the_same():
 def test_reference_keeping_detectors_fit_on_a_bounded_seeded_sample():
     X = np.random.default_rng(5).normal(size=(3_000, 4))
     detector = get("knn").build({"reference_rows": 500}, 0.1, 7).fit(X)
-    sample = pyod_backend.reference_rows(len(X), 500, 7)
+    sample = reference_rows(len(X), 500, 7)
     assert detector.estimator_.neigh_.n_samples_fit_ == 500  # the neighbour index holds the sample only
     alone = KNN(contamination=0.1).fit(X[sample])
     np.testing.assert_allclose(detector.decision_scores_[sample], alone.decision_scores_)
@@ -148,6 +148,15 @@ def test_reference_keeping_detectors_fit_on_a_bounded_seeded_sample():
     every_row = get("knn").build({"reference_rows": None}, 0.1, 7).fit(X)
     assert every_row.estimator_.neigh_.n_samples_fit_ == 3_000
     np.testing.assert_allclose(every_row.decision_scores_, KNN(contamination=0.1).fit(X).decision_scores_)
+
+
+def test_scikit_learns_lof_keeps_the_bounded_sample_too():
+    X = np.random.default_rng(8).normal(size=(3_000, 4))
+    detector = get("sk_lof").build({"reference_rows": 400}, 0.1, 3).fit(X)
+    assert detector.estimator_.n_samples_fit_ == 400 and len(detector.decision_scores_) == len(X)
+    sample = reference_rows(len(X), 400, 3)
+    rest = np.setdiff1d(np.arange(len(X)), sample)
+    np.testing.assert_allclose(detector.decision_scores_[rest], -detector.estimator_.score_samples(X[rest]))
 
 
 def test_the_size_check_names_the_part_that_makes_a_model_large(tmp_path):

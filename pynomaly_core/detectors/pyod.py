@@ -6,10 +6,9 @@ name, except the few in `EXCLUDED`. The deep (PyTorch) ones are registered by `t
 XGBOD is semi-supervised: it is fitted with the known labels and is a candidate only when the
 search uses labels. ECOD and COPOD are PyOD's, computed from fit-time tables (`ecod.py`).
 
-A served row's cost and a saved model's size do not grow with the training rows: the detectors
-that keep their training rows as the reference new rows are compared with (KNN, LOF, KDE, OCSVM)
-keep a seeded sample of at most `REFERENCE_ROWS` of them (`params["reference_rows"]`; None keeps
-all), and PyOD's per-training-row attributes are dropped after the fit.
+A served row's cost and a saved model's size do not grow with the training rows: KNN, LOF, KDE
+and OCSVM fit on a bounded seeded sample (`reference.py`), and PyOD's per-training-row
+attributes are emptied after the fit.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import numpy as np
 from .base import ModelDetector
 from .ecod import ECDFDetector
 from .packages import missing_dependency
+from .reference import REFERENCE_ROWS, fit_on_sample
 from .spec import DetectorSpec
 
 # Not registered, and why (measured with PyOD 3.6.7).
@@ -96,20 +96,9 @@ BUILD_ARGS = {
 }
 
 
-# Detectors whose model is their training rows (a neighbour index, a kernel density's points, an
-# SVM's support vectors among them): fitted on at most this many, seeded. The ADBench protocol
-# behind the knowledge base fits on at most 7,000 rows, so its figures hold.
-REFERENCE_MODELS = {"knn", "lof", "kde", "ocsvm"}
-REFERENCE_ROWS = 10_000
+REFERENCE_MODELS = {"knn", "lof", "kde", "ocsvm"}  # fitted on a bounded sample (reference.py)
 # PyOD models whose `decision_function` reads the training scores: they keep `decision_scores_`.
 READS_TRAINING_SCORES = {"hdbscan", "qmcd"}
-
-
-def reference_rows(n_rows: int, limit: int | None, seed) -> np.ndarray | None:
-    """The seeded sample of rows (sorted) a reference-keeping detector fits on; None for all of them."""
-    if limit is None or n_rows <= limit:
-        return None
-    return np.sort(np.random.default_rng(seed).choice(n_rows, limit, replace=False))
 
 
 class PyODDetector(ModelDetector):
@@ -133,15 +122,9 @@ class PyODDetector(ModelDetector):
     def _fit(self, X, y):
         cls = pyod_class(self.model)
         limit = (self.params or {}).get("reference_rows", REFERENCE_ROWS) if self.model in REFERENCE_MODELS else None
-        sample = reference_rows(len(X), limit, self.random_state)
-        self.estimator_ = cls(**self._kwargs(cls, X)).fit(X if sample is None else X[sample])
-        scores = self.estimator_.decision_scores_
-        if sample is not None:  # the other rows are scored as new rows against the sample
-            rest = np.ones(len(X), dtype=bool)
-            rest[sample] = False
-            scores = np.empty(len(X))
-            scores[sample] = self.estimator_.decision_scores_
-            scores[rest] = self.estimator_.decision_function(X[rest])
+        self.estimator_ = cls(**self._kwargs(cls, X))
+        scores = fit_on_sample(self.estimator_.fit, lambda rows: self.estimator_.decision_scores_, self.estimator_.decision_function,
+                               X, limit, self.random_state)
         self._drop_training_rows()
         return scores
 
