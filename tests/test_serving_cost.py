@@ -53,6 +53,17 @@ def test_ecod_and_copod_score_as_pyod_does(model, dataset):
     np.testing.assert_allclose(ours.decision_function(new), alone, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("model", ["ecod", "copod"])
+def test_a_column_constant_in_training_scores_as_in_pyod(model):
+    X, _ = adbench("cardio")
+    train, new = X[:1500].copy(), X[1500:1530].copy()
+    train[:, 3] = 0.25  # constant in training; the new rows differ from it
+    ours, theirs = get(model).build({}, 0.1, 0).fit(train), PYOD[model]().fit(train)
+    np.testing.assert_allclose(ours.decision_scores_, theirs.decision_scores_, rtol=0, atol=1e-9)
+    alone = np.array([theirs.decision_function(row[None, :])[0] for row in new])
+    np.testing.assert_allclose(ours.decision_function(new), alone, rtol=0, atol=1e-9)
+
+
 def test_beyond_the_tables_bound_a_new_rows_score_is_close_to_pyods():
     X, y = adbench("mammography")
     train, new = X[:10_000], X[10_000:10_040]

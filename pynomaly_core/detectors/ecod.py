@@ -12,9 +12,10 @@ the training rows plus the batch). Here every row is scored as PyOD scores it wh
 alone, (training values <= x, plus the row itself) / (n + 1), with the training rows' skewness
 sign: a row's score does not depend on which rows it is sent with. The training rows' scores
 are PyOD's `decision_scores_`. The skewness sign is computed column by column (PyOD: over the
-matrix): where a column's skewness is zero to rounding the two could differ; for ECOD only the
-signs 0 and NaN (a constant column) change a score, since PyOD takes the larger of the two
-tails' -log whatever the sign.
+matrix): where a column's skewness is zero to rounding the two could differ; for ECOD only a
+sign of 0 changes a score, since PyOD takes the larger of the two tails' -log whatever the sign.
+A column constant in training has sign 0 here; PyOD, scoring a row with it, takes the sign of
+the row's side, which gives the same score (the row's own tail is 0).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .ecdf import MAX_KNOTS, EmpiricalDistribution
 
 def _combine(model: str, left: np.ndarray, right: np.ndarray, sign: float) -> np.ndarray:
     """One column's outlier score from its tail probabilities' -log, as PyOD 3.6.7 writes it
-    (the skewness sign as `np.sign(skew)`, NaN for a constant column, which makes the score NaN as in PyOD)."""
+    (`sign`: the column's skewness sign, 0 for a constant column)."""
     skewed = left * -1 * np.sign(sign - 1) + right * np.sign(sign + 1)
     if model == "ecod":
         return np.maximum(skewed, np.maximum(left, right))
@@ -50,7 +51,7 @@ class ECDFDetector(ModelDetector):
             ordered = np.sort(column)  # training scores are exact whatever the table keeps
             left = -np.log(np.searchsorted(ordered, column, side="right") / len(X))
             right = -np.log((len(X) - np.searchsorted(ordered, column, side="left")) / len(X))
-            self.skew_sign_[j] = np.sign(skew(column))
+            self.skew_sign_[j] = np.sign(np.nan_to_num(skew(column)))  # PyOD's: a constant column's NaN is 0
             scores += _combine(self.model, left, right, self.skew_sign_[j])
             self.tables_.append(EmpiricalDistribution(ordered, max_knots))
         return scores
