@@ -175,15 +175,16 @@ def _serve(args) -> int:
     import mlflow
     from mlflow.pyfunc import scoring_server
 
-    from .tracking.store import absolute_sqlite, tracking_uri
+    from .tracking.champion import champion_uri
+    from .tracking.store import store_uri
 
     if not _loopback(args.host):
         # MLflow's scoring server has no authentication: only this machine may reach it.
         raise ConfigError(f"--host {args.host}: pynomaly serve has no authentication, so it listens on loopback only "
                           "(127.0.0.1, ::1 or localhost); to serve other machines, put an authenticating reverse proxy in front of it")
     config = load_config(args.config)
-    model = args.model or f"models:/{config.registry.model_name}@champion"
-    mlflow.set_tracking_uri(absolute_sqlite(tracking_uri(config.tracking)))
+    model = args.model or champion_uri(config.registry.model_name)
+    mlflow.set_tracking_uri(store_uri(config.tracking))
     try:  # what `mlflow models serve` does first
         local_path = mlflow.artifacts.download_artifacts(artifact_uri=model)
     except mlflow.exceptions.MlflowException as err:

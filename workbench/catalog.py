@@ -18,14 +18,14 @@ from mlflow.exceptions import MlflowException
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.detectors.registry import REGISTRY
 from pynomaly_core.data.io import table_stem
-from pynomaly_core.tracking.store import absolute_sqlite, tracking_uri
+from pynomaly_core.tracking.store import store_uri
 
 
 MAX_RUNS = 5000  # scoring or monitoring runs read per page view
 
 
 def client(cfg: PipelineConfig) -> MlflowClient:
-    return MlflowClient(tracking_uri=absolute_sqlite(tracking_uri(cfg.tracking)))
+    return MlflowClient(tracking_uri=store_uri(cfg.tracking))
 
 
 @dataclass

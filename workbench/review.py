@@ -16,7 +16,7 @@ from pynomaly_core.labels.feedback import BatchVersion, batch_file, read_batch, 
 from pynomaly_core.labels.review import member_scores, review_order
 from pynomaly_core.evaluation.explain import lime_explanation
 from pynomaly_core.errors import DataError
-from pynomaly_core.monitoring.monitor import champion_version_uri
+from pynomaly_core.tracking.champion import champion_version_uri
 from pynomaly_core.data.preprocessing import features
 from pynomaly_core.scoring.files import load_model
 
@@ -103,7 +103,7 @@ class Reviewer:
                 return cached[1]
         # Built outside the lock (it needs it for the model, and reading a batch takes a while); two
         # requests for a changed batch may both build it, and the last one is kept.
-        uri = catalog.batch_model_uri(self.cfg, batch_id) or champion_version_uri(self.cfg)
+        uri = catalog.batch_model_uri(self.cfg, batch_id) or champion_version_uri(self.cfg.registry.model_name)
         frame, version = read_batch(path)
         python_model = self.model(uri).unwrap_python_model()
         threshold = float(python_model.pipeline[-1].threshold_)

@@ -11,7 +11,8 @@ from .spec import model_name
 
 
 def percentiles(training_scores: list[EmpiricalDistribution], scores: list[np.ndarray]) -> np.ndarray:
-    """Each member's scores as percentiles among its own training scores: members x rows."""
+    """Each member's scores as percentiles among its own training scores: members x rows (`ranks.percentile_ranks`'
+    "weak" kind, read from the bounded table)."""
     return np.array([reference.share_le(member) for reference, member in zip(training_scores, scores)])
 
 

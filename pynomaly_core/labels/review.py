@@ -27,6 +27,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from ..detectors.ensemble import RankEnsemble
+from ..detectors.ranks import percentile_ranks
 
 # Priorities equal up to float rounding are ties (a row's distance and disagreement are sums of fractions).
 DECIMALS = 12
@@ -42,11 +43,6 @@ def member_scores(model, X) -> np.ndarray | None:
     return model.member_percentiles(X)
 
 
-def _quantiles(sorted_scores: np.ndarray, values) -> np.ndarray:
-    """Twice the count of batch rows scoring below each value, ties counted half (integers: exact ties)."""
-    return np.searchsorted(sorted_scores, values, side="left") + np.searchsorted(sorted_scores, values, side="right")
-
-
 def review_order(scores, member_scores: np.ndarray | None, threshold: float) -> np.ndarray:
     """Row positions of the batch, the row whose label would teach the next model most first."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
@@ -58,14 +54,15 @@ def review_order(scores, member_scores: np.ndarray | None, threshold: float) -> 
     if n == 0:
         return np.arange(0)
     sorted_scores = np.sort(scores)
-    distance = np.abs(_quantiles(sorted_scores, scores) - _quantiles(sorted_scores, threshold)) / (2 * n)
+    # Ties counted half; priorities are rounded below, so equal distances stay ties.
+    distance = np.abs(percentile_ranks(sorted_scores, scores, "mean") - percentile_ranks(sorted_scores, threshold, "mean"))
     disagreement = np.zeros(n)
     if member_scores is not None:
         members = np.asarray(member_scores, dtype=np.float64)
         if members.ndim != 2 or members.shape[0] != n:
             raise ValueError(f"review_order: member_scores must be rows x members with {n} rows, got shape {members.shape}")
         if not np.all((members >= 0) & (members <= 1)):
-            raise ValueError("review_order: member_scores must be percentiles in [0, 1] (see active.member_scores)")
+            raise ValueError("review_order: member_scores must be percentiles in [0, 1] (see labels.review.member_scores)")
         disagreement = members.std(axis=1)
     priority = np.round(disagreement - distance, DECIMALS)
     # np.lexsort sorts by its last key first: priority, then score (both descending), then position.

@@ -16,7 +16,8 @@ from mlflow import MlflowClient
 
 from ..tracking import store as tracking
 from ..config import PipelineConfig
-from .monitor import MonitorResult, champion_uri
+from ..tracking.champion import champion_uri
+from .results import MonitorResult
 
 
 class NotifyError(RuntimeError):
@@ -80,7 +81,7 @@ def drift_message(cfg: PipelineConfig, result: MonitorResult) -> tuple[str, str]
 def failure_message(cfg: PipelineConfig, batch: str, error: BaseException) -> tuple[str, str]:
     """The title and body telling that a batch could not be scored, and why."""
     body = "\n".join([
-        f"Model: {champion_uri(cfg)}",
+        f"Model: {champion_uri(cfg.registry.model_name)}",
         f"Batch: {batch}",
         f"Checks fired:\n- scoring failed: {type(error).__name__}: {error}",
         f"MLflow: {mlflow_ui_url(cfg)}/#/models/{cfg.registry.model_name}",

@@ -13,7 +13,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from pydantic import BaseModel
 
 from . import drift
 from ..tracking import store as tracking
@@ -22,57 +21,8 @@ from ..errors import DataError
 from ..data.io import iter_table, read_table, table_stem, write_table
 from ..scoring.files import append_to_store, load_model, rejected_path, remove_stale, score_frame
 from ..scoring import score_with_engine
-
-
-class ScoreResult(BaseModel):
-    batch: str
-    model_uri: str  # the exact version, so monitoring compares with that version's reference
-    n_rows: int
-    n_valid: int
-    n_rejected: int
-    n_anomalies: int
-    alert_rate: float
-    output: str
-    rejected_file: str | None
-    store_table: str | None
-    run_id: str
-
-
-class MonitorResult(BaseModel):
-    batch: str
-    model_uri: str
-    n_rows: int
-    drift_detected: bool
-    drifted_columns: list[str]
-    feature_p_values: dict[str, float]
-    score_drift: dict
-    alert_rate: dict
-    reasons: list[str]
-    signals: list[str]
-    retrain_due: bool
-    judged: bool  # false when the batch was below monitoring.min_batch_rows
-    report: str | None  # local path of the Evidently HTML report
-    report_uri: str | None  # the same report as an MLflow artifact
-    run_id: str
-
-
-# What MLflow answers when the model, or its champion alias, does not exist.
-MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-
-
-def champion_uri(cfg: PipelineConfig) -> str:
-    return f"models:/{cfg.registry.model_name}@{tracking.CHAMPION}"
-
-
-def champion_version_uri(cfg: PipelineConfig) -> str:
-    """Pin the alias to a version now, so a champion promoted mid-batch does not mix two models."""
-    try:
-        version = MlflowClient().get_model_version_by_alias(cfg.registry.model_name, tracking.CHAMPION).version
-    except mlflow.exceptions.MlflowException as err:
-        if err.error_code not in MISSING:  # e.g. a server that stays unreachable: not the user's mistake
-            raise
-        raise DataError(f"no {champion_uri(cfg)}: train and register a model first (pynomaly run)") from None
-    return f"models:/{cfg.registry.model_name}/{version}"
+from ..tracking.champion import champion_version_uri
+from .results import MonitorResult, ScoreResult
 
 
 def score_batch(cfg: PipelineConfig, batch: str, options: ReadOptions | None = None, engine: EngineOptions | None = None) -> ScoreResult:
@@ -81,7 +31,7 @@ def score_batch(cfg: PipelineConfig, batch: str, options: ReadOptions | None = N
     `engine` (default: this process) scores a Parquet batch on Spark or Dask instead; the scored rows are then a Parquet folder.
     """
     tracking.setup(cfg.tracking)
-    model_uri = champion_version_uri(cfg)
+    model_uri = champion_version_uri(cfg.registry.model_name)
     output = Path(cfg.monitoring.scored_dir) / f"{table_stem(batch)}.parquet"
     if engine is not None and engine.name != "pandas":
         return _score_on_cluster(cfg, batch, options, engine, model_uri, output)

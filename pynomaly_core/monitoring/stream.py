@@ -26,8 +26,8 @@ import redis
 from ..config import PipelineConfig
 from ..errors import DataError
 from ..data.io import write_table
-from .monitor import champion_version_uri
 from ..scoring.files import append_to_store, load_model, score_frame
+from ..tracking.champion import champion_version_uri
 from ..tracking.store import setup
 from ..data.validation import ERRORS_COLUMN
 
@@ -55,7 +55,7 @@ class StreamScorer:
         # instead of failing the whole read.
         self.redis = redis.Redis.from_url(self.options.redis_url)
         setup(cfg.tracking)
-        self.model_uri = champion_version_uri(cfg)
+        self.model_uri = champion_version_uri(cfg.registry.model_name)
         self.model = load_model(self.model_uri, cfg.tracking)
         self.store = Path(cfg.monitoring.scored_dir) / "stream"
         self._recovered = False

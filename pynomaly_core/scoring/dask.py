@@ -23,7 +23,9 @@ from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 from ..config import TrackingConfig
 from ..data.io import BATCH_ROWS, TableWriter
 from ..errors import DataError
-from .files import load_model, model_schema, pinned_uri, rejected_path, remove_stale, score_rows
+from ..tracking.champion import pinned_uri
+from ..tracking.store import store_uri, use_store
+from .files import load_model, model_schema, rejected_path, remove_stale, score_rows
 from ..data.validation import ERRORS_COLUMN, PANDAS_TYPES, ROW_COLUMN, validate
 
 PLUGIN = "pynomaly-model"
@@ -84,6 +86,7 @@ def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | P
                     batch_rows: int = BATCH_ROWS) -> dict:
     """Score the Parquet file, folder or glob `input_path` on the Dask scheduler at `scheduler`,
     or on a local cluster of `workers` single-threaded processes; returns the same counts as `score_file`."""
+    use_store(store_uri())
     model_uri = pinned_uri(model_uri)  # every worker loads the same version
     data_config = model_schema(model_uri)  # the workers load the model
     if data_config.graph is not None:

@@ -16,7 +16,7 @@ from ..detectors.graph import with_neighbors
 from ..data.io import BATCH_ROWS, TableWriter, iter_table, read_table
 from ..errors import DataError
 from ..data.preprocessing import features
-from ..tracking.store import absolute_sqlite, tracking_uri, use_store
+from ..tracking.store import store_uri, use_store
 from ..data.validation import ROW_COLUMN, ValidationResult, validate
 
 
@@ -36,7 +36,7 @@ def remove_stale(path: str | Path) -> None:
 
 
 def _use_tracking(tracking: TrackingConfig | None) -> None:
-    use_store(absolute_sqlite(tracking_uri(tracking or TrackingConfig())))
+    use_store(store_uri(tracking))
 
 
 def load_model(model_uri: str, tracking: TrackingConfig | None = None):
@@ -58,19 +58,6 @@ def model_schema(model_uri: str, tracking: TrackingConfig | None = None) -> Data
         except (MlflowException, OSError) as err:
             raise DataError(f"cannot load model {model_uri}: {getattr(err, 'message', err)}") from None
         return DataConfig.model_validate(yaml.safe_load(Path(path).read_text()))
-
-
-def pinned_uri(model_uri: str, tracking: TrackingConfig | None = None) -> str:
-    """`models:/NAME@ALIAS` as `models:/NAME/VERSION`, so that workers loading it later all get one version."""
-    if not model_uri.startswith("models:/") or "@" not in model_uri:
-        return model_uri
-    _use_tracking(tracking)
-    name, alias = model_uri.removeprefix("models:/").split("@", 1)
-    try:
-        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
-    except MlflowException as err:
-        raise DataError(f"cannot load model {model_uri}: {err.message}") from None
-    return f"models:/{name}/{version}"
 
 
 def score_rows(pipeline, data_config: DataConfig, rows: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from ..errors import DataError
-from .files import load_model, pinned_uri, rejected_path, remove_stale
+from ..tracking.champion import pinned_uri
+from ..tracking.store import store_uri, use_store
+from .files import load_model, rejected_path, remove_stale
 from ..data.validation import ERRORS_COLUMN, ROW_COLUMN, validate
 
 SPARK_TYPES = {"float": "double", "int": "bigint", "str": "string", "bool": "boolean"}
@@ -57,6 +59,7 @@ def file_offsets(frame) -> dict[str, int]:
 
 def score_with_spark(model_uri: str, input_path: str | Path, output_path: str | Path, master: str = "local[*]") -> dict:
     """Score the Parquet file, folder or glob `input_path`; returns the same counts as `score_file`."""
+    use_store(store_uri())
     model_uri = pinned_uri(model_uri)  # the version spark_udf ships is the one whose schema validates
     model = load_model(model_uri)  # the training schema; spark_udf ships the model to the workers itself
     data_config = model.unwrap_python_model().data_config

@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-from scipy.stats import norm, rankdata, spearmanr
+from scipy.stats import norm, spearmanr
 from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
 
 from ..detectors import registry
+from ..detectors.ranks import percentile_ranks
 from .consensus import OptunaSearch, best_trial_selection, labels_held_out
 from .base import LABEL_GUIDED, Selection, ensemble_spec, fixed_params, label_guided_spec
 
@@ -137,12 +139,14 @@ def neighbours(features: np.ndarray, kb: dict | None = None) -> Neighbours:
     kb = kb or knowledge_base()
     entries = kb["entries"]
     known = np.array([e["features"] for e in entries])
-    mean, scale = known.mean(axis=0), known.std(axis=0) + 1e-9
-    distance = np.linalg.norm((known - mean) / scale - (np.asarray(features) - mean) / scale, axis=1)
+    scaler = StandardScaler().fit(known)
+    distance = np.linalg.norm(scaler.transform(known) - scaler.transform(np.asarray(features)[None, :]), axis=1)
     per_dataset = len(entries) / len({e["dataset"] for e in entries})
     nearest = np.argsort(distance, kind="stable")[: int(round(NEIGHBOUR_DATASETS * per_dataset))]
     names = [m["model"] for m in kb["models"]]
     aucroc = np.array([[entries[i]["aucroc"][name] for name in names] for i in nearest])
+    # The weights stay explicit (not KNeighborsRegressor(weights="distance")): the few-label rule and
+    # its replay read the entries' AUCROC and weights, and an exact match must not take all the weight.
     return Neighbours(names, aucroc, 1.0 / (distance[nearest] + 1e-6), float(distance[nearest].mean()))
 
 
@@ -240,7 +244,7 @@ def label_noise(scores: np.ndarray, reference_ranks: np.ndarray) -> float:
     ensemble, taken label-free: how much their percentile ranks differ from row to row (two
     rankings that agree on every row gain nothing whichever row is labelled)."""
     # Floored: a candidate that ranks every row as the ensemble does differs by ties alone.
-    return max(float(np.var(rankdata(scores) / len(scores) - reference_ranks)), 1e-4)
+    return max(float(np.var(percentile_ranks(np.sort(scores), scores, "rank") - reference_ranks)), 1e-4)
 
 
 def gain_utility(prior_gain: float, prior_variance: float, measured_gain: float, n_labelled: int, noise: float,
@@ -339,7 +343,7 @@ class MetaSelector(OptunaSearch):
         ensemble anomaly by anomaly (paired), the cross-validated guided one is not (its noise is
         one labelled anomaly's rank variance on the knowledge base, and it has no prediction of its own)."""
         reference = ensemble.build(ensemble.search_space(None), self.train.contamination, self.seed).fit(X).decision_scores_
-        reference_ranks, reference_measured = rankdata(reference) / len(reference), roc_auc_score(y, reference)
+        reference_ranks, reference_measured = percentile_ranks(np.sort(reference), reference, "rank"), roc_auc_score(y, reference)
         reference_predicted = near.predicted(models_of[ensemble.name])
         n_labelled, prior_variance = int(np.sum(y == 1)), difference_error(kb, self.train.ensemble_size)
         rank_variance = float(np.mean([e["anomaly_rank_variance"] for e in kb["entries"]]))

@@ -23,6 +23,11 @@ def tracking_uri(tracking: TrackingConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri
 
 
+def store_uri(tracking: TrackingConfig | None = None) -> str:
+    """The MLflow store's address: MLFLOW_TRACKING_URI or the config's, a SQLite path made absolute."""
+    return absolute_sqlite(tracking_uri(tracking or TrackingConfig()))
+
+
 def optuna_storage(train: TrainConfig) -> str:
     """The Optuna study database: PYNOMALY_OPTUNA_STORAGE (set by the local services) or the config's."""
     return absolute_sqlite(os.environ.get("PYNOMALY_OPTUNA_STORAGE") or train.storage)
@@ -65,7 +70,7 @@ def use_store(uri: str) -> None:
 
 def setup(tracking: TrackingConfig) -> str:
     """Point MLflow at MLFLOW_TRACKING_URI, or the embedded default, and select the experiment."""
-    uri = absolute_sqlite(tracking_uri(tracking))
+    uri = store_uri(tracking)
     use_store(uri)
     if mlflow.get_experiment_by_name(tracking.experiment) is None:
         # A local store keeps artifacts beside its database; a server decides for itself.
@@ -98,11 +103,8 @@ def git_commit() -> str:
 
 def file_md5(path: str | Path) -> str:
     """The MD5 that DVC records for a file (dvc.lock), so a run can be matched to its data version."""
-    digest = hashlib.md5(usedforsecurity=False)  # DVC's content id, not a security hash
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    with open(path, "rb") as handle:  # DVC's content id, not a security hash
+        return hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
 @dataclass
