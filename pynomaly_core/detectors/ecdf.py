@@ -33,14 +33,18 @@ class EmpiricalDistribution:
         self.at_or_below = at_or_below
         self.below = at_or_below - counts
 
+    def _up_to(self, index: np.ndarray) -> np.ndarray:
+        """Training values at or below the `index`-th distinct value (1-based; 0: none)."""
+        return np.where(index > 0, self.at_or_below[np.maximum(index - 1, 0)], 0)
+
     def count_le(self, x) -> np.ndarray:
         if self.exact:
-            return np.concatenate([[0], self.at_or_below])[np.searchsorted(self.values, x, side="right")]
+            return self._up_to(np.searchsorted(self.values, x, side="right"))
         return np.interp(x, self.values, self.at_or_below, left=0, right=self.n)
 
     def count_ge(self, x) -> np.ndarray:
         if self.exact:
-            return self.n - np.concatenate([[0], self.at_or_below])[np.searchsorted(self.values, x, side="left")]
+            return self.n - self._up_to(np.searchsorted(self.values, x, side="left"))
         return self.n - np.interp(x, self.values, self.below, left=0, right=self.n)
 
     def share_le(self, x) -> np.ndarray:
