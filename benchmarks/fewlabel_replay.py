@@ -32,12 +32,18 @@ from sklearn.model_selection import StratifiedKFold
 from build_selection_kb import SEEDS
 from pynomaly_core.selection import metaselect
 from pynomaly_core.selection.bench import adbench_split, load_dataset, reveal_labels
+from pynomaly_core.detectors.ecdf import EmpiricalDistribution
 from pynomaly_core.detectors.ensemble import rank_average
 from pynomaly_core.detectors.sklearn import PositiveUnlabelledLogistic
 from pynomaly_core.selection.base import LABEL_GUIDED
 
 ENSEMBLE = "ensemble"
 CV_FOLDS = 3  # train.cv_folds
+
+
+def exact(training_scores: np.ndarray) -> EmpiricalDistribution:
+    """Every distinct training score kept, as `RankEnsemble` keeps them up to ecdf.MAX_KNOTS."""
+    return EmpiricalDistribution(training_scores, max_knots=len(training_scores))
 
 
 def percentile_of(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -63,8 +69,8 @@ def guided_scores(scores: dict, members, weights, X_train, known, X_test, seed):
 
 def ensemble_test(scores, members, weights):
     fitted = [(m, w) for m, w in zip(members, weights) if f"train:{m}" in scores]
-    train = rank_average([np.sort(scores[f"train:{m}"]) for m, _ in fitted], [scores[f"train:{m}"] for m, _ in fitted], [w for _, w in fitted])
-    test = rank_average([np.sort(scores[f"train:{m}"]) for m, _ in fitted], [scores[f"test:{m}"] for m, _ in fitted], [w for _, w in fitted])
+    train = rank_average([exact(scores[f"train:{m}"]) for m, _ in fitted], [scores[f"train:{m}"] for m, _ in fitted], [w for _, w in fitted])
+    test = rank_average([exact(scores[f"train:{m}"]) for m, _ in fitted], [scores[f"test:{m}"] for m, _ in fitted], [w for _, w in fitted])
     return train, test
 
 

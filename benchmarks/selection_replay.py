@@ -23,9 +23,15 @@ from sklearn.metrics import roc_auc_score
 from build_selection_kb import SEEDS, build
 from pynomaly_core.selection import metaselect
 from pynomaly_core.selection.bench import load_dataset
+from pynomaly_core.detectors.ecdf import EmpiricalDistribution
 from pynomaly_core.detectors.ensemble import rank_average
 
 FIXED = ["iforest", "copod", "hbos", "knn", "ecod"]  # the plain rank average people use (PyOD's PCA is not in the KB)
+
+
+def exact(training_scores: np.ndarray) -> EmpiricalDistribution:
+    """Every distinct training score kept, as `RankEnsemble` keeps them up to ecdf.MAX_KNOTS."""
+    return EmpiricalDistribution(training_scores, max_knots=len(training_scores))
 
 
 def ensemble_aucroc(scores: dict, members: list[str], weights: list[float] | None = None) -> float:
@@ -33,7 +39,7 @@ def ensemble_aucroc(scores: dict, members: list[str], weights: list[float] | Non
     A member that could not fit (no cached scores) is left out with its weight, as `RankEnsemble` leaves it out."""
     weights = weights or [1] * len(members)
     fitted = [(m, w) for m, w in zip(members, weights) if f"train:{m}" in scores]
-    averaged = rank_average([np.sort(scores[f"train:{m}"]) for m, _ in fitted], [scores[f"test:{m}"] for m, _ in fitted], [w for _, w in fitted])
+    averaged = rank_average([exact(scores[f"train:{m}"]) for m, _ in fitted], [scores[f"test:{m}"] for m, _ in fitted], [w for _, w in fitted])
     return float(roc_auc_score(scores["y_test"], averaged))
 
 

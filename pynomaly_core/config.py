@@ -164,6 +164,7 @@ class RegistryConfig(Strict):
     model_name: str = Field(description="registered MLflow model; scoring uses models:/NAME@champion")
     gate_metric: str = Field("roc_auc", description="a new version becomes champion when it beats the champion on this metric")
     min_improvement: float = Field(0.0, description="by at least this much")
+    max_model_mb: float = Field(50.0, gt=0, description="a larger saved model is registered with a warning naming its largest part")
 
 
 class TrackingConfig(Strict):

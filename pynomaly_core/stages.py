@@ -11,6 +11,7 @@ import hashlib
 import json
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from sklearn.pipeline import Pipeline
 from . import __version__
 from .evaluation import metrics as evaluation
 from .labels import feedback
-from .tracking import store as tracking
+from .tracking import model_size, store as tracking
 from .config import NEIGHBORS, PipelineConfig
 from .detectors.graph import induced, with_neighbors
 from .data.series import series_windows
@@ -38,7 +39,7 @@ from .data.io import read_table, source_name, write_table
 from .scoring import model as model_module
 from .detectors import packages, registry
 from .scoring.model import OUTPUT_SCHEMA, model_artifacts
-from .data.preprocessing import build_preprocessor, features, input_columns, split
+from .data.preprocessing import build_preprocessor, features, input_columns, split, transform
 from .selection import make_selector, selector_class
 from .selection.base import Selector
 from .selection.metaselect import KNOWLEDGE_BASE
@@ -95,6 +96,8 @@ class RegisterResult(BaseModel):
     gate_value: float
     previous_champion: str | None
     previous_value: float | None
+    model_size_mb: float | None = None
+    model_size_warning: str | None = None
 
 
 def _write_json(model: BaseModel | dict, path: str) -> None:
@@ -197,13 +200,13 @@ def _scores(cfg: PipelineConfig, pipeline, rows: pd.DataFrame, whole_graph=None)
     """The pipeline's scores of `rows`; graph nodes are scored inside the whole validated graph
     (`_whole_graph`'s, read here unless given)."""
     if cfg.data.graph is None:
-        return pipeline.decision_function(features(rows, cfg.data))
+        return pipeline[-1].decision_function(transform(pipeline[0], rows, cfg.data))
     node_ids, graph = whole_graph or _whole_graph(cfg, pipeline[0])
     return pipeline[-1].decision_function(graph)[node_ids.get_indexer(rows[cfg.data.id_column])]
 
 
 def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Search:
-    X = preprocessor.transform(features(train_rows, cfg.data))
+    X = transform(preprocessor, train_rows, cfg.data)
     label = feedback.LABEL_COLUMN if cfg.train.labels == "feedback" else cfg.data.label_column
     y = train_rows[label].to_numpy(dtype=int) if cfg.train.use_labels else None
     data_md5 = tracking.file_md5(cfg.paths.train)
@@ -424,7 +427,14 @@ def register(cfg: PipelineConfig) -> RegisterResult:
     gate_value = {**json.loads(Path(cfg.paths.metrics).read_text()), "selection_score": training.selection_score}.get(cfg.registry.gate_metric)
     if gate_value is None:
         raise ValueError(f"registry.gate_metric '{cfg.registry.gate_metric}' was not computed; see {cfg.paths.metrics}")
+    size = model_size.check(cfg.paths.model, cfg.registry.max_model_mb)
+    if size.warning:
+        warnings.warn(size.warning, stacklevel=2)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=training.run_id):
+        mlflow.log_metric("model_size_mb", size.mb)
+        if size.warning:
+            mlflow.set_tag("model_size.warning", size.warning)
+            mlflow.log_dict(size.parts_mb, "model_size_parts_mb.json")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=Path(model_module.__file__),
@@ -448,6 +458,8 @@ def register(cfg: PipelineConfig) -> RegisterResult:
         gate_value=gate_value,
         previous_champion=decision.previous_champion,
         previous_value=decision.previous_value,
+        model_size_mb=size.mb,
+        model_size_warning=size.warning,
     )
     _write_json(result, cfg.paths.registration)
     return result

@@ -31,6 +31,8 @@ class TrainingSummary(BaseModel):
         if self.registration.previous_champion:
             gate += f" vs champion v{self.registration.previous_champion} {self.registration.previous_value:.4f}"
         rows.append(("model", f"{self.registration.model_name} v{self.registration.version} @{', @'.join(self.registration.aliases)}  ({gate})"))
+        if self.registration.model_size_mb is not None:
+            rows.append(("model size", f"{self.registration.model_size_mb:.1f} MB" + (f" — {self.registration.model_size_warning}" if self.registration.model_size_warning else "")))
         for row in self.explanation.rows[:3]:
             top = ", ".join(f"{f['feature']} (+{f['contribution']:.3g})" for f in row["top_features"])
             rows.append((f"anomaly id={row['id']} score={row['score']:.4g}", top))

@@ -54,6 +54,8 @@ def test_flow_run_completes_with_a_champion(project):
     assert summary.training.detector == "rank_ensemble" and len(summary.training.params["members"]) == 3
     assert summary.evaluation.metrics["roc_auc"] > 0.8
     assert summary.registration.version == "1" and summary.registration.aliases == ["champion", "challenger"]
+    # The saved pipeline's size is recorded; the demo's is far below registry.max_model_mb.
+    assert 0 < summary.registration.model_size_mb < 50 and summary.registration.model_size_warning is None
     assert len(summary.explanation.rows) == 10 and len(summary.explanation.rows[0]["top_features"]) == 3
 
 
@@ -65,6 +67,7 @@ def test_mlflow_run_holds_lineage_metrics_and_artifacts(project, in_project):
     assert run.data.tags["git_commit"] and run.data.tags["config_digest"]
     assert run.data.params["detector"] == summary.training.detector
     assert run.data.metrics["roc_auc"] == pytest.approx(summary.evaluation.metrics["roc_auc"])
+    assert run.data.metrics["model_size_mb"] == summary.registration.model_size_mb
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["breast-cancer-train"]
     assert json.loads(run.inputs.dataset_inputs[0].dataset.source) == {"uri": str(in_project / "data" / "raw" / "breast_cancer.csv")}
     artifacts = {a.path for path in ("", "evaluation", "explanation") for a in client.list_artifacts(run.info.run_id, path)}

@@ -418,7 +418,7 @@ def test_train_stage_calibrates_a_conformal_threshold_and_registers_xgbod(workdi
     y = train_rows["malignant"].to_numpy()
     fit_rows, calibration_rows = calibration_split(y, len(X), config.threshold, config.seed)
     detector = pipeline[-1]
-    assert len(detector.decision_scores_) == len(fit_rows) and y[calibration_rows].sum() == 0  # calibrated on normal rows only
+    assert detector.score_distribution_.n == len(fit_rows) and y[calibration_rows].sum() == 0  # calibrated on normal rows only
     assert detector.threshold_ == conformal_threshold(detector.decision_function(X[calibration_rows]), 0.1)
 
     run = MlflowClient().get_run(trained.run_id)

@@ -69,3 +69,20 @@ def features(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     for name in passthrough:
         converted[name] = frame[name]
     return converted[[*data.columns, *passthrough]]
+
+
+CHUNK_ROWS = 2**16
+
+
+def transform(preprocessor, frame: pd.DataFrame, data: DataConfig, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """`preprocessor.transform(features(frame, data))` a block of rows at a time into one array: the
+    float64 copy and the transformers' intermediate arrays then exist for one block, not the table."""
+    blocks = range(0, len(frame), chunk_rows)
+    first = preprocessor.transform(features(frame.iloc[:chunk_rows], data))
+    if len(frame) <= chunk_rows:
+        return first
+    out = np.empty((len(frame), first.shape[1]), dtype=first.dtype)
+    out[:chunk_rows] = first
+    for start in blocks[1:]:
+        out[start:start + chunk_rows] = preprocessor.transform(features(frame.iloc[start:start + chunk_rows], data))
+    return out

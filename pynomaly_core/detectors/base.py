@@ -2,6 +2,9 @@
 
 - `__init__` stores hyper-parameters only; `get_params`/`set_params` come from BaseEstimator.
 - `fit` sets `decision_scores_`, `threshold_`, `labels_`, `n_features_in_` and returns self.
+  `decision_scores_` and `labels_` (one entry per training row) are left out of a pickle, so a saved
+  model's size does not grow with the training rows; `score_distribution_` (a bounded table of the
+  training scores) is what `predict_proba` and ensembles read.
 - `decision_function`: higher means more anomalous, in every backend.
 - `threshold_` is set once, here, from `contamination`; `calibrate` replaces it by a conformal
   threshold for a target false-positive rate.
@@ -17,8 +20,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from .ecdf import EmpiricalDistribution
+
 # A detector that cannot fit the data raises one of these (a degenerate fit, a singular covariance).
 FIT_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
+# Set by `fit` for the rows it saw; not pickled (see the module docstring).
+TRAINING_ROW_ATTRIBUTES = ("decision_scores_", "labels_")
 
 
 def conformal_threshold(calibration_scores: np.ndarray, target_fpr: float) -> float:
@@ -62,8 +69,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self.decision_scores_ = np.asarray(self._fit(X, y), dtype=np.float64)
         self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.contamination))
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
-        self._sorted_training_scores = np.sort(self.decision_scores_)
+        self.score_distribution_ = EmpiricalDistribution(self.decision_scores_)
         return self
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        return {key: value for key, value in state.items() if key not in TRAINING_ROW_ATTRIBUTES}
 
     def calibrate(self, X, target_fpr: float):
         """Set `threshold_` from held-aside rows `X` (never fitted on) for a false-positive rate of `target_fpr`."""
@@ -83,8 +94,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Calibrated on the training scores: P(anomaly) is the share of training rows scoring lower."""
-        ranks = np.searchsorted(self._sorted_training_scores, self.decision_function(X), side="right")
-        anomalous = ranks / len(self._sorted_training_scores)
+        anomalous = self.score_distribution_.share_le(self.decision_function(X))
         return np.column_stack([1.0 - anomalous, anomalous])
 
 

@@ -6,18 +6,19 @@ import numpy as np
 
 from . import registry  # the registry lists the members; it never lists ensembles
 from .base import FIT_ERRORS, BaseDetector
-from .ranks import percentile_ranks
+from .ecdf import EmpiricalDistribution
 from .spec import model_name
 
 
-def percentiles(sorted_training_scores: list[np.ndarray], scores: list[np.ndarray]) -> np.ndarray:
-    """Each member's scores as percentiles among its own (sorted) training scores: members x rows."""
-    return np.array([percentile_ranks(reference, member) for reference, member in zip(sorted_training_scores, scores)])
+def percentiles(training_scores: list[EmpiricalDistribution], scores: list[np.ndarray]) -> np.ndarray:
+    """Each member's scores as percentiles among its own training scores: members x rows (`ranks.percentile_ranks`'
+    "weak" kind, read from the bounded table)."""
+    return np.array([reference.share_le(member) for reference, member in zip(training_scores, scores)])
 
 
-def rank_average(sorted_training_scores: list[np.ndarray], scores: list[np.ndarray], weights=None) -> np.ndarray:
-    """Each member's scores as percentiles among its own (sorted) training scores, averaged (with `weights`)."""
-    return np.average(percentiles(sorted_training_scores, scores), axis=0, weights=weights)
+def rank_average(training_scores: list[EmpiricalDistribution], scores: list[np.ndarray], weights=None) -> np.ndarray:
+    """Each member's scores as percentiles among its own training scores, averaged (with `weights`)."""
+    return np.average(percentiles(training_scores, scores), axis=0, weights=weights)
 
 
 class RankEnsemble(BaseDetector):
@@ -61,11 +62,10 @@ class RankEnsemble(BaseDetector):
             self.weights_.append(weight)
         if not self.detectors_:
             raise ValueError(f"RankEnsemble: no member could fit this data: {self.left_out_}")
-        self.member_training_scores_ = [np.sort(d.decision_scores_) for d in self.detectors_]
         return self._average([d.decision_scores_ for d in self.detectors_])
 
     def _average(self, member_scores) -> np.ndarray:
-        return rank_average(self.member_training_scores_, member_scores, self.weights_)
+        return rank_average([d.score_distribution_ for d in self.detectors_], member_scores, self.weights_)
 
     def _score(self, X):
         return self._average([d.decision_function(X) for d in self.detectors_])
@@ -73,5 +73,5 @@ class RankEnsemble(BaseDetector):
     def member_percentiles(self, X) -> np.ndarray:
         """Rows x fitted members: each member's score of X as its percentile among its own training
         scores, the numbers the ensemble averages (the review queue reads their disagreement)."""
-        return percentiles(self.member_training_scores_, [d.decision_function(X) for d in self.detectors_]).T
+        return percentiles([d.score_distribution_ for d in self.detectors_], [d.decision_function(X) for d in self.detectors_]).T
 

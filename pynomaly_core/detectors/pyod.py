@@ -4,7 +4,11 @@ The list is generated from PyOD's own catalogue (`pyod/utils/knowledge/algorithm
 every detector it marks `shipped` for tabular data is registered under its lower-cased class
 name, except the few in `EXCLUDED`. The deep (PyTorch) ones are registered by `torch.py`.
 XGBOD is semi-supervised: it is fitted with the known labels and is a candidate only when the
-search uses labels.
+search uses labels. ECOD and COPOD are PyOD's, computed from fit-time tables (`ecod.py`).
+
+A served row's cost and a saved model's size do not grow with the training rows: KNN, LOF, KDE
+and OCSVM fit on a bounded seeded sample (`reference.py`), and PyOD's per-training-row
+attributes are emptied after the fit.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from importlib import resources
 import numpy as np
 
 from .base import ModelDetector
+from .ecod import ECDFDetector
 from .packages import missing_dependency
+from .reference import REFERENCE_ROWS, fit_on_sample
 from .spec import DetectorSpec
 
 # Not registered, and why (measured with PyOD 3.6.7).
@@ -90,13 +96,18 @@ BUILD_ARGS = {
 }
 
 
+REFERENCE_MODELS = {"knn", "lof", "kde", "ocsvm"}  # fitted on a bounded sample (reference.py)
+# PyOD models whose `decision_function` reads the training scores: they keep `decision_scores_`.
+READS_TRAINING_SCORES = {"hdbscan", "qmcd"}
+
+
 class PyODDetector(ModelDetector):
     backend = "pyod"
     python_dependencies = ("pyod",)
 
-
     def _kwargs(self, cls, X) -> dict:
         params = dict(self.params or {})
+        params.pop("reference_rows", None)
         built = BUILD_ARGS[self.model](params, X, self.random_state) if self.model in BUILD_ARGS else {}  # may consume params
         kwargs = {**built, **params}
         accepted = inspect.signature(cls).parameters
@@ -110,12 +121,25 @@ class PyODDetector(ModelDetector):
 
     def _fit(self, X, y):
         cls = pyod_class(self.model)
-        self.estimator_ = cls(**self._kwargs(cls, X)).fit(X)
-        return self.estimator_.decision_scores_
+        limit = (self.params or {}).get("reference_rows", REFERENCE_ROWS) if self.model in REFERENCE_MODELS else None
+        self.estimator_ = cls(**self._kwargs(cls, X))
+        scores = fit_on_sample(self.estimator_.fit, lambda rows: self.estimator_.decision_scores_, self.estimator_.decision_function,
+                               X, limit, self.random_state)
+        self._drop_training_rows()
+        return scores
+
+    def _drop_training_rows(self) -> None:
+        """Empties PyOD's per-training-row attributes: its `decision_function` only checks that they
+        exist (`check_is_fitted`), its own `predict_proba` and `fit_predict`, not called here, read them."""
+        self.estimator_.labels_ = np.empty(0, dtype=int)
+        if self.model not in READS_TRAINING_SCORES:
+            self.estimator_.decision_scores_ = np.empty(0)
 
     def _score(self, X):
         if self.model == "iforest":
             return isolation_forest_scores(self.estimator_.detector_, X)
+        if self.model == "hbos" and not isinstance(self.estimator_.n_bins, str):
+            return histogram_scores(self.estimator_, X)
         return self.estimator_.decision_function(X)
 
 
@@ -139,6 +163,25 @@ def isolation_forest_scores(forest, X) -> np.ndarray:
     return 2 ** -np.divide(depths, denominator, out=np.ones_like(depths), where=denominator != 0) + forest.offset_
 
 
+def histogram_scores(hbos, X) -> np.ndarray:
+    """PyOD HBOS's `decision_function` (fixed `n_bins`), the same to the bit, in numpy: PyOD's is a
+    numba function compiled at its first call in each process and again for each new array layout,
+    15 s for a served model's first request on this machine. A value outside the histogram scores
+    as its edge bin when within `tol` bin widths of it, else as the least dense bin, as in PyOD;
+    tests.test_serving_cost pins it to PyOD's result."""
+    n_bins, scores = hbos.n_bins, np.zeros(X.shape)
+    for i in range(X.shape[1]):
+        edges, values = hbos.bin_edges_[:, i], X[:, i]
+        log_density = np.log2(hbos.hist_[:, i] + hbos.alpha)
+        bins = np.digitize(values, edges, right=True)
+        below, above = bins == 0, bins == n_bins + 1
+        scores[:, i] = log_density[np.clip(bins - 1, 0, n_bins - 1)]
+        near_low = edges[0] - values <= (edges[1] - edges[0]) * hbos.tol
+        near_high = values - edges[-1] <= (edges[-1] - edges[-2]) * hbos.tol
+        scores[below & ~near_low, i] = scores[above & ~near_high, i] = np.min(log_density)
+    return -np.sum(scores, axis=1)  # PyOD's invert_order
+
+
 class PyODSemiSupervisedDetector(PyODDetector):
     """XGBOD: fitted on the rows and their known labels (1 = labelled anomaly, 0 = the rest).
 
@@ -154,7 +197,9 @@ class PyODSemiSupervisedDetector(PyODDetector):
             warnings.filterwarnings("ignore", message="y should not be presented")
             warnings.filterwarnings("ignore", message=r'[\s\S]*Parameters: \{ "silent" \} are not used')
             self.estimator_ = cls(**self._kwargs(cls, X)).fit(X, y)
-        return self.estimator_.decision_scores_
+        scores = self.estimator_.decision_scores_
+        self._drop_training_rows()
+        return scores
 
 
 # The fast detectors searched by default (`train.detectors: all`), with hand-set spaces.
@@ -245,7 +290,8 @@ def _spec(name: str, estimator=PyODDetector, default: bool | None = None, spaces
 # PyTorch models (PyOD marks them `requires: torch`; DIF imports torch too) live in torch.py.
 TORCH_MODELS = {name for name, entry in catalogue().items() if "torch" in entry["requires"]} | {"dif"}
 SEMI_SUPERVISED = {"xgbod"}
+TABLE_MODELS = {"ecod", "copod"}
 SPECS = [
-    _spec(name, PyODSemiSupervisedDetector if name in SEMI_SUPERVISED else PyODDetector)
+    _spec(name, PyODSemiSupervisedDetector if name in SEMI_SUPERVISED else ECDFDetector if name in TABLE_MODELS else PyODDetector)
     for name in catalogue() if name not in TORCH_MODELS
 ]

@@ -8,6 +8,7 @@ import inspect
 import numpy as np
 
 from .base import ModelDetector
+from .reference import REFERENCE_ROWS, fit_on_sample
 from .spec import DetectorSpec
 
 SKLEARN_MODELS = {
@@ -18,24 +19,32 @@ SKLEARN_MODELS = {
 }
 
 
+# Fitted on a bounded sample of the training rows (reference.py).
+REFERENCE_MODELS = {"sk_lof", "sk_ocsvm"}
+
+
 class SklearnDetector(ModelDetector):
     backend = "sklearn"
     python_dependencies = ("sklearn",)
-
 
     def _fit(self, X, y):
         module, name = SKLEARN_MODELS[self.model]
         cls = getattr(importlib.import_module(module), name)
         kwargs = dict(self.params or {})
+        limit = kwargs.pop("reference_rows", REFERENCE_ROWS) if self.model in REFERENCE_MODELS else None
         accepted = inspect.signature(cls).parameters
         if "random_state" in accepted:
             kwargs["random_state"] = self.random_state
         if "novelty" in accepted:  # LOF scores new rows only in novelty mode
             kwargs["novelty"] = True
-        self.estimator_ = cls(**kwargs).fit(X)
-        if hasattr(self.estimator_, "negative_outlier_factor_"):  # LOF's training scores exclude each row itself
-            return -self.estimator_.negative_outlier_factor_
-        return -self.estimator_.score_samples(X)
+        self.estimator_ = cls(**kwargs)
+
+        def training_scores(rows):
+            if hasattr(self.estimator_, "negative_outlier_factor_"):  # LOF's training scores exclude each row itself
+                return -self.estimator_.negative_outlier_factor_
+            return -self.estimator_.score_samples(rows)
+
+        return fit_on_sample(self.estimator_.fit, training_scores, self._score, X, limit, self.random_state)
 
     def _score(self, X):
         return -self.estimator_.score_samples(X)
