@@ -56,8 +56,11 @@ def explain(detector, X_rows: np.ndarray, background: np.ndarray, feature_names:
         return Explanation("tree", list(feature_names), values)
     masker = shap.maskers.Independent(background, max_samples=len(background))
     explainer = shap.PermutationExplainer(detector.decision_function, masker, seed=0)
-    # Two antithetic permutations per row: each costs 2 * n_features + 1 calls over the background.
-    values = explainer(X_rows, max_evals=2 * (2 * X_rows.shape[1] + 1), silent=True).values
+    # Two antithetic permutations per row: each costs 2 * n_features + 1 masked copies of the background.
+    # All of a row's masks go to the detector in one call (SHAP's default sends 10 at a time: 13 calls a row for
+    # 30 features, whose fixed cost per call, an ensemble's, made a page of 25 rows take 17.5 s). Same values.
+    max_evals = 2 * (2 * X_rows.shape[1] + 1)
+    values = explainer(X_rows, max_evals=max_evals, batch_size=max_evals, silent=True).values
     return Explanation("permutation", list(feature_names), values)
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 from mlflow.exceptions import MlflowException
 
+from . import provenance
 from .config import NEIGHBORS, DataConfig, EngineOptions, ReadOptions, TrackingConfig
 from .detectors.graph import with_neighbors
 from .io import BATCH_ROWS, DataError, TableWriter, iter_table, read_table
@@ -109,14 +110,16 @@ def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, 
     validated, scored and appended, so memory stays flat however large the file. A graph (node
     table, with `edges_path` or a `neighbors` column) is scored whole.
     """
+    model_uri = pinned_uri(model_uri)  # the record names the version, not an alias that moves on
     model = load_model(model_uri)
+    record = provenance.describe(model_uri, model.unwrap_python_model())
     graph = model.unwrap_python_model().data_config.graph is not None
     if edges_path is not None and not graph:
         raise DataError(f"{model_uri} is not a graph model: it takes no edge list")
     edges = read_table(edges_path) if edges_path is not None else None
     counts = {"n_rows": 0, "n_valid": 0, "n_rejected": 0, "n_anomalies": 0}
     rejected_file = rejected_path(output_path)
-    with TableWriter(output_path) as scored_out, TableWriter(rejected_file) as rejected_out:
+    with TableWriter(output_path, provenance.metadata(record)) as scored_out, TableWriter(rejected_file) as rejected_out:
         for batch in [read_table(input_path, options=options)] if graph else iter_table(input_path, batch_rows, options):
             result, scored = score_frame(model, batch, str(input_path), edges)
             if len(result.rejected):  # row numbers count from the start of the file, not the batch
@@ -132,10 +135,19 @@ def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, 
     if counts["n_valid"] == 0:
         remove_stale(output_path)
         raise DataError(f"{input_path}: no valid rows to score; see {rejected_file}")
-    report = {**counts, "rejected_share": round(counts["n_rejected"] / counts["n_rows"], 6), "output": str(output_path)}
+    keep_record(output_path, record)
+    report = {**counts, "rejected_share": round(counts["n_rejected"] / counts["n_rows"], 6), "output": str(output_path), "model": record}
     if counts["n_rejected"]:
         report["rejected_file"] = str(rejected_file)
     return report
+
+
+def keep_record(output_path: str | Path, record: dict) -> None:
+    """The side file of an output whose format has no metadata of its own (CSV, a folder); a stale one goes."""
+    if provenance.is_parquet_file(output_path):
+        provenance.side_file(output_path).unlink(missing_ok=True)
+    else:
+        provenance.write_side_file(output_path, record)
 
 
 def append_to_store(scored: pd.DataFrame, url: str, table: str) -> None:
@@ -161,11 +173,14 @@ def score_with_engine(engine: EngineOptions, model_uri: str, input_path: str | P
         if engine.name == "spark":
             from .scoring_spark import score_with_spark
 
-            return score_with_spark(model_uri, input_path, output_path, engine.spark_master)
-        from .scoring_dask import score_with_dask
+            report = score_with_spark(model_uri, input_path, output_path, engine.spark_master)
+        else:
+            from .scoring_dask import score_with_dask
 
-        return score_with_dask(model_uri, input_path, output_path, engine.scheduler, engine.workers, batch_rows)
+            report = score_with_dask(model_uri, input_path, output_path, engine.scheduler, engine.workers, batch_rows)
     except ModuleNotFoundError as err:
         if err.name is None or err.name.split(".")[0] not in ("pyspark", "py4j", "dask", "distributed"):
             raise
         raise DataError(f"engine {engine.name} needs {err.name}: pip install 'pynomaly[{engine.name}]'") from None
+    keep_record(output_path, report["model"])  # the engines write a folder of parts: the record goes beside it
+    return report

@@ -21,8 +21,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pynomaly_core import drift as drift_rules
 from pynomaly_core import notify, tracking
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.feedback import ANOMALY, LABELS, NORMAL, UNSURE, database_url, label_history, latest_labels, row_values
@@ -31,15 +33,18 @@ from pynomaly_core.monitoring import champion_version_uri
 from pynomaly_core.scoring import score_frame
 from pynomaly_core.validation import ERRORS_COLUMN, ROW_COLUMN
 
-from . import auth, catalog
+from . import auth, catalog, charts
 from .db import API_KEYS, AUDIT, ROLES, USERS, audit, connect, migrate
+from .links import ServiceLink
 from .metrics import Metrics
-from .review import Reviewer
+from .retrain import Retrainer
+from .review import Reviewer, View
 
 HERE = Path(__file__).parent
 SESSION_COOKIE, LOGIN_CSRF_COOKIE = "pynomaly_session", "pynomaly_login_csrf"
 PAGE_SIZE = 25
 LABEL_NAMES = {ANOMALY: "confirmed anomaly", NORMAL: "dismissed (normal)", UNSURE: "unsure"}
+ERROR_TITLES = {400: "Bad request", 401: "Not logged in", 403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Cannot use that input"}
 ALIAS_SECONDS = 10  # how long the API trusts a resolved @champion before asking MLflow again
 
 
@@ -55,10 +60,15 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
     tracking.use_store(tracking.absolute_sqlite(tracking.tracking_uri(cfg.tracking)))
     engine = connect(db_url)
     reviewer = Reviewer(cfg)
+    retrainer = Retrainer(cfg, db_url)
     metrics = Metrics()
     templates = Jinja2Templates(directory=HERE / "templates")
-    mlflow_ui = notify.mlflow_ui_url(cfg)
-    prefect_ui = (prefect_ui or os.environ.get("PYNOMALY_PREFECT_UI", "http://127.0.0.1:4200")).rstrip("/")
+    store = tracking.tracking_uri(cfg.tracking)
+    # Configured: a tracking server (its UI is the same address) or PYNOMALY_MLFLOW_UI; else monitoring.mlflow_ui when it answers.
+    configured_mlflow = os.environ.get("PYNOMALY_MLFLOW_UI") or (store if store.startswith(("http://", "https://")) else None)
+    mlflow_link = ServiceLink(configured_mlflow or notify.mlflow_ui_url(cfg), bool(configured_mlflow), tracking.browse_command(store))
+    configured_prefect = prefect_ui or os.environ.get("PYNOMALY_PREFECT_UI")
+    prefect_link = ServiceLink(configured_prefect or "http://127.0.0.1:4200", bool(configured_prefect), "prefect server start (or make services)")
     champions: dict[str, tuple[float, str]] = {}
 
     app = FastAPI(title="Pynomaly workbench", docs_url=None, redoc_url=None, openapi_url=None)
@@ -81,7 +91,25 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, err: DataError):
-        return HTMLResponse(f"<p class='error'>{_escape(str(err))}</p>", status_code=404)
+        return error_page(request, 404, str(err))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        return error_page(request, err.status_code, str(err.detail), getattr(err, "headers", None))
+
+    def error_page(request: Request, status: int, detail: str, headers: dict | None = None) -> Response:
+        """A browser gets a workbench page, HTMX a fragment it shows in place, anything else (the API, scripts) JSON."""
+        if request.headers.get("HX-Request"):
+            return HTMLResponse(f"<span class='error'>{_escape(detail)}</span>", status_code=status, headers=headers)
+        if "text/html" not in request.headers.get("accept", "") or request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        try:
+            user = session(request)[0]
+        except NeedsLogin:
+            user = None
+        response = page(request, "error.html", user, status=status, title=ERROR_TITLES.get(status, "Error"), detail=detail)
+        response.status_code = status
+        return response
 
     def client_of(request: Request) -> str:
         return request.client.host if request.client else ""
@@ -110,7 +138,8 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         csrf = None
         if user is not None:
             csrf = session(request)[1]
-        return templates.TemplateResponse(request, name, {"user": user, "csrf": csrf, "mlflow_ui": mlflow_ui, "prefect_ui": prefect_ui, **context})
+        return templates.TemplateResponse(request, name, {"user": user, "csrf": csrf, "mlflow_ui": mlflow_link.address(), "prefect_ui": prefect_link.address(),
+                                                          "mlflow_hint": mlflow_link.start_hint, "prefect_hint": prefect_link.start_hint, **context})
 
     # --- sessions -------------------------------------------------------------------------------
 
@@ -171,7 +200,9 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         if not catalog.inside_scored_dir(cfg, path) or not path.exists():
             raise DataError(f"batch {batch} has no rejected rows")
         frame = pd.concat([pd.read_csv(part, nrows=1000, dtype=str, keep_default_na=False) for part in catalog.rejected_parts(path)]).head(1000)
-        return page(request, "rejected.html", user, batch=batch, rows=frame, shown=len(frame))
+        values = [c for c in frame.columns if c not in (ROW_COLUMN, ERRORS_COLUMN)]
+        return page(request, "rejected.html", user, batch=batch, rows=frame, shown=len(frame), values=values, row_column=ROW_COLUMN,
+                    errors_column=ERRORS_COLUMN)
 
     @app.get("/batches/drift")
     def drift_report(batch: str, user: Annotated[auth.User, Depends(role("viewer"))]):
@@ -180,22 +211,72 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
             raise DataError(f"batch {batch} has no drift report")
         return FileResponse(path, media_type="text/html")
 
-    @app.get("/review")
-    def review(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
-        queue = reviewer.queue(batch)
-        rows = queue.page(page_number, PAGE_SIZE)
+    @app.get("/drift")
+    def drift_page(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str):
+        """The batch against its model's reference: drifted columns, scores and alert rate as charts, and the verdict's rule."""
+        queue = reviewer.queue(batch)  # the batch with the model that scored it
+        judged = catalog.verdict(cfg, batch)
+        if judged is None:
+            raise DataError(f"batch {batch} has not been judged for drift: pynomaly monitor --batch FILE judges a batch")
+        reference = reviewer.reference(queue.model_uri)
+        p_values = judged["feature_p_values"]
+        # The drifted columns; when none drifted, the three nearest to drifting, so the page still shows where to look.
+        shown = judged["drifted_columns"] or sorted(p_values, key=p_values.get)[:3]
+        specs = {}
+        for i, column in enumerate(shown):
+            chart = charts.distribution if pd.api.types.is_numeric_dtype(reference[column]) else charts.categories
+            specs[f"column-{i}"] = chart(reference[column], queue.frame[column], f"{column} (K-S p = {p_values[column]:.2g})")
+        specs["scores"] = charts.distribution(reference["score"], queue.frame["score"], "score", threshold=queue.threshold)
+        alerts = judged["alert_rate"]
+        band = charts.alert_band(alerts["n_alerts"], alerts["n_rows"], alerts["expected"], cfg.monitoring.alert_rate_alpha)
+        specs["alert-rate"] = charts.alert_rate(alerts["observed"], alerts["expected"], band)
+        return page(request, "drift.html", user, queue=queue, judged=judged, shown=shown, specs=specs, band=band,
+                    rule=drift_rules.rule(cfg.monitoring, len(p_values) or len(cfg.data.columns)),
+                    report=(Path(cfg.monitoring.scored_dir) / f"{batch}.drift.html").exists())
+
+    @app.get("/drift/trend")
+    def drift_trend(request: Request, user: Annotated[auth.User, Depends(role("viewer"))]):
+        """Alert rate and drift share of every judged batch over time, per model version."""
+        history = catalog.monitoring_history(cfg)
+        spec = None
+        if len(history):
+            bands = [charts.alert_band(round(r.alert_rate * r.n_rows), r.n_rows, r.expected, cfg.monitoring.alert_rate_alpha)
+                     if r.expected == r.expected else (float("nan"), float("nan")) for r in history.itertuples()]
+            spec = charts.trend(history.assign(band_low=[b[0] for b in bands], band_high=[b[1] for b in bands]))
+        return page(request, "trend.html", user, history=history, specs={"trend": spec} if spec else {})
+
+    def view_of(flagged: bool, unlabelled: bool, label: str, sort: str, q: str) -> View:
+        if label and label not in LABEL_NAMES:
+            raise HTTPException(422, f"label must be one of {', '.join(LABEL_NAMES)}, not {label!r}")
+        if sort not in ("queue", "score"):
+            raise HTTPException(422, f"sort must be queue or score, not {sort!r}")
+        return View(flagged, unlabelled, label, sort, q.strip()[:200])
+
+    def queue_labels(queue) -> pd.DataFrame:
         with engine.connect() as connection:
-            labels = latest_labels(connection, queue.model_name, batch, queue.version).set_index("row_id")
-        n_pages = max(1, -(-len(queue.frame) // PAGE_SIZE))
+            return latest_labels(connection, queue.model_name, queue.batch_id, queue.version).set_index("row_id")
+
+    @app.get("/review")
+    def review(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
+               flagged: bool = False, unlabelled: bool = False, label: str = "", sort: str = "queue", q: str = ""):
+        view = view_of(flagged, unlabelled, label, sort, q)
+        queue = reviewer.queue(batch)
+        labels = queue_labels(queue)
+        shown = queue.select(labels["label"], view)
+        rows = queue.page(page_number, PAGE_SIZE, shown)
+        n_pages = max(1, -(-len(shown) // PAGE_SIZE))
         return page(request, "review.html", user, queue=queue, rows=rows, labels=labels, page_number=page_number, n_pages=n_pages,
-                    id_column=cfg.data.id_column, label_names=LABEL_NAMES)
+                    id_column=cfg.data.id_column, label_names=LABEL_NAMES, view=view, n_shown=len(shown), progress=queue.progress(labels["label"]),
+                    page_size=PAGE_SIZE)
 
     @app.get("/review/shap")
-    def review_shap(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
+    def review_shap(request: Request, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
+                    flagged: bool = False, unlabelled: bool = False, label: str = "", sort: str = "queue", q: str = ""):
         """The page's top SHAP features, filled in after the page itself has rendered."""
         queue = reviewer.queue(batch)
+        shown = queue.select(queue_labels(queue)["label"], view_of(flagged, unlabelled, label, sort, q))
         try:
-            explained = reviewer.explain(queue, queue.page(page_number, PAGE_SIZE)["position"].to_numpy())
+            explained = reviewer.explain(queue, queue.page(page_number, PAGE_SIZE, shown)["position"].to_numpy())
         except DataError as err:
             return HTMLResponse(f"<template>{_escape(str(err))}</template>")
         return page(request, "shap_cells.html", user, explained=explained)
@@ -211,6 +292,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         except DataError:
             shap_values = {}
         return page(request, "row.html", user, queue=queue, row_id=row, position=position, score=float(queue.frame["score"].iloc[position]),
+                    percentile=float(queue.percentile([position])[0]),
                     table=reviewer.row_against_reference(queue, position), shap=shap_values, history=history, label_names=LABEL_NAMES)
 
     @app.get("/row/lime")
@@ -244,7 +326,12 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         rows = catalog.detectors(q, backend=backend, input=input, gpu=gpu)
         template = "detector_rows.html" if request.headers.get("HX-Request") else "detectors.html"
         everything = catalog.detectors()
-        return page(request, template, user, detectors=rows, q=q, backend=backend, input=input, gpu=gpu,
+        cannot_run = [d for d in everything if d["missing"]]
+        by_hint: dict[str, list[str]] = {}
+        for d in cannot_run:
+            by_hint.setdefault(d["install"], []).append(d["name"])
+        return page(request, template, user, detectors=rows, q=q, backend=backend, input=input, gpu=gpu, cannot_run=cannot_run,
+                    cannot_run_by_hint=by_hint, n_detectors=len(everything),
                     backends=sorted({d["backend"] for d in everything}), inputs=sorted({d["input"] for d in everything}))
 
     # --- administration -------------------------------------------------------------------------
@@ -256,7 +343,8 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
             keys = connection.execute(sa.select(API_KEYS).order_by(API_KEYS.c.id.desc())).mappings().all()
             log = connection.execute(sa.select(AUDIT).order_by(AUDIT.c.id.desc()).limit(50)).mappings().all()
         models = sorted({v.name for v in catalog.model_versions(cfg)})
-        return page(request, "admin.html", user, users=users, keys=keys, log=log, roles=ROLES, models=models, new_key=new_key, message=message)
+        return page(request, "admin.html", user, users=users, keys=keys, log=log, roles=ROLES, models=models, new_key=new_key, message=message,
+                    retrainer=retrainer)
 
     @app.post("/admin/users")
     def add_user(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))], name: Annotated[str, Form()],
@@ -285,12 +373,18 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
 
     @app.post("/admin/retrain")
     def retrain(request: Request, user: Annotated[auth.User, Depends(role("admin", post=True))]):
-        from .retrain import trigger_training
-
-        record = trigger_training(cfg)
+        try:
+            run = retrainer.start(user.name)
+        except RuntimeError as err:
+            raise HTTPException(409, str(err)) from None
         with engine.begin() as connection:
-            audit(connection, user.name, "retrain", record["message"], client_of(request))
-        return RedirectResponse("/admin?" + urlencode({"message": record["message"]}), status_code=303)
+            audit(connection, user.name, "retrain", run.message, client_of(request))
+        return RedirectResponse("/admin", status_code=303)  # the page shows the run's state
+
+    @app.get("/admin/retrain")
+    def retrain_state(request: Request, user: Annotated[auth.User, Depends(role("admin"))]):
+        """The retrainings' state, polled by the admin page while one runs."""
+        return page(request, "retrain_runs.html", user, retrainer=retrainer)
 
     # --- machines -------------------------------------------------------------------------------
 
@@ -327,7 +421,8 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         except DataError as err:
             return JSONResponse({"detail": str(err)}, status_code=404)
         try:
-            result, scored = score_frame(reviewer.model(uri), pd.DataFrame(rows), "request")
+            model = reviewer.model(uri)
+            result, scored = score_frame(model, pd.DataFrame(rows), "request")
         except DataError as err:
             return JSONResponse({"detail": str(err)}, status_code=422)
         if len(result.rejected):
@@ -336,7 +431,18 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
             return JSONResponse({"detail": f"{len(rejected)} of {result.n_rows} rows rejected, none scored: {detail}", "rejected": rejected}, status_code=422)
         metrics.scored_rows.labels(model_name).inc(len(scored))
         metrics.alerts.labels(model_name).inc(int(scored["is_anomaly"].sum()))
-        return {"model_uri": uri, "score": scored["score"].astype(float).tolist(), "is_anomaly": scored["is_anomaly"].astype(int).tolist()}
+        # Each score beside the id of its row: the id column's value as sent, or the row's number in the request (from 1, as errors count).
+        id_column = model.unwrap_python_model().data_config.id_column
+        if not (id_column and all(id_column in r for r in rows)):
+            id_column = None
+        ids = [r[id_column] for r in rows] if id_column else list(range(1, len(rows) + 1))
+        return {"model_uri": uri, "id_column": id_column, "ids": ids,
+                "score": scored["score"].astype(float).tolist(), "is_anomaly": scored["is_anomaly"].astype(int).tolist()}
+
+    @app.get("/sw.js")
+    def service_worker():
+        """The service worker, from the root so that its scope is every page; always revalidated, so an upgrade reaches browsers."""
+        return FileResponse(HERE / "static" / "sw.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz")
     def healthz():
@@ -348,7 +454,7 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
     def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.state.engine, app.state.reviewer = engine, reviewer
+    app.state.engine, app.state.reviewer, app.state.retrainer = engine, reviewer, retrainer
     return app
 
 

@@ -15,6 +15,7 @@ from pynomaly_core.explain import explain
 from pynomaly_core.feedback import BatchVersion, batch_file, read_batch, row_ids
 from pynomaly_core.active import member_scores, review_order
 from pynomaly_core.explain import lime_explanation
+from pynomaly_core import provenance
 from pynomaly_core.io import DataError
 from pynomaly_core.monitoring import champion_version_uri
 from pynomaly_core.preprocessing import features
@@ -33,6 +34,22 @@ MODELS_KEPT = 4
 QUEUES_KEPT = 8
 
 
+@dataclass(frozen=True)
+class View:
+    """What the analyst asked the queue to show: filters, order and a search of row ids."""
+
+    flagged: bool = False  # flagged rows only
+    unlabelled: bool = False  # rows without a label yet
+    label: str = ""  # rows whose latest label is this
+    sort: str = "queue"  # "queue": the review order; "score": highest score first
+    q: str = ""  # row ids containing this text
+
+    def params(self, **changes) -> dict:
+        """The view as query parameters (those that differ from the default), for links that keep it."""
+        values = {**self.__dict__, **changes}
+        return {k: ("1" if v is True else v) for k, v in values.items() if v not in (False, "", None) and not (k == "sort" and v == "queue")}
+
+
 @dataclass
 class Queue:
     batch_id: str
@@ -42,6 +59,8 @@ class Queue:
     order: np.ndarray  # positions, the row to review first first
     threshold: float
     version: BatchVersion  # labels given on another version of the file are not this queue's
+    percentiles: np.ndarray | None  # each row's score as a percentile of the model's reference scores (None: no reference)
+    model_known: bool  # the file (or its scoring run) names the model; false: an old file, read with today's champion
     explained: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # position -> top SHAP features
 
     @property
@@ -52,16 +71,49 @@ class Queue:
     def model_version(self) -> str:
         return self.model_uri.rsplit("/", 1)[1]
 
-    def page(self, number: int, size: int) -> pd.DataFrame:
-        """Page `number` (from 1) of the queue: its rows with `position` and `row_id`."""
-        positions = self.order[(number - 1) * size: number * size]
-        return self.frame.iloc[positions].assign(position=positions, row_id=self.ids.iloc[positions].to_numpy())
+    def select(self, labels: pd.Series, view: View) -> np.ndarray:
+        """The positions `view` shows, in its order. `labels`: each labelled row's latest label, by row id."""
+        order = self.order if view.sort == "queue" else np.argsort(-self.frame["score"].to_numpy(), kind="stable")
+        given = self.ids.map(labels).to_numpy()  # NaN where unlabelled
+        keep = np.ones(len(self.frame), dtype=bool)
+        if view.flagged:
+            keep &= self.frame["is_anomaly"].to_numpy() == 1
+        if view.unlabelled:
+            keep &= pd.isna(given)
+        if view.label:
+            keep &= given == view.label
+        if view.q:
+            keep &= self.ids.str.contains(view.q, case=False, regex=False).to_numpy()
+        return order[keep[order]]
+
+    def progress(self, labels: pd.Series) -> dict:
+        """How many rows, and flagged rows, carry a label."""
+        labelled = self.ids.isin(labels.index).to_numpy()
+        flagged = self.frame["is_anomaly"].to_numpy() == 1
+        return {"flagged": int(flagged.sum()), "flagged_reviewed": int((flagged & labelled).sum()),
+                "rows": len(self.frame), "reviewed": int(labelled.sum())}
+
+    def page(self, number: int, size: int, positions: np.ndarray | None = None) -> pd.DataFrame:
+        """Page `number` (from 1) of the queue (or of `positions`, a view of it): its rows with `position` and `row_id`."""
+        positions = (self.order if positions is None else positions)[(number - 1) * size: number * size]
+        return self.frame.iloc[positions].assign(position=positions, row_id=self.ids.iloc[positions].to_numpy(), percentile=self.percentile(positions))
+
+    def percentile(self, positions):
+        """The rows' score percentiles among the model's reference rows (NaN when the model has no reference)."""
+        return np.full(len(positions), np.nan) if self.percentiles is None else self.percentiles[positions]
 
     def position(self, row_id: str) -> int:
         matches = np.flatnonzero(self.ids.to_numpy() == row_id)
         if not len(matches):
             raise DataError(f"batch {self.batch_id} has no row {row_id}")
         return int(matches[0])
+
+
+def scored_by(cfg: PipelineConfig, batch_id: str) -> str | None:
+    """The version that scored the batch: the record kept with its file, else its scoring run's tag (files written before
+    the record existed); None when neither names one."""
+    record = provenance.read(batch_file(cfg, batch_id))
+    return record["model_uri"] if record else catalog.batch_model_uri(cfg, batch_id)
 
 
 class Reviewer:
@@ -103,14 +155,16 @@ class Reviewer:
                 return cached[1]
         # Built outside the lock (it needs it for the model, and reading a batch takes a while); two
         # requests for a changed batch may both build it, and the last one is kept.
-        uri = catalog.batch_model_uri(self.cfg, batch_id) or champion_version_uri(self.cfg)
+        recorded = scored_by(self.cfg, batch_id)
+        uri = recorded or champion_version_uri(self.cfg)
         frame, version = read_batch(path)
         python_model = self.model(uri).unwrap_python_model()
         threshold = float(python_model.pipeline[-1].threshold_)
         # The queue's rule (pynomaly_core.active): members' disagreement first, then nearness to the threshold.
         members = None if python_model.data_config.graph is not None else member_scores(python_model.pipeline, features(frame, python_model.data_config))
         order = review_order(frame["score"].to_numpy(), members, threshold)
-        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), order, threshold, version)
+        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), order, threshold, version,
+                      self.percentiles(uri, frame["score"].to_numpy()), recorded is not None)
         with self._lock:
             self._keep(self._queues, batch_id, (written, queue), QUEUES_KEPT)
         return queue
@@ -155,6 +209,14 @@ class Reviewer:
         if path is None:
             raise DataError(f"{uri} was registered without a reference sample")
         return pd.read_parquet(path)
+
+    def percentiles(self, uri: str, scores: np.ndarray) -> np.ndarray | None:
+        """Each score's percentile among the reference rows' scores: one scale across versions whose raw scores differ."""
+        try:
+            reference = np.sort(self.reference(uri)["score"].to_numpy())
+        except DataError:
+            return None
+        return 100.0 * np.searchsorted(reference, scores, side="right") / len(reference)
 
     def row_against_reference(self, queue: Queue, position: int) -> pd.DataFrame:
         """Each feature's value in the row beside the reference's 1st, 50th and 99th percentile, min and max."""
