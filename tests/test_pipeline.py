@@ -55,6 +55,7 @@ def test_flow_run_completes_with_a_champion(project):
     assert summary.evaluation.metrics["roc_auc"] > 0.8
     assert summary.registration.version == "1" and summary.registration.aliases == ["champion", "challenger"]
     assert len(summary.explanation.rows) == 10 and len(summary.explanation.rows[0]["top_features"]) == 3
+    assert dict(summary.rows())["labels that trained it"] == "none (unsupervised selection)"  # `pynomaly run`'s table
 
 
 def test_mlflow_run_holds_lineage_metrics_and_artifacts(project, in_project):

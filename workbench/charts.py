@@ -30,8 +30,8 @@ def _shares(reference: np.ndarray, batch: np.ndarray) -> pd.DataFrame:
 def distribution(reference: pd.Series, batch: pd.Series, title: str, threshold: float | None = None) -> dict:
     """Reference and batch distributions of one numeric column (or of the scores, with the threshold as a rule)."""
     data = _shares(reference.to_numpy(dtype=float), batch.to_numpy(dtype=float))
-    bars = alt.Chart(data).mark_bar(opacity=0.55, binSpacing=0).encode(
-        x=alt.X("start:Q", title=title), x2="end:Q", y=alt.Y("share:Q", title="share of rows", stack=None, axis=alt.Axis(format="%")),
+    bars = alt.Chart(data).mark_rect(opacity=0.55).encode(
+        x=alt.X("start:Q", title=None), x2="end:Q", y=alt.Y("share:Q", title="share of rows", axis=alt.Axis(format="%")), y2=alt.datum(0),
         color=alt.Color("set:N", scale=COLORS, title=None), tooltip=["set", "start", "end", alt.Tooltip("share:Q", format=".1%")])
     chart = bars
     if threshold is not None:
@@ -76,9 +76,12 @@ def trend(history: pd.DataFrame) -> dict:
     color = alt.Color("version:N", title="model version")
     tooltip = ["batch", "version", alt.Tooltip("alert_rate:Q", format=".1%"), alt.Tooltip("drift_share:Q", format=".0%"), "verdict"]
     base = alt.Chart(data).encode(x=alt.X("when:T", title="judged at"))
-    band = base.mark_area(opacity=0.25).encode(y=alt.Y("band_low:Q", title="alert rate", axis=alt.Axis(format="%")), y2="band_high:Q", color=color)
+    # The band as a wide translucent rule at each batch: an area would vanish with one batch, and batches differ in size.
+    band = base.mark_rule(opacity=0.3, strokeWidth=8).encode(y=alt.Y("band_low:Q", title="alert rate", axis=alt.Axis(format=".0%")),
+                                                             y2="band_high:Q", color=color)
     rate = base.mark_line(point=True).encode(y="alert_rate:Q", color=color, tooltip=tooltip)
-    share = base.mark_line(point=True).encode(y=alt.Y("drift_share:Q", title="share of columns drifted", axis=alt.Axis(format="%")),
-                                              color=color, tooltip=tooltip)
-    return alt.vconcat((band + rate).properties(width=640, height=160, title="alert rate per batch (band: expected ± chance)"),
+    share = base.mark_line(point=True).encode(
+        y=alt.Y("drift_share:Q", title="share of columns drifted", axis=alt.Axis(format=".0%"), scale=alt.Scale(domain=[0, 1])),
+        color=color, tooltip=tooltip)
+    return alt.vconcat((band + rate).properties(width=640, height=160, title="alert rate per batch (bar: the rates chance gives at the reference's)"),
                        share.properties(width=640, height=120, title="share of feature columns that drifted")).to_dict()

@@ -1,11 +1,13 @@
 // Render each Vega-Lite spec on the page (a <script type="application/json" class="vega-spec">, written by
 // Altair on the server) into the element its data-target names. `ast: true` evaluates expressions with
 // vega-interpreter instead of `new Function`, so the charts work under a CSP without 'unsafe-eval';
-// `defaultStyle: false` keeps vega-embed from adding a <style> element.
+// `defaultStyle: false` and the tooltip's `disableDefaultStyle` keep vega-embed from adding <style> elements
+// (workbench.css styles the tooltip).
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("script.vega-spec").forEach((element) => {
     const target = document.getElementById(element.dataset.target);
-    vegaEmbed(target, JSON.parse(element.textContent), { renderer: "svg", actions: false, ast: true, defaultStyle: false })
+    const options = { renderer: "svg", actions: false, ast: true, defaultStyle: false, tooltip: { disableDefaultStyle: true } };
+    vegaEmbed(target, JSON.parse(element.textContent), options)
       .then(() => { target.dataset.rendered = "true"; })
       .catch((error) => {
         target.dataset.rendered = "failed";
