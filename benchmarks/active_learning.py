@@ -31,9 +31,9 @@ import optuna
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from pynomaly_core import metaselect
-from pynomaly_core.active import member_scores, review_order
-from pynomaly_core.bench import adbench_split, described, load_dataset
+from pynomaly_core.selection import metaselect
+from pynomaly_core.labels.review import member_scores, review_order
+from pynomaly_core.selection.bench import adbench_split, described, load_dataset
 from pynomaly_core.config import ThresholdConfig, TrainConfig
 from pynomaly_core.selection import make_selector
 

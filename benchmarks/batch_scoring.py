@@ -48,17 +48,17 @@ from pynomaly_core.config import load_config  # noqa: E402
 MODEL_URI = "models:/donors-detector@champion"
 # A running Dask cluster for `--scheduler`: the local cluster `--workers 2` starts (its workers' environment included),
 # in a child process that prints the scheduler's address and stops the cluster when its stdin closes.
-CLUSTER = ("import sys; from pynomaly_core.scoring_dask import local_cluster; cluster = local_cluster(2); cluster.wait_for_workers(2); "
+CLUSTER = ("import sys; from pynomaly_core.scoring.dask import local_cluster; cluster = local_cluster(2); cluster.wait_for_workers(2); "
            "print(cluster.scheduler_address, flush=True); sys.stdin.read(); cluster.close()")
 # Phase: the functions (file suffix, function name) whose cumulative profile time is that phase.
 PHASES = {
-    "import scoring": [("pynomaly_core/scoring.py", "<module>")],
-    "load model": [("pynomaly_core/scoring.py", "load_model")],
-    "read": [("pynomaly_core/io.py", "_guarded")],
-    "validate": [("pynomaly_core/validation.py", "validate")],
-    "transform": [("pynomaly_core/preprocessing.py", "features"), ("sklearn/compose/_column_transformer.py", "transform")],
+    "import scoring": [("pynomaly_core/scoring/files.py", "<module>")],
+    "load model": [("pynomaly_core/scoring/files.py", "load_model")],
+    "read": [("pynomaly_core/data/io.py", "_guarded")],
+    "validate": [("pynomaly_core/data/validation.py", "validate")],
+    "transform": [("pynomaly_core/data/preprocessing.py", "features"), ("sklearn/compose/_column_transformer.py", "transform")],
     "score": [("pynomaly_core/detectors/base.py", "decision_function")],
-    "write": [("pynomaly_core/io.py", "write"), ("pynomaly_core/io.py", "close")],
+    "write": [("pynomaly_core/data/io.py", "write"), ("pynomaly_core/data/io.py", "close")],
 }
 
 
@@ -81,7 +81,7 @@ def bare_rows_per_second(features) -> float:
     """The registered model's detector alone on the preprocessed rows."""
     import mlflow
 
-    from pynomaly_core.preprocessing import features as model_features
+    from pynomaly_core.data.preprocessing import features as model_features
 
     model = mlflow.pyfunc.load_model(MODEL_URI).unwrap_python_model()
     X = model.pipeline[:-1].transform(model_features(features, model.data_config))

@@ -26,10 +26,10 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from pynomaly_core.bench import adbench_split, load_dataset
+from pynomaly_core.selection.bench import adbench_split, load_dataset
 from pynomaly_core.detectors.base import FIT_ERRORS
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.metaselect import CUBIC, KNOWLEDGE_BASE, LANDMARKS, MAX_CUBIC_FEATURES, features_from_scores, sketch
+from pynomaly_core.selection.metaselect import CUBIC, KNOWLEDGE_BASE, LANDMARKS, MAX_CUBIC_FEATURES, features_from_scores, sketch
 from pynomaly_core.detectors.spec import model_name
 
 # Fast detectors with default parameters, plus hyper-parameter variants of the cheap ones

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pynomaly_core.bench import adbench_split
+from pynomaly_core.selection.bench import adbench_split
 from pynomaly_core.config import ThresholdConfig, TrainConfig
 from pynomaly_core.detectors.base import conformal_threshold
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.selection import calibration_split
+from pynomaly_core.selection.base import calibration_split
 
 SEEDS = (1, 2, 3)
 

@@ -30,11 +30,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from build_selection_kb import SEEDS
-from pynomaly_core import metaselect
-from pynomaly_core.bench import adbench_split, load_dataset, reveal_labels
+from pynomaly_core.selection import metaselect
+from pynomaly_core.selection.bench import adbench_split, load_dataset, reveal_labels
 from pynomaly_core.detectors.ensemble import rank_average
 from pynomaly_core.detectors.sklearn import PositiveUnlabelledLogistic
-from pynomaly_core.selection import LABEL_GUIDED
+from pynomaly_core.selection.base import LABEL_GUIDED
 
 ENSEMBLE = "ensemble"
 CV_FOLDS = 3  # train.cv_folds

@@ -54,8 +54,8 @@ def project_config(frame: pd.DataFrame, folder: Path, name: str, **train) -> Pat
 
 def bare_training(frame: pd.DataFrame, config) -> dict:
     """The learning alone: split, scale, the same selection as the flow (its config's strategy), final fit, test metrics."""
-    from pynomaly_core.evaluation import metrics
-    from pynomaly_core.preprocessing import build_preprocessor, features, split
+    from pynomaly_core.evaluation.metrics import metrics
+    from pynomaly_core.data.preprocessing import build_preprocessor, features, split
     from pynomaly_core.selection import make_selector
 
     train, test = split(frame, config.data, config.preprocess, config.seed)
@@ -113,8 +113,8 @@ def scoring(data: Path) -> None:
 
     from pynomaly_core.config import DataConfig
     from pynomaly_core.detectors.registry import get
-    from pynomaly_core.model import model_artifacts
-    from pynomaly_core.preprocessing import build_preprocessor, features
+    from pynomaly_core.scoring.model import model_artifacts
+    from pynomaly_core.data.preprocessing import build_preprocessor, features
     from pynomaly_core.config import PreprocessConfig
     from sklearn.pipeline import Pipeline
 
@@ -126,7 +126,7 @@ def scoring(data: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         joblib.dump(Pipeline([("preprocess", preprocessor), ("detector", detector)]), Path(tmp, "pipeline.joblib"))
         mlflow.pyfunc.save_model(
-            Path(tmp, "model"), python_model=ROOT / "pynomaly_core" / "model.py",
+            Path(tmp, "model"), python_model=ROOT / "pynomaly_core" / "scoring" / "model.py",
             artifacts=model_artifacts(Path(tmp, "pipeline.joblib"), data_config, tmp),
             signature=mlflow.models.infer_signature(frame.head()),
         )

@@ -21,8 +21,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from build_selection_kb import SEEDS, build
-from pynomaly_core import metaselect
-from pynomaly_core.bench import load_dataset
+from pynomaly_core.selection import metaselect
+from pynomaly_core.selection.bench import load_dataset
 from pynomaly_core.detectors.ensemble import rank_average
 
 FIXED = ["iforest", "copod", "hbos", "knn", "ecod"]  # the plain rank average people use (PyOD's PCA is not in the KB)

@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="length of the paced run")
     args = parser.parse_args()
 
-    from pynomaly_core.stream import StreamScorer
+    from pynomaly_core.monitoring.stream import StreamScorer
 
     client = redis.Redis(decode_responses=True)
     try:

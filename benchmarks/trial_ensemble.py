@@ -19,10 +19,11 @@ import optuna
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from pynomaly_core.bench import adbench_split, reveal_labels
+from pynomaly_core.selection.bench import adbench_split, reveal_labels
 from pynomaly_core.config import TrainConfig
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.selection import ensemble_spec, make_selector
+from pynomaly_core.selection.base import ensemble_spec
+from pynomaly_core.selection import make_selector
 
 
 def compare(X, y, seed: int, train: TrainConfig, label_fraction: float) -> dict:

@@ -65,7 +65,8 @@ def stop(process: subprocess.Popen) -> None:
 
 def prepare(data_dir: Path, folder: Path, n_rows: int):
     """Train and register the demo IForest in `folder` and score an n_rows batch there: (batch id, config, sample rows)."""
-    from pynomaly_core import monitoring, stages
+    from pynomaly_core.monitoring import monitor as monitoring
+    from pynomaly_core import stages
     from pynomaly_core.config import load_config
 
     shutil.copytree(data_dir, folder / "data" / "raw")
@@ -153,7 +154,7 @@ def main() -> None:
         batch_id, config, table = prepare(data_dir, folder, args.rows)
         from workbench import auth
         from workbench.db import connect, migrate
-        from pynomaly_core.feedback import database_url
+        from pynomaly_core.labels.feedback import database_url
 
         url_db = database_url(config)
         migrate(url_db)

@@ -41,7 +41,8 @@ def prepare(data_dir: Path, folder: Path, n_rows: int):
     import pandas as pd
     import yaml
 
-    from pynomaly_core import monitoring, stages
+    from pynomaly_core import stages
+    from pynomaly_core.monitoring import monitor as monitoring
     from pynomaly_core.config import load_config
 
     shutil.copytree(data_dir, folder / "data" / "raw")
@@ -67,7 +68,7 @@ def in_process(config, batch_id: str) -> None:
     """The first page's SHAP values computed here with both batch sizes, timed side by side."""
     import shap
 
-    from pynomaly_core.preprocessing import features
+    from pynomaly_core.data.preprocessing import features
     from workbench.review import SHAP_BACKGROUND, Reviewer
 
     reviewer = Reviewer(config)
@@ -123,7 +124,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         batch_id, config = prepare(data_dir, folder, args.rows)
-        from pynomaly_core.feedback import database_url
+        from pynomaly_core.labels.feedback import database_url
         from workbench import auth
         from workbench.db import connect, migrate
 

@@ -6,9 +6,9 @@ from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.training import DEFAULT_CONFIG
-from pynomaly_core import notify
+from pynomaly_core.monitoring import alerts as notify
 from pynomaly_core.config import PipelineConfig, ReadOptions, load_config
-from pynomaly_core.monitoring import MonitorResult
+from pynomaly_core.monitoring.results import MonitorResult
 from tasks import monitoring as stages
 
 

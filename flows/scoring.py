@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.training import DEFAULT_CONFIG
 from pynomaly_core.config import EngineOptions, PipelineConfig, ReadOptions, load_config
-from pynomaly_core.monitoring import ScoreResult
+from pynomaly_core.monitoring.results import ScoreResult
 from tasks import monitoring as stages
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .config import ConfigError, ReadOptions, TableFormat, ThresholdConfig, TrainConfig, load_config
-from .io import BATCH_ROWS, DataError
+from .data.io import BATCH_ROWS
+from .errors import DataError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -31,7 +32,7 @@ def _run(args) -> int:
     from flows.training import training_flow
 
     from .summary import print_summary
-    from .tracking import tracking_uri
+    from .tracking.store import tracking_uri
 
     config = load_config(args.config)
     summary = training_flow(config)
@@ -42,7 +43,7 @@ def _run(args) -> int:
 
 
 def _init(args) -> int:
-    from .init_config import init_config
+    from .data.schema import init_config
 
     path, config, left_out = init_config(args.data, args.name, args.query, args.label, args.id, args.force, options=_read_options(args))
     data = config.data
@@ -87,7 +88,7 @@ def _score(args) -> int:
 def _bench(args) -> int:
     import time
 
-    from .bench import against_iforest, comparison_table, run_benchmark, write_report
+    from .selection.bench import against_iforest, comparison_table, run_benchmark, write_report
 
     started = time.perf_counter()
     config = load_config(args.config) if args.config else None
@@ -122,7 +123,7 @@ def _bench(args) -> int:
 
 
 def _monitor(args) -> int:
-    from .io import locate, table_format
+    from .data.io import locate, table_format
 
     options = _read_options(args)
     locate(args.batch)  # fail before starting a Prefect server
@@ -145,7 +146,7 @@ def _monitor(args) -> int:
 def _stream(args) -> int:
     import redis
 
-    from .stream import StreamScorer
+    from .monitoring.stream import StreamScorer
 
     config = load_config(args.config)
     try:
@@ -173,19 +174,20 @@ def _loopback(host: str) -> bool:
 
 
 def _serve(args) -> int:
-    """Exec uvicorn with MLflow's scoring server (POST /invocations) for the registered model, behind pynomaly_core.serving."""
+    """Exec uvicorn with MLflow's scoring server (POST /invocations) for the registered model, behind pynomaly_core.scoring.serving."""
     import mlflow
     from mlflow.pyfunc import scoring_server
 
-    from .tracking import absolute_sqlite, tracking_uri
+    from .tracking.champion import champion_uri
+    from .tracking.store import store_uri
 
     if not _loopback(args.host):
         # MLflow's scoring server has no authentication: only this machine may reach it.
         raise ConfigError(f"--host {args.host}: pynomaly serve has no authentication, so it listens on loopback only "
                           "(127.0.0.1, ::1 or localhost); to serve other machines, put an authenticating reverse proxy in front of it")
     config = load_config(args.config)
-    model = args.model or f"models:/{config.registry.model_name}@champion"
-    mlflow.set_tracking_uri(absolute_sqlite(tracking_uri(config.tracking)))
+    model = args.model or champion_uri(config.registry.model_name)
+    mlflow.set_tracking_uri(store_uri(config.tracking))
     try:  # what `mlflow models serve` does first
         local_path = mlflow.artifacts.download_artifacts(artifact_uri=model)
     except mlflow.exceptions.MlflowException as err:
@@ -193,7 +195,7 @@ def _serve(args) -> int:
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, scoring_server._SERVER_MODEL_PATH: local_path}
     command = [os.path.join(bin_dir, "uvicorn"), "--host", args.host, "--port", str(args.port), "--workers", str(args.workers),
-               "pynomaly_core.serving:app"]
+               "pynomaly_core.scoring.serving:app"]
     # Bandit B606: the argv is this environment's own uvicorn with parsed options, run without a shell.
     os.execve(command[0], command, env)  # nosec B606
 
@@ -218,7 +220,7 @@ def _users(args) -> int:
     from workbench import auth
     from workbench.db import USERS, audit, connect, migrate
 
-    from .feedback import database_url
+    from .labels.feedback import database_url
 
     url = database_url(load_config(args.config))
     migrate(url)

@@ -26,21 +26,24 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from pydantic import BaseModel
 from sklearn.pipeline import Pipeline
 
-from . import __version__, evaluation, feedback, tracking
-from .config import PipelineConfig
+from . import __version__
+from .evaluation import metrics as evaluation
+from .labels import feedback
+from .tracking import store as tracking
+from .config import NEIGHBORS, PipelineConfig
 from .detectors.graph import induced, with_neighbors
-from .detectors.timeseries import series_windows
-from .explain import explain as shap_explain, explain_nodes, lime_explain, plot_importance
-from .io import read_table, source_name, write_table
-from . import model as model_module
+from .data.series import series_windows
+from .evaluation.explain import explain as shap_explain, explain_nodes, lime_explain, plot_importance
+from .data.io import read_table, source_name, write_table
+from .scoring import model as model_module
 from .detectors import packages, registry
-from .model import OUTPUT_SCHEMA, model_artifacts
-from .preprocessing import build_preprocessor, features, input_columns, split
-from .metaselect import KNOWLEDGE_BASE, MetaSelector
-from .search import ConsensusSearch
-from .selection import Selector, make_selector
-from .study import FINISHED, open_study
-from .validation import check_rejected_share, expectation_report, validate as validate_frame
+from .scoring.model import OUTPUT_SCHEMA, model_artifacts
+from .data.preprocessing import build_preprocessor, features, input_columns, split
+from .selection import make_selector, selector_class
+from .selection.base import Selector
+from .selection.metaselect import KNOWLEDGE_BASE
+from .selection.study import FINISHED, open_study
+from .data.validation import check_rejected_share, expectation_report, validate as validate_frame
 
 
 class ValidateResult(BaseModel):
@@ -121,7 +124,7 @@ def validate(cfg: PipelineConfig) -> ValidateResult:
     if cfg.data.graph is not None:
         graph = cfg.data.graph
         valid, edges_dropped = with_neighbors(
-            valid, frame, read_table(graph.edges), id_column=cfg.data.id_column, source=graph.source, target=graph.target
+            valid, frame, read_table(graph.edges), id_column=cfg.data.id_column, neighbors=NEIGHBORS, source=graph.source, target=graph.target
         )
     write_table(valid, cfg.paths.validated)
     return ValidateResult(
@@ -225,7 +228,7 @@ def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Sear
         search["feedback"] = hashlib.sha256(train_rows[[feedback.BATCH_COLUMN, label]].to_csv().encode()).hexdigest()
     if cfg.threshold.target_fpr is not None:  # the study then runs on the rows left after the calibration split
         search["threshold"] = cfg.threshold.model_dump()
-    if isinstance(make_selector(cfg.train, input=cfg.data.input), MetaSelector):
+    if selector_class(cfg.train, cfg.data.input).uses_knowledge_base:
         # The few-label grid's candidates follow the knowledge base and the time budget.
         search["knowledge_base"], search["timeout"] = tracking.file_md5(str(KNOWLEDGE_BASE)), cfg.train.timeout
     study_name = f"{cfg.name}-{hashlib.sha256(json.dumps([data_md5, search, cfg.seed], sort_keys=True).encode()).hexdigest()[:12]}"
@@ -234,7 +237,7 @@ def _search(cfg: PipelineConfig, preprocessor, train_rows: pd.DataFrame) -> Sear
 
 def parallel_search(cfg: PipelineConfig) -> bool:
     """Whether `train.workers` processes share the selection: only an Optuna search can be shared."""
-    return cfg.train.workers > 1 and isinstance(make_selector(cfg.train, input=cfg.data.input), ConsensusSearch)
+    return cfg.train.workers > 1 and selector_class(cfg.train, cfg.data.input).shares_study
 
 
 def _selector(cfg: PipelineConfig, search: Search, callbacks=(), **train_updates) -> Selector:
@@ -442,7 +445,7 @@ def register(cfg: PipelineConfig) -> RegisterResult:
     test = pd.read_parquet(cfg.paths.test)
     example = test[input_columns(cfg.data)].head(5)
     if cfg.data.graph is not None:  # the example must be a graph on its own
-        example = induced(example, cfg.data.id_column)
+        example = induced(example, cfg.data.id_column, NEIGHBORS)
     gate_value = {**json.loads(Path(cfg.paths.metrics).read_text()), "selection_score": training.selection_score}.get(cfg.registry.gate_metric)
     if gate_value is None:
         raise ValueError(f"registry.gate_metric '{cfg.registry.gate_metric}' was not computed; see {cfg.paths.metrics}")

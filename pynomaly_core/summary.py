@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from .tracking import browse_command
+from .tracking.store import browse_command
 from .stages import EvaluateResult, ExplainResult, PreprocessResult, RegisterResult, TrainResult, ValidateResult
 
 

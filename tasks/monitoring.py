@@ -8,7 +8,7 @@ from prefect.deployments import run_deployment
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
-from pynomaly_core import monitoring, notify
+from pynomaly_core.monitoring import monitor as monitoring, alerts as notify
 from pynomaly_core.config import PipelineConfig
 from tasks.training import stage_task
 

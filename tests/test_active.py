@@ -7,9 +7,9 @@ import pytest
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import RobustScaler
 
-from pynomaly_core.active import member_scores, review_order
+from pynomaly_core.labels.review import member_scores, review_order
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.selection import ensemble_spec
+from pynomaly_core.selection.base import ensemble_spec
 from tests.conftest import ROOT
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pynomaly_core import stages
-from pynomaly_core.preprocessing import features
+from pynomaly_core.data.preprocessing import features
 from tests.conftest import demo_config
 
 

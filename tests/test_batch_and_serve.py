@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pynomaly_core import cli
-from pynomaly_core.io import DataError
-from pynomaly_core.scoring import score_file
+from pynomaly_core.errors import DataError
+from pynomaly_core.scoring.files import score_file
 from tests.conftest import MODEL_URI
 from tests.services import serving
 

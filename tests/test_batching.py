@@ -5,7 +5,7 @@ import threading
 import pandas as pd
 import pytest
 
-from pynomaly_core.batching import GroupScorer
+from pynomaly_core.scoring.batching import GroupScorer
 from tests.services import wait_until
 
 

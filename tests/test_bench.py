@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 
-import pynomaly_core.bench as bench
-from pynomaly_core.bench import adbench_split, reveal_labels, run_benchmark, run_one
+import pynomaly_core.selection.bench as bench
+from pynomaly_core.selection.bench import adbench_split, reveal_labels, run_benchmark, run_one
 from pynomaly_core.config import ThresholdConfig, TrainConfig
 from pynomaly_core.detectors.base import conformal_threshold
-from pynomaly_core.selection import Selection, Selector, label_guided_spec, make_selector
+from pynomaly_core.selection.base import Selection, Selector, label_guided_spec
+from pynomaly_core.selection import make_selector
 from tests.conftest import ADBENCH, ROOT
 
 FAST = TrainConfig(detectors=["iforest", "copod", "hbos"], n_trials=3, cv_folds=2, storage="sqlite:///:memory:", progress_bar=False)
@@ -106,8 +107,8 @@ def test_conformal_quantile_on_known_scores():
 
 
 def test_calibration_rows_are_held_aside_from_selection_and_fit(monkeypatch):
-    from pynomaly_core.search import ConsensusSearch
-    from pynomaly_core.selection import calibration_split
+    from pynomaly_core.selection.consensus import ConsensusSearch
+    from pynomaly_core.selection.base import calibration_split
 
     X_train, _, y_train, _ = adbench_split(*load("cardio"), seed=1)
     known = reveal_labels(y_train, 0.05, seed=1)
@@ -170,7 +171,7 @@ def test_bench_records_the_realised_rate_and_its_gap(tmp_path, capsys):
 
 def test_lodo_leaves_out_every_development_dataset_sharing_rows_by_content(tmp_path, monkeypatch):
     """`--lodo` through the meta path: WBC under another name, and breastw (which holds every WBC row), are left out."""
-    from pynomaly_core import metaselect
+    from pynomaly_core.selection import metaselect
     from pynomaly_core.cli import main
 
     X, y = load("WBC")

@@ -151,7 +151,7 @@ def test_detector_contract(name, tiny):
 
 @pytest.mark.parametrize("name, floor", [("kpca", 0.9), ("hdbscan", 0.6)])
 def test_detectors_once_inverted_on_breastw_rank_its_anomalies_first(name, floor):
-    from pynomaly_core.bench import adbench_split
+    from pynomaly_core.selection.bench import adbench_split
     from tests.conftest import ADBENCH
 
     data = np.load(ADBENCH / "breastw.npz")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pynomaly_core import drift
+from pynomaly_core.monitoring import drift
 from pynomaly_core.config import MonitoringConfig
 from tests.conftest import ROOT
 

@@ -13,10 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pynomaly_core import provenance, stages
+from pynomaly_core import stages
+from pynomaly_core.scoring import provenance
 from pynomaly_core.config import EngineOptions
-from pynomaly_core.io import DataError
-from pynomaly_core.scoring import load_model, score_with_engine
+from pynomaly_core.errors import DataError
+from pynomaly_core.scoring import score_with_engine
+from pynomaly_core.scoring.files import load_model
 from tests.conftest import MODEL_URI, ROOT, demo_config
 
 BAD_ROWS = {7: ("mean_area", -1.0), 100: ("mean_texture", np.inf), 390: ("worst_radius", np.nan)}  # 0-based row: (column, value); the second file has none
@@ -123,7 +125,7 @@ def test_scoring_flow_takes_the_engine_as_a_parameter(project):
 
 def test_dask_scores_an_empty_part_file_as_no_rows(project):
     """An empty partition (an empty part file) adds no rows, where validating it would fail the whole job."""
-    from pynomaly_core.scoring_dask import score_partition
+    from pynomaly_core.scoring.dask import score_partition
 
     root, _ = project
     empty = pd.read_parquet(root / "batch").head(0)

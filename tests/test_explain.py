@@ -15,7 +15,7 @@ from sklearn.preprocessing import RobustScaler
 from pynomaly_core import stages
 from pynomaly_core.config import PipelineConfig, load_config
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.explain import explain, lime_explain, lime_explanation
+from pynomaly_core.evaluation.explain import explain, lime_explain, lime_explanation
 from tests.conftest import ROOT, demo_config
 
 

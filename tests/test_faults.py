@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.training import training_flow
-from pynomaly_core.io import DataError
-from pynomaly_core.monitoring import champion_version_uri
+from pynomaly_core.errors import DataError
+from pynomaly_core.tracking.champion import champion_version_uri
 from tasks.training import unreachable_server
 from tests.conftest import demo_config, prefect_harness
 from tests.services import TcpProxy, free_port
@@ -97,12 +97,12 @@ def test_an_unreachable_mlflow_server_is_retried_not_reported_as_a_missing_champ
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries spent at once
     mlflow.set_tracking_uri(None)
     with pytest.raises(MlflowException) as raised:
-        champion_version_uri(config)
+        champion_version_uri(config.registry.model_name)
     assert unreachable_server(raised.value)  # so the scoring task retries it
     # A store that answers but holds no champion is the user's to fix: a clear error, no retry.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
     mlflow.set_tracking_uri(None)
     with pytest.raises(DataError, match="no models:/breast-cancer-detector@champion: train and register a model first") as missing:
-        champion_version_uri(config)
+        champion_version_uri(config.registry.model_name)
     assert not unreachable_server(missing.value)
     mlflow.set_tracking_uri(None)

@@ -13,8 +13,8 @@ import pytest
 from alembic import command
 from alembic.config import Config
 
-from pynomaly_core import feedback
-from pynomaly_core.io import DataError
+from pynomaly_core.labels import feedback
+from pynomaly_core.errors import DataError
 from tests.conftest import ROOT, demo_config
 from workbench.db import connect, migrate
 from workbench.retrain import feedback_config

@@ -13,8 +13,9 @@ import pytest
 from pynomaly_core import stages
 from pynomaly_core.cli import main
 from pynomaly_core.config import ReadOptions, load_config
-from pynomaly_core.io import DataError, iter_table, read_table
-from pynomaly_core.scoring import score_file
+from pynomaly_core.errors import DataError
+from pynomaly_core.data.io import iter_table, read_table
+from pynomaly_core.scoring.files import score_file
 from tests.conftest import MODEL_URI, demo_config
 
 

@@ -15,9 +15,9 @@ from pynomaly_core import stages
 from pynomaly_core.config import ColumnSpec, DataConfig, PipelineConfig, load_config
 from pynomaly_core.detectors.graph import Graph, load_graph
 from pynomaly_core.detectors.registry import REGISTRY, find
-from pynomaly_core.io import DataError
-from pynomaly_core.preprocessing import features
-from pynomaly_core.scoring import score_file
+from pynomaly_core.errors import DataError
+from pynomaly_core.data.preprocessing import features
+from pynomaly_core.scoring.files import score_file
 from tests.conftest import ROOT
 
 FEATURES = ["degree", "coappearances", "clustering", "core_number"]

@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 from pynomaly_core import stages
 from pynomaly_core.cli import main
 from pynomaly_core.config import load_config
-from pynomaly_core.init_config import MARGIN, guess_id, guess_label, infer_columns, init_config
-from pynomaly_core.validation import validate
+from pynomaly_core.data.schema import MARGIN, guess_id, guess_label, infer_columns, init_config
+from pynomaly_core.data.validation import validate
 from tests.conftest import ROOT, prefect_harness
 
 

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 import redis
 
-from pynomaly_core import cli, stages, stream
+from pynomaly_core import cli, stages
+from pynomaly_core.monitoring import stream
 from tests.conftest import MODEL_URI, ROOT, demo_config, prefect_harness, write_config
 from tests.malformed import CASES, N_ROWS
 from tests.services import serving

@@ -31,11 +31,13 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from flows.monitoring import monitoring_flow
 from flows.scoring import scoring_flow
 from flows.training import training_flow
-from pynomaly_core import cli, monitoring, provenance, stages, stream
+from pynomaly_core import cli, stages
+from pynomaly_core.monitoring import monitor as monitoring, stream
+from pynomaly_core.scoring import provenance
 from pynomaly_core.config import MonitoringConfig
-from pynomaly_core.io import DataError
-from pynomaly_core.notify import NotifyError, send
-from pynomaly_core.preprocessing import features
+from pynomaly_core.errors import DataError
+from pynomaly_core.monitoring.alerts import NotifyError, send
+from pynomaly_core.data.preprocessing import features
 from tasks.monitoring import RETRAIN_EVENT
 from tests.conftest import ROOT, demo_config, write_config, prefect_harness
 from tests.services import free_port, wait_until

@@ -15,8 +15,8 @@ from mlflow import MlflowClient
 
 from flows.training import training_flow
 from pynomaly_core import stages
-from pynomaly_core.preprocessing import features
-from pynomaly_core.tracking import file_md5
+from pynomaly_core.data.preprocessing import features
+from pynomaly_core.tracking.store import file_md5
 from tests.conftest import ROOT, demo_config, prefect_harness
 
 MODEL = "breast-cancer-detector"
@@ -80,7 +80,7 @@ def test_logged_datasets_name_their_file_and_hold_no_integer_columns(workdir, de
 
     from mlflow.types import DataType
 
-    from pynomaly_core.tracking import table_source
+    from pynomaly_core.tracking.store import table_source
 
     config = demo_config()
     rows = demo_frame.astype({"malignant": "Int64"})  # as validation leaves it: unknown labels are missing
@@ -101,7 +101,7 @@ def test_each_project_folder_logs_to_its_own_store(tmp_path, monkeypatch):
     """Two project folders in one process, the first deleted before the second runs (what
     benchmarks/overhead.py does): the second run lands in the second folder's store, not through
     MLflow's cached engine to the first, deleted database ("attempt to write a readonly database")."""
-    from pynomaly_core import tracking
+    from pynomaly_core.tracking import store as tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = demo_config()

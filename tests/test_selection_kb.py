@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from pynomaly_core import metaselect
+from pynomaly_core.selection import metaselect
 from tests.conftest import ADBENCH, ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -12,9 +12,9 @@ from sklearn.metrics import roc_auc_score
 from pynomaly_core import stages
 from pynomaly_core.config import load_config
 from pynomaly_core.detectors.registry import REGISTRY, find
-from pynomaly_core.detectors.timeseries import series_windows
-from pynomaly_core.io import DataError
-from pynomaly_core.preprocessing import features
+from pynomaly_core.data.series import series_windows
+from pynomaly_core.errors import DataError
+from pynomaly_core.data.preprocessing import features
 from tests.conftest import ROOT
 
 WINDOW = 11

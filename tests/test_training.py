@@ -9,15 +9,16 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from pynomaly_core import metaselect
+from pynomaly_core.selection import metaselect
 from pynomaly_core.config import PreprocessConfig, TrainConfig
 from pynomaly_core.detectors import registry
 from pynomaly_core.detectors.ensemble import RankEnsemble
 from pynomaly_core.detectors.spec import model_name
-from pynomaly_core.evaluation import metrics
-from pynomaly_core.preprocessing import build_preprocessor, features, split
-from pynomaly_core.search import ConsensusSearch
-from pynomaly_core.selection import label_guided_spec, make_selector
+from pynomaly_core.evaluation.metrics import metrics
+from pynomaly_core.data.preprocessing import build_preprocessor, features, split
+from pynomaly_core.selection.consensus import ConsensusSearch
+from pynomaly_core.selection.base import label_guided_spec
+from pynomaly_core.selection import make_selector
 from tests.conftest import ROOT, demo_config
 
 
@@ -77,7 +78,7 @@ def test_label_free_selection_is_seeded_and_reproducible(demo_xy):
 
 def test_selection_never_sees_labels_unless_asked(demo_xy, monkeypatch):
     X, y = demo_xy
-    import pynomaly_core.search as search
+    import pynomaly_core.selection.consensus as search
 
     seen = []
     monkeypatch.setattr(search, "roc_auc_score", lambda labels, scores: seen.append(labels) or 0.5)
@@ -97,7 +98,7 @@ def test_labelled_selection_finds_a_good_detector(demo_xy):
 def test_unsupervised_candidates_are_judged_on_every_labelled_anomaly_in_one_fit(demo_xy):
     from sklearn.metrics import roc_auc_score
 
-    from pynomaly_core.search import make_evaluator, make_folds
+    from pynomaly_core.selection.consensus import make_evaluator, make_folds
 
     X, y = demo_xy
     known = np.zeros_like(y)
@@ -297,7 +298,7 @@ def test_the_prior_variance_of_a_gain_is_measured_on_the_knowledge_base_it_is_gi
 
 
 def test_semi_supervised_candidates_only_with_labels():
-    from pynomaly_core.search import candidate_names, search_candidates
+    from pynomaly_core.selection.consensus import candidate_names, search_candidates
 
     assert "xgbod" not in candidate_names(TrainConfig(strategy="consensus"))
     assert {"xgbod", "pu_logistic"} <= set(candidate_names(TrainConfig(strategy="consensus", use_labels=True)))
@@ -310,7 +311,7 @@ def test_semi_supervised_candidates_only_with_labels():
 
 def test_xgbod_is_fitted_with_the_labels_of_the_fit_folds_only(demo_xy, monkeypatch):
     from pynomaly_core.detectors.pyod import PyODSemiSupervisedDetector
-    from pynomaly_core.search import make_folds
+    from pynomaly_core.selection.consensus import make_folds
 
     X, y = demo_xy
     known = np.zeros_like(y)
@@ -342,7 +343,7 @@ def _study_with_trials(X, storage):
 
 @pytest.mark.parametrize("margin", [0.01, -0.01])
 def test_trial_ensemble_replaces_the_best_trial_only_when_it_wins(demo_xy, tmp_path, margin):
-    from pynomaly_core.search import top_configurations, with_trial_ensemble
+    from pynomaly_core.selection.consensus import top_configurations, with_trial_ensemble
 
     X, _ = demo_xy
     best, study, candidates = _study_with_trials(X, f"sqlite:///{tmp_path}/o.db")
@@ -399,7 +400,7 @@ def test_train_stage_calibrates_a_conformal_threshold_and_registers_xgbod(workdi
     from pynomaly_core import stages
     from pynomaly_core.config import ThresholdConfig
     from pynomaly_core.detectors.base import conformal_threshold
-    from pynomaly_core.selection import calibration_split
+    from pynomaly_core.selection.base import calibration_split
 
     config = demo_config(detectors=["xgbod"], use_labels=True, n_trials=2, cv_folds=2)
     config = config.model_copy(update={

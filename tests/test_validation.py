@@ -8,8 +8,9 @@ import pytest
 import sqlalchemy
 
 from pynomaly_core import stages
-from pynomaly_core.io import DataError, read_table
-from pynomaly_core.validation import validate
+from pynomaly_core.errors import DataError
+from pynomaly_core.data.io import read_table
+from pynomaly_core.data.validation import validate
 from tests.conftest import demo_config
 
 
@@ -137,7 +138,7 @@ def test_categorical_columns_are_checked_against_allowed_values():
 
 def _pandera_only(frame: pd.DataFrame, data) -> tuple[pd.DataFrame, list[int], list[str]]:
     """The reference: pandera's lazy validation of the whole frame (what `validate` did for every batch)."""
-    from pynomaly_core.validation import _pandera_split, build_schema
+    from pynomaly_core.data.validation import _pandera_split, build_schema
 
     frame = frame.reset_index(drop=True)
     valid, reasons = _pandera_split(frame, build_schema(data), "input")

@@ -24,13 +24,15 @@ from mlflow import MlflowClient
 from prefect import get_client
 
 from flows.training import training_flow
-from pynomaly_core import feedback, monitoring, stages
+from pynomaly_core.labels import feedback
+from pynomaly_core.monitoring import monitor as monitoring
+from pynomaly_core import stages
 from pynomaly_core.config import load_config
-from pynomaly_core.active import member_scores, review_order
-from pynomaly_core.feedback import LABELS, batch_file, database_url, row_ids
-from pynomaly_core.preprocessing import features
+from pynomaly_core.labels.review import member_scores, review_order
+from pynomaly_core.labels.feedback import LABELS, batch_file, database_url, row_ids
+from pynomaly_core.data.preprocessing import features
 from pynomaly_core.stages import row_keys
-from pynomaly_core.scoring import load_model, score_frame
+from pynomaly_core.scoring.files import load_model, score_frame
 from tests.conftest import ROOT, demo_config, prefect_harness, write_config
 from tests.services import serving
 from workbench import auth, catalog, review
@@ -298,7 +300,7 @@ def test_failed_logins_are_limited_and_audited(app):
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
     blocked = client.post("/login", data={"name": "tim", "password": PASSWORD, "csrf_token": token})
     assert blocked.status_code == 429 and "too many failed logins" in blocked.text
-    with app.state.engine.connect() as connection:
+    with app.state.workbench.engine.connect() as connection:
         failures = connection.execute(sa.select(sa.func.count()).where(AUDIT.c.action == "login_failed", AUDIT.c.user == "tim")).scalar_one()
     assert failures == 5
 
@@ -389,7 +391,7 @@ def test_scoring_api_keys_validation_and_revocation(app, project):
 
     for header in ({}, {"X-API-Key": key + "x"}, {"Authorization": "Bearer pyn_guess"}):
         assert api.post("/api/v1/score", json={"rows": bad}, headers=header).status_code == 401
-    with app.state.engine.connect() as connection:
+    with app.state.workbench.engine.connect() as connection:
         key_id, stored = connection.execute(sa.text("SELECT id, key_hash FROM api_keys ORDER BY id DESC")).first()
     assert key not in stored  # hashed
     admin.post("/admin/keys/revoke", data={"key_id": key_id, "csrf_token": csrf})
@@ -407,14 +409,14 @@ def test_scoring_runs_off_the_event_loop_so_health_checks_answer_meanwhile(app, 
     admin = TestClient(app)
     csrf = log_in(admin, "ada")
     key = re.search(r'id="new-key">([^<]+)<', admin.post("/admin/keys", data={"model": "breast-cancer-detector", "csrf_token": csrf}).text).group(1)
-    load, started, answered, released = app.state.reviewer.model, threading.Event(), threading.Event(), []
+    load, started, answered, released = app.state.workbench.reviewer.model, threading.Event(), threading.Event(), []
 
     def slow_model(uri):  # holds the scoring request until /healthz has answered (on the event loop, never)
         started.set()
         released.append(answered.wait(10))
         return load(uri)
 
-    monkeypatch.setattr(app.state.reviewer, "model", slow_model)
+    monkeypatch.setattr(app.state.workbench.reviewer, "model", slow_model)
     rows = pd.read_csv(ROOT / "data" / "raw" / "breast_cancer.csv").drop(columns="malignant").head(2).to_dict("records")
     with TestClient(app) as client:  # one event loop for both requests
         scoring = threading.Thread(target=lambda: client.post("/api/v1/score", json={"rows": rows}, headers={"X-API-Key": key}))
@@ -432,7 +434,7 @@ def test_two_analysts_labelling_at_once_lose_nothing_on_postgresql(project, scra
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{scratch_database}"
     config = load_config(project / "configs" / "demo.yaml")
     first, second = create_app(config, db_url=url), create_app(config, db_url=url)  # two workers, one database
-    with first.state.engine.begin() as connection:
+    with first.state.workbench.engine.begin() as connection:
         from workbench.auth import add_user as add_account
 
         for name in ("ann", "bob"):
@@ -454,10 +456,10 @@ def test_two_analysts_labelling_at_once_lose_nothing_on_postgresql(project, scra
     for thread in threads:
         thread.join()
     assert not errors
-    labels = labels_in_db(first.state.engine)
+    labels = labels_in_db(first.state.workbench.engine)
     assert len(labels) == 2 * len(rows) == 50
     assert labels.groupby("user")["row_id"].apply(sorted).to_dict() == {"ann": sorted(rows), "bob": sorted(rows)}
-    with first.state.engine.connect() as connection:
+    with first.state.workbench.engine.connect() as connection:
         audited = connection.execute(sa.select(AUDIT.c.user, sa.func.count()).where(AUDIT.c.action == "label").group_by(AUDIT.c.user)).all()
     assert dict(audited) == {"ann": 25, "bob": 25}
 
@@ -498,7 +500,7 @@ def test_retrain_action_runs_the_deployment_and_the_run_records_the_labels(app, 
 
     # What that run does: train with the labels (the deployment's parameter, as the worker would run it).
     result = stages.train(feedback_config(small_config()))
-    with app.state.engine.connect() as connection:
+    with app.state.workbench.engine.connect() as connection:
         latest = pd.DataFrame(connection.execute(sa.select(LABELS)).mappings().all()).drop_duplicates(["batch", "row_id"], keep="last")
     decided = latest[latest["label"].isin(["anomaly", "normal"])]
     run = MlflowClient().get_run(result.run_id)
@@ -511,7 +513,7 @@ def test_retrain_action_runs_the_deployment_and_the_run_records_the_labels(app, 
     assert run.data.params["feedback.n_anomalies"] == str((decided[~held_out]["label"] == "anomaly").sum())
     assert run.data.params["feedback.n_stale"] == "0"  # every label carries its row's values
     assert run.data.tags["feedback.batches"] == BATCH
-    with app.state.engine.connect() as connection:
+    with app.state.workbench.engine.connect() as connection:
         retrains = connection.execute(sa.select(AUDIT.c.user).where(AUDIT.c.action == "retrain")).scalars().all()
     assert retrains == ["ada"]
 

@@ -15,19 +15,19 @@ import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pynomaly_core import provenance
+from pynomaly_core.scoring import provenance
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.detectors import packages
 from pynomaly_core.detectors.registry import REGISTRY
-from pynomaly_core.io import table_stem
-from pynomaly_core.tracking import absolute_sqlite, tracking_uri
+from pynomaly_core.data.io import table_stem
+from pynomaly_core.tracking.store import store_uri
 
 
 MAX_RUNS = 5000  # scoring or monitoring runs read per page view
 
 
 def client(cfg: PipelineConfig) -> MlflowClient:
-    return MlflowClient(tracking_uri=absolute_sqlite(tracking_uri(cfg.tracking)))
+    return MlflowClient(tracking_uri=store_uri(cfg.tracking))
 
 
 @dataclass

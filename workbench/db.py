@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from pynomaly_core.feedback import LABELS, METADATA
+from pynomaly_core.labels.feedback import LABELS, METADATA
 
 ROLES = ("viewer", "analyst", "admin")  # each can do what the ones before it can
 

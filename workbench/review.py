@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 
 from pynomaly_core.config import PipelineConfig
-from pynomaly_core.explain import explain
-from pynomaly_core.feedback import BatchVersion, batch_file, read_batch, row_ids
-from pynomaly_core.active import member_scores, review_order
-from pynomaly_core.explain import lime_explanation
-from pynomaly_core import provenance
-from pynomaly_core.io import DataError
-from pynomaly_core.monitoring import champion_version_uri
-from pynomaly_core.preprocessing import features
-from pynomaly_core.scoring import load_model
+from pynomaly_core.evaluation.explain import explain
+from pynomaly_core.labels.feedback import BatchVersion, batch_file, read_batch, row_ids
+from pynomaly_core.labels.review import member_scores, review_order
+from pynomaly_core.evaluation.explain import lime_explanation
+from pynomaly_core.errors import DataError
+from pynomaly_core.scoring import provenance
+from pynomaly_core.tracking.champion import champion_version_uri
+from pynomaly_core.data.preprocessing import features
+from pynomaly_core.scoring.files import load_model
 
 from . import catalog
 
@@ -156,11 +156,11 @@ class Reviewer:
         # Built outside the lock (it needs it for the model, and reading a batch takes a while); two
         # requests for a changed batch may both build it, and the last one is kept.
         recorded = scored_by(self.cfg, batch_id)
-        uri = recorded or champion_version_uri(self.cfg)
+        uri = recorded or champion_version_uri(self.cfg.registry.model_name)
         frame, version = read_batch(path)
         python_model = self.model(uri).unwrap_python_model()
         threshold = float(python_model.pipeline[-1].threshold_)
-        # The queue's rule (pynomaly_core.active): members' disagreement first, then nearness to the threshold.
+        # The queue's rule (pynomaly_core.labels.review): members' disagreement first, then nearness to the threshold.
         members = None if python_model.data_config.graph is not None else member_scores(python_model.pipeline, features(frame, python_model.data_config))
         order = review_order(frame["score"].to_numpy(), members, threshold)
         queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), order, threshold, version,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import registry  # the registry lists the members; it never lists ensembles
 from .base import FIT_ERRORS, BaseDetector
+from .ranks import percentile_ranks
 from .spec import model_name
 
 
 def percentiles(sorted_training_scores: list[np.ndarray], scores: list[np.ndarray]) -> np.ndarray:
     """Each member's scores as percentiles among its own (sorted) training scores: members x rows."""
-    return np.array([np.searchsorted(reference, member, side="right") / len(reference) for reference, member in zip(sorted_training_scores, scores)])
+    return np.array([percentile_ranks(reference, member) for reference, member in zip(sorted_training_scores, scores)])
 
 
 def rank_average(sorted_training_scores: list[np.ndarray], scores: list[np.ndarray], weights=None) -> np.ndarray:
@@ -37,9 +39,12 @@ class RankEnsemble(BaseDetector):
         self.contamination = contamination
         self.random_state = random_state
 
-    def _fit(self, X, y):
-        from . import registry  # the registry lists the members; it never lists ensembles
+    @staticmethod
+    def members_need_labels(members) -> bool:
+        """Whether `fit` needs the known labels: when one of the members does."""
+        return any(registry.get(name).needs_labels for name in members)
 
+    def _fit(self, X, y):
         params = self.member_params or [{}] * len(self.members)
         if len(params) != len(self.members):
             raise ValueError(f"RankEnsemble: {len(self.members)} members but {len(params)} member_params")

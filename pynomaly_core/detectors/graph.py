@@ -16,8 +16,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ..config import NEIGHBORS
-from ..io import DataError
+from ..errors import DataError
 from .packages import missing_dependency
 from .spec import DetectorSpec
 from .torch import torch_threads
@@ -95,45 +94,47 @@ def load_graph(nodes: pd.DataFrame, edges: pd.DataFrame, *, id_column: str, feat
     return Graph(values.to_numpy(dtype=np.float64), edge_index, nodes[id_column].to_numpy())
 
 
-def with_neighbors(valid: pd.DataFrame, all_nodes: pd.DataFrame, edges: pd.DataFrame, *, id_column: str,
+def with_neighbors(valid: pd.DataFrame, all_nodes: pd.DataFrame, edges: pd.DataFrame, *, id_column: str, neighbors: str,
                    source: str = "source", target: str = "target") -> tuple[pd.DataFrame, int]:
-    """The valid node rows with a `neighbors` list column; edges are checked against every node the
+    """The valid node rows with a list column `neighbors`; edges are checked against every node the
     table names (valid or rejected), and those touching a rejected node are dropped. Returns the rows
     and how many edges were dropped."""
     _require(all_nodes, [id_column], "node table")
     edge_index = edge_positions(all_nodes[id_column], edges, id_column=id_column, source=source, target=target)
     ids = all_nodes[id_column].to_numpy()
-    pairs = pd.DataFrame({"node": ids[edge_index[0]], NEIGHBORS: ids[edge_index[1]]})
-    kept = pairs["node"].isin(valid[id_column]) & pairs[NEIGHBORS].isin(valid[id_column])
-    lists = pairs[kept].groupby("node")[NEIGHBORS].agg(list)
-    neighbors = valid[id_column].map(lists)
+    pairs = pd.DataFrame({"node": ids[edge_index[0]], neighbors: ids[edge_index[1]]})
+    kept = pairs["node"].isin(valid[id_column]) & pairs[neighbors].isin(valid[id_column])
+    lists = pairs[kept].groupby("node")[neighbors].agg(list)
+    found = valid[id_column].map(lists)
     dropped = int((~kept).sum() // 2)  # each undirected edge appears in both directions
-    return valid.assign(**{NEIGHBORS: [n if isinstance(n, list) else [] for n in neighbors]}), dropped
+    return valid.assign(**{neighbors: [n if isinstance(n, list) else [] for n in found]}), dropped
 
 
-def induced(nodes: pd.DataFrame, id_column: str) -> pd.DataFrame:
+def induced(nodes: pd.DataFrame, id_column: str, neighbors: str) -> pd.DataFrame:
     """These node rows with their neighbour lists cut to the nodes among them: a graph on its own."""
     present = set(nodes[id_column])
-    return nodes.assign(**{NEIGHBORS: [[n for n in ns if n in present] for ns in nodes[NEIGHBORS]]})
+    return nodes.assign(**{neighbors: [[n for n in ns if n in present] for ns in nodes[neighbors]]})
 
 
 class NodeGraph(TransformerMixin, BaseEstimator):
-    """The preprocessing step for graph input: node rows (id, features, neighbour ids) -> `Graph`,
-    the features transformed by `features`, a ColumnTransformer fitted on the training nodes."""
+    """The preprocessing step for graph input: node rows (id, features, neighbour ids in the list
+    column `neighbors`) -> `Graph`, the features transformed by `features`, a ColumnTransformer
+    fitted on the training nodes."""
 
-    def __init__(self, features=None, id_column="id"):
+    def __init__(self, features=None, id_column="id", neighbors="neighbors"):
         self.features = features
         self.id_column = id_column
+        self.neighbors = neighbors
 
     def fit(self, nodes: pd.DataFrame, y=None):
         self.features_ = clone(self.features).fit(nodes)
         return self
 
     def transform(self, nodes: pd.DataFrame) -> Graph:
-        _require(nodes, [self.id_column, NEIGHBORS], "node rows")
-        pairs = nodes[[self.id_column, NEIGHBORS]].explode(NEIGHBORS).dropna()
-        edges = pd.DataFrame({"source": pairs[self.id_column].to_numpy(), "target": pairs[NEIGHBORS].to_numpy()})
-        edge_index = edge_positions(nodes[self.id_column], edges, id_column=self.id_column, what=f"'{NEIGHBORS}' column")
+        _require(nodes, [self.id_column, self.neighbors], "node rows")
+        pairs = nodes[[self.id_column, self.neighbors]].explode(self.neighbors).dropna()
+        edges = pd.DataFrame({"source": pairs[self.id_column].to_numpy(), "target": pairs[self.neighbors].to_numpy()})
+        edge_index = edge_positions(nodes[self.id_column], edges, id_column=self.id_column, what=f"'{self.neighbors}' column")
         return Graph(np.asarray(self.features_.transform(nodes), dtype=np.float64), edge_index, nodes[self.id_column].to_numpy())
 
     def get_feature_names_out(self, input_features=None):

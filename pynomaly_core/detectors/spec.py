@@ -38,9 +38,7 @@ class DetectorSpec:
     def needs_labels(self) -> bool:
         """Semi-supervised: `fit` needs the known labels. An ensemble does when one of its members does."""
         if self.build_with == "members":
-            from . import registry
-
-            return any(registry.get(name).needs_labels for name in self.fixed["members"])
+            return self.estimator.members_need_labels(self.fixed["members"])
         return getattr(self.estimator, "needs_labels", False)  # the graph detectors keep their own base class
 
     @property

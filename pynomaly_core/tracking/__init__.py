@@ -1,0 +1,1 @@
+"""MLflow: the tracking store and its helpers (`store`)."""
