@@ -9,9 +9,9 @@ for the first page (a fresh server: the queue is built and the model loaded by t
 for --pages further pages, the seconds from the navigation's start to the page shown, and to all
 of its 25 rows' SHAP features shown.
 
-Side by side in the same run, in this process, on the same 25 rows: SHAP's permutation explainer with
-its default batch of 10 masks per model call (what the workbench did) and with a row's masks in one
-call (what `pynomaly_core.explain` does now); the values are identical.
+Side by side in the same run, in this process, on the same 25 rows (after numba has compiled SHAP's
+masking): native libraries' threads as they come (what the workbench did), the same with a row's masks
+in one model call, and one native thread (what the workbench does now); the values are the same.
 """
 
 from __future__ import annotations
@@ -65,29 +65,38 @@ def prepare(data_dir: Path, folder: Path, n_rows: int):
 
 
 def in_process(config, batch_id: str) -> None:
-    """The first page's SHAP values computed here with both batch sizes, timed side by side."""
+    """The first page's SHAP values computed here, timed side by side after a warm-up (numba compiled): with native
+    libraries' threads as they come (as the workbench computed them before), also with a row's masks in one model
+    call, and held to one thread (threadpoolctl), as the workbench does now. The values are the same."""
     import shap
 
-    from pynomaly_core.data.preprocessing import features
-    from workbench.review import SHAP_BACKGROUND, Reviewer
+    from pynomaly_core.evaluation.explain import warm_up
+    from workbench import review
 
-    reviewer = Reviewer(config)
+    reviewer = review.Reviewer(config)
     queue = reviewer.queue(batch_id)
-    model = reviewer.model(queue.model_uri).unwrap_python_model()
-    preprocessor, detector = model.pipeline[0], model.pipeline[-1]
-    reference = reviewer.reference(queue.model_uri)
-    background = preprocessor.transform(features(reference.sample(min(SHAP_BACKGROUND, len(reference)), random_state=config.seed), config.data))
-    rows = preprocessor.transform(features(queue.frame.iloc[queue.order[:25]], config.data))
-    max_evals = 2 * (2 * rows.shape[1] + 1)
-    print(f"detector: {type(detector).__name__} {getattr(detector, 'name', '')} {getattr(detector, 'params', '')}")
-    results = {}
-    for label, batch_size in (("SHAP default, 10 masks a call", "auto"), ("a row's masks in one call   ", max_evals)):
-        explainer = shap.PermutationExplainer(detector.decision_function, shap.maskers.Independent(background, max_samples=len(background)), seed=0)
+    positions = [int(p) for p in queue.order[:25]]
+    detector = reviewer.model(queue.model_uri).unwrap_python_model().pipeline[-1]
+    print(f"detector: {type(detector).__name__} {getattr(detector, 'members', '')}")
+    started = time.perf_counter()
+    warm_up()
+    print(f"  in process, numba compiling SHAP's masking (explain.warm_up): {time.perf_counter() - started:6.2f} s")
+    call, values = shap.PermutationExplainer.__call__, {}
+    limits = review.threadpool_limits
+    for label, one_call, threads in (("native threads as they come, SHAP's batches of 10 masks", False, None),
+                                     ("native threads as they come, a row's masks in one call ", True, None),
+                                     ("one native thread (the workbench), SHAP's batches       ", False, 1)):
+        if one_call:
+            shap.PermutationExplainer.__call__ = lambda self, *a, **k: call(self, *a, **{**k, "batch_size": k["max_evals"]})
+        review.threadpool_limits = lambda _: limits(threads)  # the workbench's own limit, replaced to compare
         started = time.perf_counter()
-        results[label] = explainer(rows, max_evals=max_evals, batch_size=batch_size, silent=True).values
+        try:
+            values[label] = reviewer.shap_values(queue, positions)
+        finally:
+            shap.PermutationExplainer.__call__, review.threadpool_limits = call, limits
         print(f"  in process, 25 rows: {label}  {time.perf_counter() - started:6.2f} s")
-    first, second = results.values()
-    print(f"  largest difference between the two: {np.abs(first - second).max():.2e}")
+    first, *others = values.values()
+    print(f"  largest difference from the first: {max(np.abs(first - other).max() for other in others):.2e}")
 
 
 def in_browser(base: str, batch_id: str, pages: int) -> None:

@@ -8,6 +8,7 @@ The routes are in `routers/`, one APIRouter per area; what they share is one `st
 
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.errors import DataError
+from pynomaly_core.evaluation.explain import warm_up
 from pynomaly_core.labels.feedback import database_url
 from pynomaly_core.monitoring import alerts as notify
 from pynomaly_core.tracking import store as tracking
@@ -52,6 +54,9 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         prefect_link=ServiceLink(configured_prefect or "http://127.0.0.1:4200", bool(configured_prefect), "prefect server start (or make services)"),
         retrainer=Retrainer(cfg, db_url), secure_cookies=secure_cookies,
     )
+
+    # SHAP's masking is compiled by numba on first use: done now, in the background, not in the first analyst's request.
+    threading.Thread(target=warm_up, daemon=True, name="shap-warm-up").start()
 
     app = FastAPI(title="Pynomaly workbench", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.workbench = state

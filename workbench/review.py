@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.evaluation.explain import explain
@@ -25,8 +26,7 @@ from . import catalog
 
 
 # Background rows of the queue's SHAP values. The permutation explainer (every detector but an
-# isolation forest) costs rows x background x 2(2 x features + 1) model calls: with 50 rows, a page of
-# 25 took 23 s for the demo's rank ensemble on this machine. Ten keep a page to seconds.
+# isolation forest) costs rows x background x permutations x (2 x features + 1) model evaluations.
 SHAP_BACKGROUND = 10
 # How many models and queues a workbench keeps, the ones used last: a queue holds its batch's rows
 # (100k rows of 30 features are ~30 MB with their scores and ids), a model its pipeline.
@@ -188,7 +188,11 @@ class Reviewer:
         reference = self.reference(queue.model_uri)
         background = reference.sample(min(SHAP_BACKGROUND, len(reference)), random_state=self.cfg.seed)
         rows = preprocessor.transform(features(queue.frame.iloc[positions], data))
-        return explain(detector, rows, preprocessor.transform(features(background, data)), self.feature_names(queue)).values
+        # One native thread: SHAP calls the detector once per few hundred rows, and on a busy machine the BLAS/OpenMP
+        # threads of KNN's and LOF's distance computations wait for each other: a page of 25 rows of the demo's rank
+        # ensemble took 28 s with them and 3.3 s without (benchmarks/workbench_shap.py, load average 12 on 2 cores).
+        with threadpool_limits(1):
+            return explain(detector, rows, preprocessor.transform(features(background, data)), self.feature_names(queue)).values
 
     def lime(self, queue: Queue, position: int) -> list[tuple[str, float]]:
         """LIME for one row on demand, against the reference as background."""

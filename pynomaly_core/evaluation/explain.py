@@ -56,12 +56,21 @@ def explain(detector, X_rows: np.ndarray, background: np.ndarray, feature_names:
         return Explanation("tree", list(feature_names), values)
     masker = shap.maskers.Independent(background, max_samples=len(background))
     explainer = shap.PermutationExplainer(detector.decision_function, masker, seed=0)
-    # Two antithetic permutations per row: each costs 2 * n_features + 1 masked copies of the background.
-    # All of a row's masks go to the detector in one call (SHAP's default sends 10 at a time: 13 calls a row for
-    # 30 features, whose fixed cost per call, an ensemble's, made a page of 25 rows take 17.5 s). Same values.
-    max_evals = 2 * (2 * X_rows.shape[1] + 1)
-    values = explainer(X_rows, max_evals=max_evals, batch_size=max_evals, silent=True).values
+    # Two antithetic permutations per row: each costs 2 * n_features + 1 calls over the background.
+    values = explainer(X_rows, max_evals=2 * (2 * X_rows.shape[1] + 1), silent=True).values
     return Explanation("permutation", list(feature_names), values)
+
+
+class _Sum:
+    def decision_function(self, X):
+        return X.sum(axis=1)
+
+
+def warm_up() -> None:
+    """Explain a tiny made-up problem, so that numba compiles SHAP's masking functions now: compiled on first use in
+    each process, they took 22 to 38 s of a server's first SHAP request on this loaded 2-core machine."""
+    rows = np.arange(6, dtype="float64").reshape(2, 3)
+    explain(_Sum(), rows, rows[::-1].copy(), ["a", "b", "c"])
 
 
 LIME_SAMPLES = 2000  # perturbations per row
