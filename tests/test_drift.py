@@ -28,6 +28,20 @@ def test_psi_near_zero_for_the_same_distribution_and_large_for_a_shift():
     assert drift.psi(np.zeros(100), np.zeros(50)) == pytest.approx(0.0)
 
 
+def test_score_psi_keeps_the_reference_deciles_where_evidentlys_psi_misses_a_shift():
+    """Why drift.psi is not Evidently's: Evidently bins the reference and the batch together into
+    equal-width (Sturges) bins, so one extreme score squeezes every other into one bin."""
+    from evidently.legacy.calculations.stattests.psi import _psi
+    from evidently.legacy.core import ColumnType
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=2000)
+    shifted = np.append(rng.normal(1.0, 1.0, size=1999), 1e6)  # shifted by 1 sd, and one outlier
+    evidently_psi = _psi(pd.Series(reference), pd.Series(shifted), ColumnType.Numerical, 0.25)[0]
+    assert drift.psi(reference, shifted) > 0.5
+    assert evidently_psi < 0.01
+
+
 def test_alert_rate_is_tested_against_the_reference_share():
     same = drift.alert_rate(10, 100, 50, 500)
     assert same["observed"] == same["expected"] == 0.1 and same["p_value"] == pytest.approx(1.0)

@@ -59,7 +59,11 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
-    """Population stability index over the reference's deciles (open-ended outer bins)."""
+    """Population stability index over the reference's deciles (open-ended outer bins).
+
+    Not Evidently's PSI: it bins reference and batch together into equal-width bins, so one
+    extreme score hides a shift of the rest (tests/test_drift.py), and its value depends on
+    the batch's range; `monitoring.score_psi` is a threshold on this decile form."""
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1))[1:-1])
     ref_share = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(reference)
     cur_share = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1) / len(current)

@@ -28,6 +28,7 @@ import optuna
 import pandas as pd
 from scipy.stats import norm, spearmanr
 from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
 
 from ..detectors import registry
 from ..detectors.ranks import percentile_ranks
@@ -138,12 +139,14 @@ def neighbours(features: np.ndarray, kb: dict | None = None) -> Neighbours:
     kb = kb or knowledge_base()
     entries = kb["entries"]
     known = np.array([e["features"] for e in entries])
-    mean, scale = known.mean(axis=0), known.std(axis=0) + 1e-9
-    distance = np.linalg.norm((known - mean) / scale - (np.asarray(features) - mean) / scale, axis=1)
+    scaler = StandardScaler().fit(known)
+    distance = np.linalg.norm(scaler.transform(known) - scaler.transform(np.asarray(features)[None, :]), axis=1)
     per_dataset = len(entries) / len({e["dataset"] for e in entries})
     nearest = np.argsort(distance, kind="stable")[: int(round(NEIGHBOUR_DATASETS * per_dataset))]
     names = [m["model"] for m in kb["models"]]
     aucroc = np.array([[entries[i]["aucroc"][name] for name in names] for i in nearest])
+    # The weights stay explicit (not KNeighborsRegressor(weights="distance")): the few-label rule and
+    # its replay read the entries' AUCROC and weights, and an exact match must not take all the weight.
     return Neighbours(names, aucroc, 1.0 / (distance[nearest] + 1e-6), float(distance[nearest].mean()))
 
 
