@@ -35,7 +35,10 @@ def _run(args) -> int:
     from .tracking.store import tracking_uri
 
     config = load_config(args.config)
-    print_summary(training_flow(config), tracking_uri(config.tracking))
+    summary = training_flow(config)
+    if args.result:  # for a caller that reads the outcome (the workbench's retrain button)
+        Path(args.result).write_text(summary.model_dump_json(indent=2))
+    print_summary(summary, tracking_uri(config.tracking))
     return 0
 
 
@@ -275,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the training flow (Prefect) and print a summary")
     run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument("--result", help="also write the run's summary as JSON to this file")
     run.set_defaults(handler=_run)
 
     init = commands.add_parser("init", help="write configs/NAME.yaml for a table: column rules inferred, id and label guessed")

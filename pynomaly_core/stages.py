@@ -74,6 +74,9 @@ class TrainResult(BaseModel):
     n_pruned: int
     n_failed: int
     fit_seconds: float
+    n_labels: int = 0  # labelled rows the selection saw (the analysts' with train.labels feedback, else data.label_column's)
+    n_labels_held_out: int = 0  # analysts' labels on test rows: evaluation only, not trained on
+    labels_from: str | None = None  # "the analysts' labels" or the label column's name
 
 
 class EvaluateResult(BaseModel):
@@ -185,9 +188,21 @@ def _fit_rows(cfg: PipelineConfig) -> pd.DataFrame:
     if cfg.train.labels != "feedback":
         return rows
     labelled = feedback.labelled_rows(cfg)
-    rows = pd.concat([rows.assign(**{feedback.LABEL_COLUMN: 0}), labelled], ignore_index=True)
+    # A labelled row that is also a test row would be trained on and then evaluated: it stays an evaluation row only.
+    # One that is also a training row replaces that row's unlabelled copy.
+    evaluation = row_keys(pd.read_parquet(cfg.paths.test), cfg)
+    held_out = row_keys(labelled, cfg).isin(evaluation).to_numpy()
+    kept = labelled[~held_out]
+    rows = rows[~row_keys(rows, cfg).isin(row_keys(kept, cfg)).to_numpy()]
+    rows = pd.concat([rows.assign(**{feedback.LABEL_COLUMN: 0}), kept], ignore_index=True)
     rows.attrs[feedback.N_STALE] = labelled.attrs[feedback.N_STALE]  # for the run's record (_log_feedback)
+    rows.attrs[feedback.N_HELD_OUT] = int(held_out.sum())
     return rows
+
+
+def row_keys(rows: pd.DataFrame, cfg: PipelineConfig) -> pd.Series:
+    """One hash per row of its feature values: the same row whether read from a split or from a label's stored values."""
+    return pd.util.hash_pandas_object(features(rows, cfg.data)[list(cfg.data.columns)], index=False)
 
 
 def _whole_graph(cfg: PipelineConfig, preprocessor):
@@ -265,13 +280,22 @@ def training_dataset(cfg: PipelineConfig, train_rows: pd.DataFrame) -> mlflow.da
 
 
 def _log_feedback(fit_rows: pd.DataFrame) -> None:
-    """Which workbench labels this training used: counts as params (n_stale: unversioned labels left
-    out, their batch file rewritten since), the batches as a tag."""
+    """Which workbench labels this training used: counts as params (n_labels: those trained on; n_held_out: labelled
+    test rows, left to evaluation; n_stale: unversioned labels left out, their batch file rewritten since), the batches as a tag."""
     labelled = fit_rows[fit_rows[feedback.BATCH_COLUMN].notna()]
     n_anomalies = int((labelled[feedback.LABEL_COLUMN] == 1).sum())
     mlflow.log_params({"feedback.n_labels": len(labelled), "feedback.n_anomalies": n_anomalies, "feedback.n_normal": len(labelled) - n_anomalies,
-                       "feedback.n_stale": fit_rows.attrs[feedback.N_STALE]})
+                       "feedback.n_stale": fit_rows.attrs[feedback.N_STALE], "feedback.n_held_out": fit_rows.attrs[feedback.N_HELD_OUT]})
     mlflow.set_tag("feedback.batches", ",".join(sorted(labelled[feedback.BATCH_COLUMN].unique()))[:5000])
+
+
+def _label_counts(cfg: PipelineConfig, train_rows: pd.DataFrame, search: Search) -> dict:
+    if search.y is None:  # unsupervised: no label reached the selection
+        return {"n_labels": 0, "n_labels_held_out": 0}
+    if cfg.train.labels == "feedback":
+        return {"n_labels": int(train_rows[feedback.BATCH_COLUMN].notna().sum()), "n_labels_held_out": train_rows.attrs[feedback.N_HELD_OUT],
+                "labels_from": "the analysts' labels"}
+    return {"n_labels": int(train_rows[cfg.data.label_column].notna().sum()), "labels_from": f"column {cfg.data.label_column}"}
 
 
 def train(cfg: PipelineConfig) -> TrainResult:
@@ -326,6 +350,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
             n_pruned=selection.n_pruned,
             n_failed=selection.n_failed,
             fit_seconds=round(fit_seconds, 3),
+            **_label_counts(cfg, train_rows, search),
         )
     _write_json(result, cfg.paths.training)
     return result

@@ -23,6 +23,7 @@ class TrainingSummary(BaseModel):
             ("rows valid / rejected", f"{self.validation.n_valid} / {self.validation.n_rejected}  (quarantine: {self.validation.quarantine})"),
             ("best detector", f"{self.training.detector}({params})"),
             ("selection", self._selection()),
+            ("labels that trained it", self._labels()),
         ]
         for name in ("roc_auc", "pr_auc", "precision_at_n", "f1", "false_positive_rate", "alert_rate", "threshold"):
             if name in metrics:
@@ -44,6 +45,13 @@ class TrainingSummary(BaseModel):
         if self.training.n_trials == 0:
             return f"{score} (meta-learned ranking, no search)"
         return f"{score} over {self.training.n_trials} trials ({self.training.n_pruned} pruned)"
+
+    def _labels(self) -> str:
+        training = self.training
+        if training.n_labels == 0:
+            return "none (unsupervised selection)"
+        held_out = f"; {training.n_labels_held_out} more on test rows, held out for evaluation" if training.n_labels_held_out else ""
+        return f"{training.n_labels} ({training.labels_from}{held_out})"
 
     def markdown(self) -> str:
         lines = ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in self.rows()]]

@@ -81,3 +81,25 @@ def test_decide_lists_reasons_and_retrains_only_on_configured_signals():
     assert "PSI=0.400 > 0.25" in verdict.reasons[0] and "alert rate 30.0% vs expected 10.0%" in verdict.reasons[1]
 
     assert drift.decide(None, calm_scores, calm_alerts, MonitoringConfig()) == drift.Verdict(False, [], [], False)
+
+
+def _evidently_dataset_drift(features: drift.FeatureDrift) -> bool:
+    """Evidently's dataset-level verdict, as its report headline shows it: the share-of-drifted-columns test failing."""
+    [test] = [t for t in features.snapshot.dict()["tests"] if t["name"].startswith("Share of Drifted Columns")]
+    return test["status"].value == "FAIL"
+
+
+def test_evidently_dataset_drift_says_what_the_verdict_feature_rule_says():
+    """One drifted column of thirty is drift for the verdict; Evidently's default rule (half the columns) said not."""
+    verdicts = []
+    for seed in (1, 2, 3):  # random splits: whether a column drifts by chance, both say the same
+        reference, current = _split(_benign(), seed)
+        columns = list(reference.columns)
+        unchanged = drift.feature_drift(reference, current, columns, alpha=0.05)
+        verdicts.append((bool(unchanged.drifted_columns), _evidently_dataset_drift(unchanged)))
+    assert all(ours == evidently for ours, evidently in verdicts) and not all(ours for ours, _ in verdicts)
+    shifted = current.assign(mean_texture=current["mean_texture"] + 3 * reference["mean_texture"].std())
+    one = drift.feature_drift(reference, shifted, columns, alpha=0.05)
+    assert one.drifted_columns == ["mean_texture"] and _evidently_dataset_drift(one)
+    assert "1 column(s): mean_texture" in drift.decide(one, drift.score_drift(np.zeros(5), np.zeros(5)), drift.alert_rate(1, 50, 1, 50),
+                                                     MonitoringConfig()).reasons[0]

@@ -14,9 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pynomaly_core import stages
+from pynomaly_core.scoring import provenance
 from pynomaly_core.config import EngineOptions
 from pynomaly_core.errors import DataError
 from pynomaly_core.scoring import score_with_engine
+from pynomaly_core.scoring.files import load_model
 from tests.conftest import MODEL_URI, ROOT, demo_config
 
 BAD_ROWS = {7: ("mean_area", -1.0), 100: ("mean_texture", np.inf), 390: ("worst_radius", np.nan)}  # 0-based row: (column, value); the second file has none
@@ -44,6 +46,9 @@ def project(tmp_path_factory):
 
 
 def _same_as_default_engine(report: dict, reference: dict, output: str) -> None:
+    # The output records the version that scored it (beside Spark's and Dask's folders; inside the default engine's Parquet file).
+    assert report["model"] == reference["model"] == provenance.read(output) == provenance.read("reference.parquet")
+    assert report["model"]["model_uri"] == "models:/breast-cancer-detector/1" and provenance.side_file(output).exists()
     assert {k: report[k] for k in ("n_rows", "n_valid", "n_rejected", "n_anomalies")} == \
            {k: reference[k] for k in ("n_rows", "n_valid", "n_rejected", "n_anomalies")}
     expected = pd.read_parquet("reference.parquet")
@@ -126,3 +131,16 @@ def test_dask_scores_an_empty_part_file_as_no_rows(project):
     empty = pd.read_parquet(root / "batch").head(0)
     out = score_partition(empty, "batch", partition_info={"number": 3})
     assert out.empty and {"score", "is_anomaly", "_row", "_errors"} <= set(out.columns)
+
+
+def test_every_default_engine_output_records_the_model_that_scored_it(project):
+    """A Parquet file keeps the record in its metadata; a CSV output gets it in a side file. The record names
+    the version the alias pointed to, the model's threshold and what the score means."""
+    _, reference = project
+    model = load_model(MODEL_URI).unwrap_python_model()
+    record = provenance.read("reference.parquet")
+    assert record == {"model_uri": "models:/breast-cancer-detector/1", "threshold": float(model.pipeline[-1].threshold_),
+                      "score_meaning": record["score_meaning"]} and "higher is more anomalous" in record["score_meaning"]
+    assert not provenance.side_file("reference.parquet").exists()
+    report = score_with_engine(EngineOptions(), MODEL_URI, "batch", "as-csv.csv")
+    assert provenance.read("as-csv.csv") == report["model"] == record and provenance.side_file("as-csv.csv").name == "as-csv.model.json"

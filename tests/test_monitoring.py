@@ -33,6 +33,7 @@ from flows.scoring import scoring_flow
 from flows.training import training_flow
 from pynomaly_core import cli, stages
 from pynomaly_core.monitoring import monitor as monitoring, stream
+from pynomaly_core.scoring import provenance
 from pynomaly_core.config import MonitoringConfig
 from pynomaly_core.errors import DataError
 from pynomaly_core.monitoring.alerts import NotifyError, send
@@ -342,8 +343,11 @@ def test_stream_scores_micro_batches_and_reports_bad_events(project, batches, re
     np.testing.assert_allclose([float(results[i]["score"]) for i in ids], expected["score"], rtol=1e-9)
     assert [results[i]["id"] for i in ids] == held_out["sample_id"].astype(str).tolist()
     assert redis_client.xpending(stream_config.monitoring.stream.input, "scorers")["pending"] == 0
-    stored = pd.concat(pd.read_parquet(p) for p in (project / "data" / "scored" / "stream").glob("*.parquet"))
+    files = list((project / "data" / "scored" / "stream").glob("*.parquet"))
+    stored = pd.concat(pd.read_parquet(p) for p in files)
     assert set(ids) <= set(stored["event_id"])
+    champion = MlflowClient().get_model_version_by_alias(MODEL, "champion").version
+    assert {provenance.read(p)["model_uri"] for p in files} == {f"models:/{MODEL}/{champion}"}  # each file names its model
 
 
 def test_consumer_killed_mid_batch_loses_nothing(project, batches, redis_client, stream_config, monkeypatch):

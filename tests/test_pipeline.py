@@ -57,6 +57,7 @@ def test_flow_run_completes_with_a_champion(project):
     # The saved pipeline's size is recorded; the demo's is far below registry.max_model_mb.
     assert 0 < summary.registration.model_size_mb < 50 and summary.registration.model_size_warning is None
     assert len(summary.explanation.rows) == 10 and len(summary.explanation.rows[0]["top_features"]) == 3
+    assert dict(summary.rows())["labels that trained it"] == "none (unsupervised selection)"  # `pynomaly run`'s table
 
 
 def test_mlflow_run_holds_lineage_metrics_and_artifacts(project, in_project):

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -33,6 +34,7 @@ from pynomaly_core.labels.feedback import LABELS, batch_file, database_url, row_
 from pynomaly_core.labels.discovery import Discovery
 from pynomaly_core.labels.review import member_scores, review_order
 from pynomaly_core.data.preprocessing import features
+from pynomaly_core.stages import row_keys
 from pynomaly_core.scoring.files import load_model, score_frame
 from tests.conftest import ROOT, demo_config, prefect_harness, write_config
 from tests.services import serving
@@ -237,7 +239,7 @@ def test_pages_show_versions_batches_rejected_rows_drift_and_detectors(app, proj
     assert re.search(rf">{BATCH}</a></td>\s*<td>monitor</td>\s*<td>118</td>", batches)
     assert "2 with reasons" in batches and "Evidently report" in batches and re.search(r'class="(good|bad)">(no drift|drift: )', batches)
     rejected = client.get("/batches/rejected", params={"batch": BATCH}).text
-    assert rejected.count("mean_radius") >= 3 and "_errors" in rejected  # the column header and both rows' reasons
+    assert rejected.count("mean_radius") >= 3 and '<th>row</th><th class="reason">reason</th>' in rejected  # the reason first, then the values
     report = client.get("/batches/drift", params={"batch": BATCH})
     assert report.status_code == 200 and report.text == (project / "data" / "scored" / f"{BATCH}.drift.html").read_text()
     pyod_only = client.get("/detectors", params={"backend": "pyod"}, headers={"HX-Request": "true"}).text
@@ -556,8 +558,14 @@ def test_retrain_action_runs_the_deployment_and_the_run_records_the_labels(app, 
     csrf = log_in(admin, "ada")
     analyst = TestClient(app)
     analyst_csrf = log_in(analyst, "ann")
-    rows = queue_rows(analyst)[:4]
-    for row, label in zip(rows, ("anomaly", "anomaly", "normal", "unsure")):
+    # Two of the labelled rows are test rows of the training split (the demo batch is drawn from the training table).
+    config = load_config(project / "configs" / "demo.yaml")
+    batch = pd.read_parquet(batch_file(config, BATCH))
+    test_keys = set(row_keys(pd.read_parquet(config.paths.test), config))
+    on_test = row_keys(batch, config).isin(test_keys).to_numpy()
+    ids = row_ids(batch, config.data.id_column)
+    rows = [*ids[on_test][:2], *ids[~on_test][:2]]
+    for row, label in zip(rows, ("anomaly", "normal", "anomaly", "normal")):
         assert analyst.post("/label", data={"batch": BATCH, "row": row, "label": label}, headers={"X-CSRF-Token": analyst_csrf}).status_code == 200
 
     with prefect_harness():
@@ -565,10 +573,10 @@ def test_retrain_action_runs_the_deployment_and_the_run_records_the_labels(app, 
         try:
             response = admin.post("/admin/retrain", data={"csrf_token": csrf}, follow_redirects=False)
             assert response.status_code == 303
-            assert response.headers["location"] == "/admin?done=retrain"  # the message by code; the run's id is in the audit log
-            with app.state.workbench.engine.connect() as connection:
-                record = connection.execute(sa.select(AUDIT.c.detail).where(AUDIT.c.action == "retrain").order_by(AUDIT.c.id.desc())).scalar()
-            flow_run_id = re.search(r"\(([0-9a-f-]{36})\)", record).group(1)
+            assert response.headers["location"] == "/admin?done=retrain"  # the message by code; the run on /admin/retrain
+            state = admin.get("/admin/retrain").text  # the admin page's list of retrainings
+            assert 'data-state="scheduled"' in state
+            flow_run_id = re.search(r"\(([0-9a-f-]{36})\)", state).group(1)
             with get_client(sync_client=True) as client:
                 flow_run = client.read_flow_run(flow_run_id)
             assert flow_run.deployment_id == deployment_id and flow_run.state.is_scheduled()
@@ -579,14 +587,18 @@ def test_retrain_action_runs_the_deployment_and_the_run_records_the_labels(app, 
                 client.delete_deployment(deployment_id)
 
     # What that run does: train with the labels (the deployment's parameter, as the worker would run it).
-    config = feedback_config(small_config())
-    result = stages.train(config)
+    result = stages.train(feedback_config(small_config()))
     with app.state.workbench.engine.connect() as connection:
         latest = pd.DataFrame(connection.execute(sa.select(LABELS)).mappings().all()).drop_duplicates(["batch", "row_id"], keep="last")
     decided = latest[latest["label"].isin(["anomaly", "normal"])]
     run = MlflowClient().get_run(result.run_id)
-    assert run.data.params["feedback.n_labels"] == str(len(decided))
-    assert run.data.params["feedback.n_anomalies"] == str((decided["label"] == "anomaly").sum())
+    # No labelled row is both trained on and evaluated: those that are test rows stay evaluation rows, and are counted.
+    held_out = decided["row_id"].isin(ids[on_test])
+    assert held_out.sum() >= 2
+    assert run.data.params["feedback.n_labels"] == str(len(decided) - held_out.sum())
+    assert run.data.params["feedback.n_held_out"] == str(held_out.sum())
+    assert result.n_labels == len(decided) - held_out.sum() and result.n_labels_held_out == held_out.sum()
+    assert run.data.params["feedback.n_anomalies"] == str((decided[~held_out]["label"] == "anomaly").sum())
     assert run.data.params["feedback.n_stale"] == "0"  # every label carries its row's values
     assert run.data.tags["feedback.batches"] == BATCH
     with app.state.workbench.engine.connect() as connection:
@@ -663,3 +675,230 @@ def test_the_reviewer_keeps_only_the_queues_used_last(project, monkeypatch):
         assert reviewer.queue(BATCH) is not kept  # dropped for the other batch's queue, so rebuilt
     finally:
         batch_file(config, other).unlink()
+
+
+# Triage: the queue's filters, search and progress; error pages; links; the API's row ids
+
+def test_queue_filters_search_sort_and_progress(app, project):
+    client = TestClient(app)
+    csrf = log_in(client, "ann")
+    config = load_config(project / "configs" / "demo.yaml")
+    frame = pd.read_parquet(batch_file(config, BATCH))
+    ids = row_ids(frame, config.data.id_column)
+    flagged = set(ids[frame["is_anomaly"] == 1])
+
+    def shown(**params) -> list[str]:
+        return re.findall(r'data-row="([^"]+)"', client.get("/review", params={"batch": BATCH, **params}).text)
+
+    def progress() -> tuple[int, int]:
+        found = re.search(r"(\d+) of (\d+) flagged rows reviewed", client.get("/review", params={"batch": BATCH}).text)
+        return int(found.group(1)), int(found.group(2))
+
+    def reviewed() -> set[str]:
+        return set(re.findall(r'data-reviewed="([^"]+)"', client.get("/review", params={"batch": BATCH}).text))
+
+    assert set(shown(flagged="1")) == flagged - reviewed() and len(flagged) > 0  # the flagged rows still to review: fewer than a page
+    by_score = shown(sort="score")
+    assert by_score == list(ids.iloc[frame["score"].sort_values(ascending=False, kind="stable").index[:25]])
+    before, n_flagged = progress()
+    assert n_flagged == len(flagged)
+    target = next(row for row in shown(flagged="1"))
+    assert client.post("/label", data={"batch": BATCH, "row": target, "label": "normal"}, headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert progress() == (before + 1, n_flagged)
+    assert target not in shown(flagged="1") and target in shown(label="normal")
+    assert all(row in shown(label="normal") for row in [target])
+    assert shown(q=target) == [target]  # search by id
+    assert "No row matches this view" in client.get("/review", params={"batch": BATCH, "q": "no such id"}).text
+    assert client.get("/review", params={"batch": BATCH, "sort": "random"}).status_code == 422
+
+
+def test_errors_are_workbench_pages_for_a_browser_and_json_for_the_api(app):
+    browser = TestClient(app, headers={"Accept": "text/html,application/xhtml+xml"})
+    log_in(browser, "vic")
+    missing = browser.get("/review", params={"batch": "no-such-batch"})
+    assert missing.status_code == 404 and "<header>" in missing.text and "Not found" in missing.text and "no scored batch no-such-batch" in missing.text
+    forbidden = browser.get("/admin")
+    assert forbidden.status_code == 403 and "Not allowed" in forbidden.text and "vic is a viewer" in forbidden.text
+    assert browser.get("/no/such/page").status_code == 404 and "<header>" in browser.get("/no/such/page").text
+    api = TestClient(app)
+    assert api.post("/api/v1/score", content=b"{}", headers={"Accept": "text/html", "X-API-Key": "x"}).json()["detail"]  # JSON whatever it accepts
+
+
+def test_mlflow_and_prefect_links_only_where_a_ui_answers(project, monkeypatch):
+    monkeypatch.delenv("PYNOMALY_PREFECT_UI", raising=False)
+    monkeypatch.delenv("PYNOMALY_MLFLOW_UI", raising=False)
+    config = load_config(project / "configs" / "demo.yaml")
+    config.monitoring.mlflow_ui = "http://127.0.0.1:9"  # nothing answers on the discard port
+    client = TestClient(create_app(config, prefect_ui=None))
+    log_in(client, "vic")
+    models = client.get("/models").text
+    assert "MLflow version" not in models and "mlflow ui --backend-store-uri" in models
+    with serving(project, "ui", "/healthz") as other:  # any server answering: here another workbench, as the MLflow UI
+        config.monitoring.mlflow_ui = other
+        linked = TestClient(create_app(config, prefect_ui="http://prefect.example:4200"))  # configured: linked without asking
+        log_in(linked, "vic")
+        models = linked.get("/models").text
+    assert f'href="{other}/#/models/' in models and 'href="http://prefect.example:4200/runs"' in models
+
+
+def test_detectors_page_says_what_cannot_run_here_and_what_to_install(app, monkeypatch):
+    from pynomaly_core.detectors import packages
+
+    client = TestClient(app)
+    log_in(client, "vic")
+    real = packages.missing
+    monkeypatch.setattr(packages, "missing", lambda names: [n for n in names if n == "torch"] or real(names))  # as without torch
+    page = client.get("/detectors").text
+    torch_rows = [d for d in catalog.detectors() if "torch" in d["python_dependencies"]]
+    assert torch_rows and all(d["missing"] == ["torch"] for d in torch_rows)
+    assert f"{len([d for d in catalog.detectors() if d['missing']])} of {len(catalog.detectors())} detectors cannot run" in page
+    assert "pip install &#39;pynomaly[torch]&#39;" in page or "pip install 'pynomaly[torch]'" in html.unescape(page)
+
+
+def test_scoring_api_echoes_each_rows_id(app):
+    admin = TestClient(app)
+    csrf = log_in(admin, "ada")
+    key = re.search(r'id="new-key">([^<]+)<', admin.post("/admin/keys", data={"model": "breast-cancer-detector", "csrf_token": csrf}).text).group(1)
+    rows = pd.read_csv(ROOT / "data" / "raw" / "breast_cancer.csv").drop(columns="malignant").sample(4, random_state=5)
+    answer = TestClient(app).post("/api/v1/score", json={"rows": rows.to_dict("records")}, headers={"X-API-Key": key}).json()
+    assert answer["id_column"] == "sample_id" and answer["ids"] == rows["sample_id"].tolist() and len(answer["score"]) == 4
+    without_ids = TestClient(app).post("/api/v1/score", json={"rows": rows.drop(columns="sample_id").to_dict("records")}, headers={"X-API-Key": key}).json()
+    assert without_ids["id_column"] is None and without_ids["ids"] == [1, 2, 3, 4]
+
+
+# Drift you can see, the installable app
+
+def _browser(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+
+
+def _log_in(page, server: str, name: str) -> None:
+    page.goto(f"{server}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server}/batches")
+
+
+STRICT_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'"
+
+
+def test_browser_drift_page_draws_its_charts_under_a_strict_csp(project, server):
+    """The batch's drift page and the trend: every chart drawn by the vendored Vega (an <svg> in its place), with no
+    script evaluated from strings and no inline style (the CSP below, added to every response, forbids both)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ["PYNOMALY_SCREENSHOTS"]) if os.environ.get("PYNOMALY_SCREENSHOTS") else None
+    with sync_playwright() as playwright:
+        browser = _browser(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        violations = []
+        page.on("console", lambda message: violations.append(f"{message.text} ({message.location})") if "Content Security Policy" in message.text else None)
+
+        def with_csp(route):
+            response = route.fetch(max_redirects=0)  # a redirect goes back to the browser, which follows it
+            route.fulfill(response=response, headers={**response.headers, "content-security-policy": STRICT_CSP})
+
+        page.route("**/*", with_csp)
+        _log_in(page, server, "vic")
+        page.click(f"#batches tr:has(a:text-is('{BATCH}')) a:text-is('charts')")
+        expect(page.locator("#verdict h2")).to_contain_text("drift")
+        charts = page.locator(".chart")
+        assert charts.count() >= 3  # at least one column, the scores, the alert rate
+        for i in range(charts.count()):
+            expect(charts.nth(i)).to_have_attribute("data-rendered", "true", timeout=30_000)
+            expect(charts.nth(i).locator("svg")).to_have_count(1)
+        assert page.locator("#scores svg .mark-rule.role-mark").count() == 1  # the threshold (not the axes' ticks)
+        rule = page.locator("#verdict .rule li")
+        assert rule.count() == 3 and "K-S" in rule.first.inner_text()
+        if shots:
+            page.screenshot(path=shots / "drift.png", full_page=True)
+        page.click("a:text-is('Trend across batches')")
+        expect(page.locator("#trend")).to_have_attribute("data-rendered", "true", timeout=30_000)
+        expect(page.locator("#history tbody tr").first).to_contain_text(BATCH)
+        if shots:
+            page.screenshot(path=shots / "trend.png", full_page=True)
+        browser.close()
+    assert violations == []
+
+
+def test_browser_installs_as_an_app_and_shows_the_offline_page(project, server):
+    from playwright.sync_api import expect, sync_playwright
+
+    manifest = json.loads(urllib.request.urlopen(f"{server}/static/manifest.webmanifest").read())
+    assert {icon["sizes"] for icon in manifest["icons"]} == {"192x192", "512x512"} and manifest["display"] == "standalone"
+    shots = Path(os.environ["PYNOMALY_SCREENSHOTS"]) if os.environ.get("PYNOMALY_SCREENSHOTS") else None
+    with sync_playwright() as playwright:
+        browser = _browser(playwright)
+        context = browser.new_context(viewport={"width": 1000, "height": 700})
+        page = context.new_page()
+        _log_in(page, server, "vic")
+        page.evaluate("navigator.serviceWorker.ready")
+        page.reload()  # now controlled by the worker
+        assert page.evaluate("navigator.serviceWorker.controller !== null")
+        for icon in manifest["icons"]:
+            assert page.request.get(f"{server}{icon['src']}").headers["content-type"] == "image/png"
+        cached = page.evaluate("caches.open('pynomaly-static-v1').then(c => c.keys()).then(keys => keys.map(k => new URL(k.url).pathname))")
+        assert {"/static/offline.html", "/static/workbench.css", "/static/htmx.min.js", "/static/vega/vega.min.js"} <= set(cached)
+        context.set_offline(True)
+        page.goto(f"{server}/models")
+        expect(page.locator("#offline h1")).to_have_text("You are offline")
+        expect(page.locator("header")).to_have_css("background-color", "rgb(29, 35, 48)")  # its stylesheet, from the cache
+        if shots:
+            page.screenshot(path=shots / "offline.png")
+        context.set_offline(False)
+        page.goto(f"{server}/models")
+        expect(page.locator("h1")).to_have_text("Registered models")
+        browser.close()
+
+
+# The label loop on one machine (last: it registers a new version and makes it the champion)
+
+def test_browser_retrain_on_the_embedded_default_and_a_batch_keeps_the_model_that_scored_it(project, server):
+    """The admin's button with no Prefect API configured runs the training flow in the workbench's background and shows
+    the new version; the batch scored before is still read with its own version (scores, labels, explanations), in the
+    running workbench and in a fresh one, after the new version has become the champion."""
+    from playwright.sync_api import expect, sync_playwright
+
+    config = load_config(project / "configs" / "demo.yaml")
+    name = config.registry.model_name
+    registry = MlflowClient()
+    first = registry.get_model_version_by_alias(name, "champion").version
+    scored = pd.read_parquet(batch_file(config, BATCH))
+    scored.index = row_ids(scored, config.data.id_column)
+    shots = Path(os.environ["PYNOMALY_SCREENSHOTS"]) if os.environ.get("PYNOMALY_SCREENSHOTS") else None
+    with sync_playwright() as playwright:
+        browser = _browser(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        _log_in(page, server, "ada")
+        page.goto(f"{server}/review?batch={BATCH}")
+        labelled_before = page.locator("#queue td.current .label").count()
+        assert labelled_before > 0  # earlier tests labelled rows of this batch
+
+        page.goto(f"{server}/admin")
+        page.click("#retrain")
+        run = page.locator("#retrain-runs .retrain-run").first
+        expect(run).to_have_attribute("data-state", "running")
+        expect(page.locator("#retrain")).to_be_disabled()
+        expect(run).to_have_attribute("data-state", "completed", timeout=900_000)  # polled by the page; a fresh Prefect and a training
+        version = run.locator(".version").get_attribute("data-version")
+        assert int(version) == int(first) + 1 and f"v{version} registered" in run.inner_text()
+        if shots:
+            page.screenshot(path=shots / "admin-retrained.png", full_page=True)
+
+        registry.set_registered_model_alias(name, "champion", version)  # promoted, whatever the gate said
+        page.goto(f"{server}/review?batch={BATCH}")
+        expect(page.locator("#scored-by")).to_contain_text(f"models:/{name}/{first}")
+        expect(page.locator("#queue .shap .feature").first).to_be_visible(timeout=60_000)
+        assert page.locator("#queue td.current .label").count() == labelled_before  # the labels stay with the batch
+        first_row = page.locator("#queue .queue-row").first
+        shown_score = float(first_row.locator("td.score").inner_text().split()[0])
+        assert shown_score == pytest.approx(scored.loc[first_row.get_attribute("data-row"), "score"], abs=5e-5)
+        assert re.fullmatch(r"\(\d+\.\d %\)", first_row.locator(".percentile").inner_text())
+        browser.close()
+
+    fresh = review.Reviewer(config)  # a workbench started now
+    assert fresh.queue(BATCH).model_uri == f"models:/{name}/{first}"
+    pd.read_csv(project / f"{BATCH}.csv").tail(60).to_csv(project / "after.csv", index=False)
+    monitoring.score_batch(config, "after.csv")
+    assert fresh.queue("after").model_uri == f"models:/{name}/{version}"  # a batch scored now: the new champion

@@ -8,24 +8,29 @@ The routes are in `routers/`, one APIRouter per area; what they share is one `st
 
 
 import os
+import threading
 import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.errors import DataError
+from pynomaly_core.evaluation.explain import warm_up
 from pynomaly_core.labels.feedback import database_url
 from pynomaly_core.monitoring import alerts as notify
 from pynomaly_core.tracking import store as tracking
 
 from .db import connect, migrate
+from .links import ServiceLink
 from .metrics import Metrics
+from .retrain import Retrainer
 from .review import Reviewer
-from .routers import admin, api, operations, pages, review
+from .routers import admin, api, drift, operations, pages, review
 from .state import NeedsLogin, Workbench, escaped
 
 HERE = Path(__file__).parent
@@ -39,6 +44,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+ERROR_TITLES = {400: "Bad request", 401: "Not logged in", 403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Cannot use that input"}
 
 
 def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str | None = None, secure_cookies: bool = False,
@@ -47,17 +53,27 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
     migrate(db_url)
     # Point MLflow at the store without creating the experiment: the workbench reads as the read-only
     # user, and an experiment it created would be closed to the pipeline's runs.
-    tracking.use_store(tracking.store_uri(cfg.tracking))
+    store = tracking.store_uri(cfg.tracking)
+    tracking.use_store(store)
+    # UI links: configured (a tracking server, whose UI is the same address, or PYNOMALY_MLFLOW_UI / PYNOMALY_PREFECT_UI), else the
+    # default address while a server answers there.
+    configured_mlflow = os.environ.get("PYNOMALY_MLFLOW_UI") or (store if store.startswith(("http://", "https://")) else None)
+    configured_prefect = prefect_ui or os.environ.get("PYNOMALY_PREFECT_UI")
     state = Workbench(
         cfg=cfg, engine=connect(db_url), reviewer=Reviewer(cfg), metrics=Metrics(), templates=Jinja2Templates(directory=HERE / "templates"),
-        mlflow_ui=notify.mlflow_ui_url(cfg), prefect_ui=(prefect_ui or os.environ.get("PYNOMALY_PREFECT_UI", "http://127.0.0.1:4200")).rstrip("/"),
-        secure_cookies=secure_cookies, max_body_bytes=max_body_bytes or int(os.environ.get("PYNOMALY_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+        mlflow_link=ServiceLink(configured_mlflow or notify.mlflow_ui_url(cfg), bool(configured_mlflow), tracking.browse_command(store)),
+        prefect_link=ServiceLink(configured_prefect or "http://127.0.0.1:4200", bool(configured_prefect), "prefect server start (or make services)"),
+        retrainer=Retrainer(cfg, db_url), secure_cookies=secure_cookies,
+        max_body_bytes=max_body_bytes or int(os.environ.get("PYNOMALY_MAX_BODY_BYTES", MAX_BODY_BYTES)),
     )
+
+    # SHAP's masking is compiled by numba on first use: done now, in the background, not in the first analyst's request.
+    threading.Thread(target=warm_up, daemon=True, name="shap-warm-up").start()
 
     app = FastAPI(title="Pynomaly workbench", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.workbench = state
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for area in (pages, review, admin, api, operations):
+    for area in (pages, review, drift, admin, api, operations):
         app.include_router(area.router)
 
     @app.middleware("http")
@@ -83,6 +99,24 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, err: DataError):
-        return HTMLResponse(f"<p class='error'>{escaped(str(err))}</p>", status_code=404)
+        return error_page(request, 404, str(err))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        return error_page(request, err.status_code, str(err.detail), getattr(err, "headers", None))
+
+    def error_page(request: Request, status: int, detail: str, headers: dict | None = None) -> Response:
+        """A browser gets a workbench page, HTMX a fragment it shows in place, anything else (the API, scripts) JSON."""
+        if request.headers.get("HX-Request"):
+            return HTMLResponse(f"<span class='error'>{escaped(detail)}</span>", status_code=status, headers=headers)
+        if "text/html" not in request.headers.get("accept", "") or request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        try:
+            user = state.session(request)[0]
+        except NeedsLogin:
+            user = None
+        response = state.page(request, "error.html", user, status=status, title=ERROR_TITLES.get(status, "Error"), detail=detail)
+        response.status_code = status
+        return response
 
     return app

@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pynomaly_core.scoring import provenance
 from pynomaly_core.config import PipelineConfig
+from pynomaly_core.detectors import packages
 from pynomaly_core.detectors.registry import REGISTRY
 from pynomaly_core.data.io import table_stem
 from pynomaly_core.tracking.store import store_uri
@@ -167,31 +169,87 @@ def batches(cfg: PipelineConfig) -> list[Batch]:
         drift = None
         if judged is not None and judged.data.tags.get("drift_detected") in ("true", "false"):
             detected = judged.data.tags["drift_detected"] == "true"
-            drift = f"drift: {judged.data.tags.get('drift_reasons', '')}" if detected else "no drift"
+            drift = f"drift: {_signals(judged.data.tags.get('drift_reasons', ''))}" if detected else "no drift"
         report = root / f"{batch_id}.drift.html"
         rejected = rejected_file(cfg, batch_id)
         has_report = report.exists() and inside_scored_dir(cfg, report)
         has_rejected = rejected.exists() and inside_scored_dir(cfg, rejected)
         source = "stream" if batch_id.startswith("stream/") else "monitor" if judged else "score" if scored is None else "scoring flow"
         run = judged or scored
+        record = provenance.read(path)  # the version that scored the file, kept with it; older files: their run's tag
         found.append(Batch(
             id=batch_id, source=source, n_rows=len(flags), alert_rate=float(flags.mean()) if len(flags) else 0.0,
             n_rejected=_count_rows(rejected) if has_rejected else 0,
-            model_uri=run.data.tags.get("model_uri") if run else None, drift=drift, report=report if has_report else None,
+            model_uri=record["model_uri"] if record else run.data.tags.get("model_uri") if run else None, drift=drift, report=report if has_report else None,
             report_uri=f"{judged.info.artifact_uri}/monitoring/{report.name}" if judged and has_report else None,
             run_id=run.info.run_id if run else None, experiment_id=run.info.experiment_id if run else None, modified=pd.Timestamp(path.stat().st_mtime, unit="s"),
         ))
     return sorted(found, key=lambda b: b.modified, reverse=True)
 
 
+def _signals(reasons: str) -> str:
+    """The verdict's reasons (`drift.decide`'s, joined by "; ") in a few words; the drift page has them whole."""
+    words = {"feature drift": "features", "score drift": "scores", "alert rate": "alert rate"}
+    found = [short for start, short in words.items() for reason in reasons.split("; ") if reason.startswith(start)]
+    return ", ".join(dict.fromkeys(found)) or reasons[:80]
+
+
 def batch_model_uri(cfg: PipelineConfig, batch_id: str) -> str | None:
-    """The model version that scored the batch, as its scoring run recorded it (stream and `score` batches record none)."""
+    """The model version that scored the batch, as its scoring run recorded it (for files written before they kept the record)."""
     run = _runs_by_batch(cfg, "scoring").get(batch_id)
     return run.data.tags.get("model_uri") if run else None
 
 
+def _runs_here(dependencies) -> dict:
+    """Whether this environment has the detector's packages, and if not the command that installs them."""
+    missing = packages.missing(dependencies)
+    return {"missing": missing, "install": " ; ".join(dict.fromkeys(packages.install_hint(p) for p in missing))}
+
+
 def detectors(text: str = "", **tags: str) -> list[dict]:
-    """The registry with its tags; `text` matches the name, the other filters a tag's value."""
-    rows = [{"name": name, **spec.tags, "default": spec.default} for name, spec in REGISTRY.items()]
+    """The registry with its tags and whether each can run here; `text` matches the name, the other filters a tag's value."""
+    rows = [{"name": name, **spec.tags, "default": spec.default, **_runs_here(spec.tags["python_dependencies"])} for name, spec in REGISTRY.items()]
     rows = [r for r in rows if text.lower() in r["name"].lower()]
     return [r for r in rows if all(value in ("", None) or str(r.get(tag)).lower() == value.lower() for tag, value in tags.items())]
+
+
+def verdict(cfg: PipelineConfig, batch_id: str) -> dict | None:
+    """The latest monitoring run's verdict of the batch (its `monitoring/verdict.json`), None when it was never judged."""
+    run = _runs_by_batch(cfg, "monitoring").get(batch_id)
+    if run is None:
+        return None
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client(cfg).download_artifacts(run.info.run_id, "monitoring/verdict.json", folder)
+        except (MlflowException, OSError):
+            return None
+        return json.loads(Path(path).read_text()) | {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}
+
+
+def monitoring_history(cfg: PipelineConfig) -> pd.DataFrame:
+    """Every monitoring run, oldest first: when, batch, model version, alert rate (and the reference's), drift share, verdict."""
+    mlflow = client(cfg)
+    experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    columns = ["when", "batch", "version", "n_rows", "alert_rate", "expected", "drift_share", "verdict"]
+    if experiment is None:
+        return pd.DataFrame(columns=columns)
+    runs = mlflow.search_runs([experiment.experiment_id], "tags.`pynomaly.stage` = 'monitoring'", order_by=["attributes.start_time DESC"],
+                              max_results=MAX_RUNS)
+    n_columns = len(cfg.data.columns)
+    rows = []
+    for run in runs:
+        metrics, tags = run.data.metrics, run.data.tags
+        if "alert_rate" not in metrics or "n_rows" not in metrics:
+            continue
+        rows.append({
+            "when": pd.Timestamp(run.info.start_time, unit="ms"), "batch": table_stem(tags.get("batch", "?")),
+            "version": tags.get("model_uri", "?").removeprefix("models:/"), "n_rows": int(metrics["n_rows"]),
+            "alert_rate": metrics["alert_rate"], "expected": metrics.get("alert_rate_expected", float("nan")),
+            # runs logged before drift_share: the drifted columns over the configured columns
+            "drift_share": metrics.get("drift_share", metrics.get("n_drifted_columns", 0.0) / n_columns),
+            "verdict": "drift" if tags.get("drift_detected") == "true" else "no drift",
+        })
+    return pd.DataFrame(rows, columns=columns).sort_values("when", ignore_index=True)

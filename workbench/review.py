@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.evaluation.explain import explain
@@ -19,6 +20,7 @@ from pynomaly_core.evaluation.explain import lime_explanation
 from pynomaly_core.labels.discovery import Discovery
 from pynomaly_core.labels.review import member_scores, review_order
 from pynomaly_core.errors import DataError
+from pynomaly_core.scoring import provenance
 from pynomaly_core.tracking.champion import champion_version_uri
 from pynomaly_core.data.preprocessing import features
 from pynomaly_core.scoring.files import load_model
@@ -27,8 +29,7 @@ from . import catalog
 
 
 # Background rows of the queue's SHAP values. The permutation explainer (every detector but an
-# isolation forest) costs rows x background x 2(2 x features + 1) model calls: with 50 rows, a page of
-# 25 took 23 s for the demo's rank ensemble on this machine. Ten keep a page to seconds.
+# isolation forest) costs rows x background x permutations x (2 x features + 1) model evaluations.
 SHAP_BACKGROUND = 10
 # How many models and queues a workbench keeps, the ones used last: a queue holds its batch's rows
 # (100k rows of 30 features are ~30 MB with their scores and ids, and 40 MB of discovery leaf table), a model its pipeline.
@@ -41,6 +42,23 @@ ORDERS = {
 QUEUES_KEPT = 8
 
 
+@dataclass(frozen=True)
+class View:
+    """What the analyst asked the queue to show: filters, order and a search of row ids."""
+
+    flagged: bool = False  # flagged rows only
+    label: str = ""  # rows whose latest label is this (reviewed rows); without it, the rows still to review
+    sort: str = "queue"  # "queue": the queue's order; "score": highest score first
+    order: str = "discovery"  # the queue's order, one of ORDERS
+    q: str = ""  # row ids containing this text, reviewed or not
+
+    def params(self, **changes) -> dict:
+        """The view as query parameters (those that differ from the default), for links that keep it."""
+        values = {**self.__dict__, **changes}
+        defaults = {"sort": "queue", "order": "discovery"}
+        return {k: ("1" if v is True else v) for k, v in values.items() if v not in (False, "", None) and defaults.get(k) != v}
+
+
 @dataclass
 class Queue:
     batch_id: str
@@ -51,23 +69,22 @@ class Queue:
     teach: np.ndarray  # every position in the teach-the-model order (labels.review.review_order)
     threshold: float
     version: BatchVersion  # labels given on another version of the file are not this queue's
-    unreviewed: np.ndarray = field(init=False)  # per position: no decision yet (unsure counts as one)
+    percentiles: np.ndarray | None  # each row's score as a percentile of the model's reference scores (None: no reference)
+    model_known: bool  # the file (or its scoring run) names the model; false: an old file, read with today's champion
     explained: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # position -> top SHAP features
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def __post_init__(self):
-        self.unreviewed = np.ones(len(self.frame), dtype=bool)
-
-    def ordered(self, order: str = "discovery") -> np.ndarray:
-        """Positions of the unreviewed rows in `order` (one of ORDERS), the one to review first first."""
+    def ranking(self, order: str = "discovery") -> np.ndarray:
+        """Every position in `order` (one of ORDERS), the one to review first first."""
         with self.lock:
             if order == "teach":
-                ranked = self.teach
-            elif self.discovery is not None:
-                ranked = self.discovery.order()
-            else:
-                ranked = np.argsort(-self.frame["score"].to_numpy(), kind="stable")
-            return ranked[self.unreviewed[ranked]]
+                return self.teach
+            if self.discovery is not None:
+                return self.discovery.order()
+            return self.by_score()
+
+    def by_score(self) -> np.ndarray:
+        return np.argsort(-self.frame["score"].to_numpy(), kind="stable")
 
     def follow(self, labels: pd.DataFrame) -> None:
         """Take in the decisions in `labels` (row_id, label: each row's latest, as feedback.latest_labels gives
@@ -83,7 +100,6 @@ class Queue:
                     if set(self.discovery.labels) - set(answers):  # a decision taken back: start again from the prior
                         self.discovery.reset()
                     self.discovery.label(answers)
-            self.unreviewed = ~self.ids.isin(labels["row_id"]).to_numpy()
 
     @property
     def model_name(self) -> str:
@@ -93,16 +109,49 @@ class Queue:
     def model_version(self) -> str:
         return self.model_uri.rsplit("/", 1)[1]
 
-    def page(self, number: int, size: int, order: str = "discovery") -> pd.DataFrame:
-        """Page `number` (from 1) of the queue in `order`: its rows with `position` and `row_id`."""
-        positions = self.ordered(order)[(number - 1) * size: number * size]
-        return self.frame.iloc[positions].assign(position=positions, row_id=self.ids.iloc[positions].to_numpy())
+    def select(self, labels: pd.Series, view: View) -> np.ndarray:
+        """The positions `view` shows, in its order. `labels`: each labelled row's latest label, by row id."""
+        order = self.ranking(view.order) if view.sort == "queue" else self.by_score()
+        given = self.ids.map(labels).to_numpy()  # NaN where unlabelled
+        keep = np.ones(len(self.frame), dtype=bool)
+        if view.flagged:
+            keep &= self.frame["is_anomaly"].to_numpy() == 1
+        if view.label:
+            keep &= given == view.label
+        elif not view.q:  # the queue: rows without a decision yet (unsure is one); the reviewed are listed below it
+            keep &= pd.isna(given)
+        if view.q:
+            keep &= self.ids.str.contains(view.q, case=False, regex=False).to_numpy()
+        return order[keep[order]]
+
+    def progress(self, labels: pd.Series) -> dict:
+        """How many rows, and flagged rows, carry a label."""
+        labelled = self.ids.isin(labels.index).to_numpy()
+        flagged = self.frame["is_anomaly"].to_numpy() == 1
+        return {"flagged": int(flagged.sum()), "flagged_reviewed": int((flagged & labelled).sum()),
+                "rows": len(self.frame), "reviewed": int(labelled.sum())}
+
+    def page(self, number: int, size: int, positions: np.ndarray) -> pd.DataFrame:
+        """Page `number` (from 1) of `positions` (a view of the queue): its rows with `position`, `row_id` and `percentile`."""
+        positions = positions[(number - 1) * size: number * size]
+        return self.frame.iloc[positions].assign(position=positions, row_id=self.ids.iloc[positions].to_numpy(), percentile=self.percentile(positions))
+
+    def percentile(self, positions):
+        """The rows' score percentiles among the model's reference rows (NaN when the model has no reference)."""
+        return np.full(len(positions), np.nan) if self.percentiles is None else self.percentiles[positions]
 
     def position(self, row_id: str) -> int:
         matches = np.flatnonzero(self.ids.to_numpy() == row_id)
         if not len(matches):
             raise DataError(f"batch {self.batch_id} has no row {row_id}")
         return int(matches[0])
+
+
+def scored_by(cfg: PipelineConfig, batch_id: str) -> str | None:
+    """The version that scored the batch: the record kept with its file, else its scoring run's tag (files written before
+    the record existed); None when neither names one."""
+    record = provenance.read(batch_file(cfg, batch_id))
+    return record["model_uri"] if record else catalog.batch_model_uri(cfg, batch_id)
 
 
 class Reviewer:
@@ -144,7 +193,8 @@ class Reviewer:
                 return cached[1]
         # Built outside the lock (it needs it for the model, and reading a batch takes a while); two
         # requests for a changed batch may both build it, and the last one is kept.
-        uri = catalog.batch_model_uri(self.cfg, batch_id) or champion_version_uri(self.cfg.registry.model_name)
+        recorded = scored_by(self.cfg, batch_id)
+        uri = recorded or champion_version_uri(self.cfg.registry.model_name)
         frame, version = read_batch(path)
         python_model = self.model(uri).unwrap_python_model()
         threshold = float(python_model.pipeline[-1].threshold_)
@@ -155,7 +205,8 @@ class Reviewer:
             discovery = Discovery.fit(python_model.pipeline[0].transform(features(frame, python_model.data_config)), self.cfg.seed)
             members = member_scores(python_model.pipeline, features(frame, python_model.data_config))
         teach = review_order(frame["score"].to_numpy(), members, threshold)
-        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), discovery, teach, threshold, version)
+        queue = Queue(batch_id, uri, frame, row_ids(frame, self.cfg.data.id_column), discovery, teach, threshold, version,
+                      self.percentiles(uri, frame["score"].to_numpy()), recorded is not None)
         with self._lock:
             self._keep(self._queues, batch_id, (written, queue), QUEUES_KEPT)
         return queue
@@ -179,7 +230,11 @@ class Reviewer:
         reference = self.reference(queue.model_uri)
         background = reference.sample(min(SHAP_BACKGROUND, len(reference)), random_state=self.cfg.seed)
         rows = preprocessor.transform(features(queue.frame.iloc[positions], data))
-        return explain(detector, rows, preprocessor.transform(features(background, data)), self.feature_names(queue)).values
+        # One native thread: SHAP calls the detector once per few hundred rows, and on a busy machine the BLAS/OpenMP
+        # threads of KNN's and LOF's distance computations wait for each other: a page of 25 rows of the demo's rank
+        # ensemble took 28 s with them and 3.3 s without (benchmarks/workbench_shap.py, load average 12 on 2 cores).
+        with threadpool_limits(1):
+            return explain(detector, rows, preprocessor.transform(features(background, data)), self.feature_names(queue)).values
 
     def lime(self, queue: Queue, position: int) -> list[tuple[str, float]]:
         """LIME for one row on demand, against the reference as background."""
@@ -200,6 +255,14 @@ class Reviewer:
         if path is None:
             raise DataError(f"{uri} was registered without a reference sample")
         return pd.read_parquet(path)
+
+    def percentiles(self, uri: str, scores: np.ndarray) -> np.ndarray | None:
+        """Each score's percentile among the reference rows' scores: one scale across versions whose raw scores differ."""
+        try:
+            reference = np.sort(self.reference(uri)["score"].to_numpy())
+        except DataError:
+            return None
+        return 100.0 * np.searchsorted(reference, scores, side="right") / len(reference)
 
     def row_against_reference(self, queue: Queue, position: int) -> pd.DataFrame:
         """Each feature's value in the row beside the reference's 1st, 50th and 99th percentile, min and max."""

@@ -21,7 +21,9 @@ from pynomaly_core.errors import DataError
 from pynomaly_core.tracking.champion import champion_version_uri
 
 from . import auth, catalog
+from .links import ServiceLink
 from .metrics import Metrics
+from .retrain import Retrainer
 from .review import Reviewer
 
 SESSION_COOKIE, LOGIN_CSRF_COOKIE = "pynomaly_session", "pynomaly_login_csrf"
@@ -39,8 +41,9 @@ class Workbench:
     reviewer: Reviewer
     metrics: Metrics
     templates: Jinja2Templates
-    mlflow_ui: str
-    prefect_ui: str
+    mlflow_link: ServiceLink
+    prefect_link: ServiceLink
+    retrainer: Retrainer
     secure_cookies: bool = False
     max_body_bytes: int = 5 * 2**20  # of a scoring request
     champions: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -56,8 +59,9 @@ class Workbench:
         csrf = None
         if user is not None:
             csrf = self.session(request)[1]
-        return self.templates.TemplateResponse(
-            request, name, {"user": user, "csrf": csrf, "mlflow_ui": self.mlflow_ui, "prefect_ui": self.prefect_ui, **context})
+        return self.templates.TemplateResponse(request, name, {
+            "user": user, "csrf": csrf, "mlflow_ui": self.mlflow_link.address(), "prefect_ui": self.prefect_link.address(),
+            "mlflow_hint": self.mlflow_link.start_hint, "prefect_hint": self.prefect_link.start_hint, **context})
 
     def champion(self, model_name: str) -> str:
         """models:/NAME/VERSION of the champion, re-read from MLflow every ALIAS_SECONDS."""

@@ -229,8 +229,9 @@ class TableWriter:
     created until the first write.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, metadata: dict[str, str] | None = None):
         self.path = Path(path)
+        self.metadata = metadata  # Parquet schema metadata (which model scored the rows); CSV has none
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.parquet = self.path.suffix.lower() in (".parquet", ".pq")
         self._temporary: Path | None = None
@@ -246,6 +247,8 @@ class TableWriter:
 
                 if self._writer is None:
                     table = pa.Table.from_pandas(frame, preserve_index=False)
+                    if self.metadata:
+                        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **self.metadata})
                     self._writer = pq.ParquetWriter(self._temporary, table.schema)
                 else:
                     table = pa.Table.from_pandas(frame, schema=self._writer.schema, preserve_index=False)
@@ -292,8 +295,8 @@ class TableWriter:
             self.discard()
 
 
-def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+def write_table(frame: pd.DataFrame, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write `frame` whole, as CSV or Parquet by the suffix, atomically (see TableWriter)."""
-    with TableWriter(path) as writer:
+    with TableWriter(path, metadata) as writer:
         writer.write(frame)
     return Path(path)

@@ -41,6 +41,7 @@ LABEL_COLUMN = "_feedback_label"  # 1 = confirmed anomaly, KNOWN_NORMAL (-1) = d
 BATCH_COLUMN = "_feedback_batch"
 POSITION_PREFIX = "#"  # a row id of a batch without an id column: its position, e.g. "#17"
 N_STALE = "n_stale_labels"  # attrs key of labelled_rows' frame: unversioned labels left out
+N_HELD_OUT = "n_held_out_labels"  # attrs key of the training rows: labelled rows that are test rows, left to evaluation
 
 METADATA = sa.MetaData()
 LABELS = sa.Table(

@@ -15,11 +15,12 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from . import drift
+from ..scoring import provenance
 from ..tracking import store as tracking
 from ..config import EngineOptions, PipelineConfig, ReadOptions
 from ..errors import DataError
 from ..data.io import iter_table, read_table, table_stem, write_table
-from ..scoring.files import append_to_store, load_model, rejected_path, remove_stale, score_frame
+from ..scoring.files import append_to_store, keep_record, load_model, rejected_path, remove_stale, score_frame
 from ..scoring import score_with_engine
 from ..tracking.champion import champion_version_uri
 from .results import MonitorResult, ScoreResult
@@ -45,7 +46,9 @@ def score_batch(cfg: PipelineConfig, batch: str, options: ReadOptions | None = N
         remove_stale(rejected_path(output))
     if len(result.valid) == 0:
         raise DataError(f"{batch}: no valid rows to score; see {rejected_file}")
-    write_table(scored, output)
+    record = provenance.describe(model_uri, model.unwrap_python_model())
+    write_table(scored, output, provenance.metadata(record))
+    keep_record(output, record)
     if cfg.monitoring.store_url:
         append_to_store(scored.assign(batch=str(batch), model_uri=model_uri), cfg.monitoring.store_url, cfg.monitoring.store_table)
     counts = {**result.report(include_share=False), "n_anomalies": int(scored["is_anomaly"].sum())}
@@ -117,6 +120,8 @@ def monitor_drift(cfg: PipelineConfig, scoring: ScoreResult) -> MonitorResult:
             "score_psi": scores["psi"],
             "alert_rate": alerts["observed"],
             "alert_rate_p_value": alerts["p_value"],
+            "alert_rate_expected": alerts["expected"],
+            "drift_share": len(features.drifted_columns) / len(columns) if features else 0.0,
             "drift_detected": float(verdict.drift_detected),
         })
         if features is not None:

@@ -24,6 +24,7 @@ import pandas as pd
 import redis
 
 from ..config import PipelineConfig
+from ..scoring import provenance
 from ..errors import DataError
 from ..data.io import write_table
 from ..scoring.files import append_to_store, load_model, score_frame
@@ -57,6 +58,7 @@ class StreamScorer:
         setup(cfg.tracking)
         self.model_uri = champion_version_uri(cfg.registry.model_name)
         self.model = load_model(self.model_uri, cfg.tracking)
+        self.record = provenance.describe(self.model_uri, self.model.unwrap_python_model())  # kept in each file it writes
         self.store = Path(cfg.monitoring.scored_dir) / "stream"
         self._recovered = False
         try:
@@ -105,7 +107,7 @@ class StreamScorer:
             dead |= {event_id: (fields_of[event_id], errors) for event_id, errors in zip(rejected[EVENT_ID], rejected[ERRORS_COLUMN])}
         id_column = self.cfg.data.id_column
         if len(scored):
-            write_table(scored, self.store / f"{ids[0].replace('-', '_')}-{ids[-1].replace('-', '_')}.parquet")
+            write_table(scored, self.store / f"{ids[0].replace('-', '_')}-{ids[-1].replace('-', '_')}.parquet", provenance.metadata(self.record))
             if self.cfg.monitoring.store_url:
                 append_to_store(scored.assign(model_uri=self.model_uri), self.cfg.monitoring.store_url, self.cfg.monitoring.store_table)
         with self.redis.pipeline(transaction=True) as pipe:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import EngineOptions, ReadOptions
 from ..data.io import BATCH_ROWS
 from ..errors import DataError
-from .files import score_file
+from .files import keep_record, score_file
 
 
 def score_with_engine(engine: EngineOptions, model_uri: str, input_path: str | Path, output_path: str | Path, *,
@@ -24,11 +24,14 @@ def score_with_engine(engine: EngineOptions, model_uri: str, input_path: str | P
         if engine.name == "spark":
             from .spark import score_with_spark
 
-            return score_with_spark(model_uri, input_path, output_path, engine.spark_master)
-        from .dask import score_with_dask
+            report = score_with_spark(model_uri, input_path, output_path, engine.spark_master)
+        else:
+            from .dask import score_with_dask
 
-        return score_with_dask(model_uri, input_path, output_path, engine.scheduler, engine.workers, batch_rows)
+            report = score_with_dask(model_uri, input_path, output_path, engine.scheduler, engine.workers, batch_rows)
     except ModuleNotFoundError as err:
         if err.name is None or err.name.split(".")[0] not in ("pyspark", "py4j", "dask", "distributed"):
             raise
         raise DataError(f"engine {engine.name} needs {err.name}: pip install 'pynomaly[{engine.name}]'") from None
+    keep_record(output_path, report["model"])  # the engines write a folder of parts: the record goes beside it
+    return report

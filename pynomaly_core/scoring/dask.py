@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 
+from . import provenance
 from ..config import TrackingConfig
 from ..data.io import BATCH_ROWS, TableWriter
 from ..errors import DataError
@@ -116,7 +117,9 @@ def score_with_dask(model_uri: str, input_path: str | Path, output_path: str | P
                 checked[~checked[ERRORS_COLUMN].isna()], checked.map_partitions(len), scored["is_anomaly"].sum(), write)
         finally:
             client.unregister_worker_plugin(PLUGIN)
-    return _report(rejected, list(lengths), columns, output_path, int(n_anomalies))
+    # The record of which model scored the rows needs its threshold: the pipeline, loaded here once (1 to 2 s).
+    record = provenance.describe(model_uri, load_model(model_uri).unwrap_python_model())
+    return _report(rejected, list(lengths), columns, output_path, int(n_anomalies)) | {"model": record}
 
 
 def _meta(empty: pd.DataFrame) -> pd.DataFrame:

@@ -11,11 +11,13 @@ import pandas as pd
 import yaml
 from mlflow.exceptions import MlflowException
 
+from . import provenance
 from ..config import NEIGHBORS, DataConfig, ReadOptions, TrackingConfig
 from ..detectors.graph import with_neighbors
 from ..data.io import BATCH_ROWS, TableWriter, iter_table, read_table
 from ..errors import DataError
 from ..data.preprocessing import features
+from ..tracking.champion import pinned_uri
 from ..tracking.store import store_uri, use_store
 from ..data.validation import ROW_COLUMN, ValidationResult, validate
 
@@ -97,14 +99,17 @@ def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, 
     validated, scored and appended, so memory stays flat however large the file. A graph (node
     table, with `edges_path` or a `neighbors` column) is scored whole.
     """
+    use_store(store_uri())
+    model_uri = pinned_uri(model_uri)  # the record names the version, not an alias that moves on
     model = load_model(model_uri)
+    record = provenance.describe(model_uri, model.unwrap_python_model())
     graph = model.unwrap_python_model().data_config.graph is not None
     if edges_path is not None and not graph:
         raise DataError(f"{model_uri} is not a graph model: it takes no edge list")
     edges = read_table(edges_path) if edges_path is not None else None
     counts = {"n_rows": 0, "n_valid": 0, "n_rejected": 0, "n_anomalies": 0}
     rejected_file = rejected_path(output_path)
-    with TableWriter(output_path) as scored_out, TableWriter(rejected_file) as rejected_out:
+    with TableWriter(output_path, provenance.metadata(record)) as scored_out, TableWriter(rejected_file) as rejected_out:
         for batch in [read_table(input_path, options=options)] if graph else iter_table(input_path, batch_rows, options):
             result, scored = score_frame(model, batch, str(input_path), edges)
             if len(result.rejected):  # row numbers count from the start of the file, not the batch
@@ -120,10 +125,19 @@ def score_file(model_uri: str, input_path: str | Path, output_path: str | Path, 
     if counts["n_valid"] == 0:
         remove_stale(output_path)
         raise DataError(f"{input_path}: no valid rows to score; see {rejected_file}")
-    report = {**counts, "rejected_share": round(counts["n_rejected"] / counts["n_rows"], 6), "output": str(output_path)}
+    keep_record(output_path, record)
+    report = {**counts, "rejected_share": round(counts["n_rejected"] / counts["n_rows"], 6), "output": str(output_path), "model": record}
     if counts["n_rejected"]:
         report["rejected_file"] = str(rejected_file)
     return report
+
+
+def keep_record(output_path: str | Path, record: dict) -> None:
+    """The side file of an output whose format has no metadata of its own (CSV, a folder); a stale one goes."""
+    if provenance.is_parquet_file(output_path):
+        provenance.side_file(output_path).unlink(missing_ok=True)
+    else:
+        provenance.write_side_file(output_path, record)
 
 
 def append_to_store(scored: pd.DataFrame, url: str, table: str) -> None:

@@ -23,6 +23,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from . import provenance
 from ..errors import DataError
 from ..tracking.champion import pinned_uri
 from ..tracking.store import store_uri, use_store
@@ -105,7 +106,8 @@ def score_with_spark(model_uri: str, input_path: str | Path, output_path: str | 
     finally:
         checked.unpersist()
     report = {"n_rows": n_rows, "n_valid": n_valid, "n_rejected": n_rejected, "n_anomalies": int(n_anomalies or 0),
-              "rejected_share": round(n_rejected / n_rows, 6) if n_rows else 0.0, "output": str(output_path)}
+              "rejected_share": round(n_rejected / n_rows, 6) if n_rows else 0.0, "output": str(output_path),
+              "model": provenance.describe(model_uri, model.unwrap_python_model())}
     if n_rejected:
         report["rejected_file"] = rejected_out
     return report

@@ -3,7 +3,7 @@
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import auth, catalog
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/admin")
 AUDIT_SHOWN = 50
 # What a redirect back to /admin says: by code, so no link can make the page show a text of its own.
 MESSAGES = {
-    "user_added": "User added.", "key_revoked": "Key revoked.", "retrain": "Retraining requested: see the audit log below.",
+    "user_added": "User added.", "key_revoked": "Key revoked.", "retrain": "Retraining started: its state is shown below.",
     "unlocked": "Account unlocked.", "disabled": "Account disabled and its sessions ended.", "enabled": "Account enabled.",
     "sessions_ended": "Sessions ended.",
 }
@@ -43,7 +43,8 @@ def admin_page(request: Request, state: Workbench, user: auth.User, message: str
     experiment = catalog.client(state.cfg).get_experiment_by_name(state.cfg.tracking.experiment)
     models = sorted({v.name for v in catalog.model_versions(state.cfg) if experiment and v.experiment_id == experiment.experiment_id})
     response = state.page(request, "admin.html", user, users=users, keys=keys, log=log, roles=ROLES, models=models, new_key=new_key,
-                          message=message, actions=actions, action=action, who=who, shown=AUDIT_SHOWN)
+                          message=message, actions=actions, action=action, who=who, shown=AUDIT_SHOWN,
+                          retrainer=state.retrainer)
     response.status_code = status
     return response
 
@@ -118,9 +119,16 @@ def revoke_key(request: Request, state: State, user: AdminPost, key_id: Annotate
 
 @router.post("/retrain")
 def retrain(request: Request, state: State, user: AdminPost):
-    from ..retrain import trigger_training
-
-    record = trigger_training(state.cfg)
+    try:
+        run = state.retrainer.start(user.name)
+    except RuntimeError as err:  # one is running
+        raise HTTPException(409, str(err)) from None
     with state.engine.begin() as connection:
-        audit(connection, user.name, "retrain", record["message"], client_of(request))
-    return done("retrain")
+        audit(connection, user.name, "retrain", run.message, client_of(request))
+    return done("retrain")  # the page shows the run's state
+
+
+@router.get("/retrain")
+def retrain_state(request: Request, state: State, user: Admin):
+    """The retrainings' state, polled by the admin page while one runs."""
+    return state.page(request, "retrain_runs.html", user, retrainer=state.retrainer)

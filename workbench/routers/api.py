@@ -64,7 +64,8 @@ def score_rows(state: Workbench, model_name: str, body: bytes) -> JSONResponse |
     except DataError as err:
         return JSONResponse({"detail": str(err)}, status_code=404)
     try:
-        result, scored = score_frame(state.reviewer.model(uri), pd.DataFrame(rows), "request")
+        model = state.reviewer.model(uri)
+        result, scored = score_frame(model, pd.DataFrame(rows), "request")
     except DataError as err:
         return JSONResponse({"detail": str(err)}, status_code=422)
     if len(result.rejected):
@@ -73,4 +74,10 @@ def score_rows(state: Workbench, model_name: str, body: bytes) -> JSONResponse |
         return JSONResponse({"detail": f"{len(rejected)} of {result.n_rows} rows rejected, none scored: {detail}", "rejected": rejected}, status_code=422)
     state.metrics.scored_rows.labels(model_name).inc(len(scored))
     state.metrics.alerts.labels(model_name).inc(int(scored["is_anomaly"].sum()))
-    return {"model_uri": uri, "score": scored["score"].astype(float).tolist(), "is_anomaly": scored["is_anomaly"].astype(int).tolist()}
+    # Each score beside the id of its row: the id column's value as sent, or the row's number in the request (from 1, as errors count).
+    id_column = model.unwrap_python_model().data_config.id_column
+    if not (id_column and all(id_column in r for r in rows)):
+        id_column = None
+    ids = [r[id_column] for r in rows] if id_column else list(range(1, len(rows) + 1))
+    return {"model_uri": uri, "id_column": id_column, "ids": ids,
+            "score": scored["score"].astype(float).tolist(), "is_anomaly": scored["is_anomaly"].astype(int).tolist()}

@@ -1,13 +1,22 @@
-"""For the machines that run the workbench: a health check and Prometheus metrics."""
+"""For the machines that run the workbench: a health check, Prometheus metrics, and the service worker browsers install."""
+
+from pathlib import Path
 
 import sqlalchemy as sa
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..state import State
 
+STATIC = Path(__file__).parents[1] / "static"
 router = APIRouter()
+
+
+@router.get("/sw.js")
+def service_worker():
+    """The service worker, from the root so that its scope is every page; always revalidated, so an upgrade reaches browsers."""
+    return FileResponse(STATIC / "sw.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/healthz")

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
+from pynomaly_core.data.validation import ERRORS_COLUMN, ROW_COLUMN
 from pynomaly_core.errors import DataError
 
 from .. import auth, catalog
@@ -90,7 +91,9 @@ def rejected(request: Request, state: State, user: Annotated[auth.User, Depends(
     if not catalog.inside_scored_dir(state.cfg, path) or not path.exists():
         raise DataError(f"batch {batch} has no rejected rows")
     frame = pd.concat([pd.read_csv(part, nrows=1000, dtype=str, keep_default_na=False) for part in catalog.rejected_parts(path)]).head(1000)
-    return state.page(request, "rejected.html", user, batch=batch, rows=frame, shown=len(frame))
+    values = [c for c in frame.columns if c not in (ROW_COLUMN, ERRORS_COLUMN)]  # the reason first, then the values as given
+    return state.page(request, "rejected.html", user, batch=batch, rows=frame, shown=len(frame), values=values, row_column=ROW_COLUMN,
+                      errors_column=ERRORS_COLUMN)
 
 
 @router.get("/batches/drift")
@@ -106,5 +109,10 @@ def detectors(request: Request, state: State, user: Annotated[auth.User, Depends
     rows = catalog.detectors(q, backend=backend, input=input, gpu=gpu)
     template = "detector_rows.html" if request.headers.get("HX-Request") else "detectors.html"
     everything = catalog.detectors()
-    return state.page(request, template, user, detectors=rows, q=q, backend=backend, input=input, gpu=gpu,
+    cannot_run = [d for d in everything if d["missing"]]
+    by_hint: dict[str, list[str]] = {}
+    for d in cannot_run:
+        by_hint.setdefault(d["install"], []).append(d["name"])
+    return state.page(request, template, user, detectors=rows, q=q, backend=backend, input=input, gpu=gpu, cannot_run=cannot_run,
+                      cannot_run_by_hint=by_hint, n_detectors=len(everything),
                       backends=sorted({d["backend"] for d in everything}), inputs=sorted({d["input"] for d in everything}))

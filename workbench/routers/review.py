@@ -1,8 +1,9 @@
 """The review queue of a batch (discovery order by default, re-ranked after each label), its explanations
 (SHAP, LIME) and the analysts' labels."""
 
-from typing import Annotated, Literal
+from typing import Annotated
 
+import pandas as pd
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
@@ -11,7 +12,7 @@ from pynomaly_core.labels.feedback import ANOMALY, LABELS, NORMAL, UNSURE, label
 
 from .. import auth
 from ..db import audit
-from ..review import ORDERS
+from ..review import ORDERS, View
 from ..state import State, client_of, escaped, role
 
 PAGE_SIZE = 25
@@ -20,41 +21,60 @@ LABEL_NAMES = {ANOMALY: "confirmed anomaly", NORMAL: "dismissed (normal)", UNSUR
 router = APIRouter()
 
 
-QueueOrder = Literal[tuple(ORDERS)]  # ?order= of the review queue
+def view_of(flagged: bool = False, label: str = "", sort: str = "queue", order: str = "discovery", q: str = "") -> View:
+    """The queue's view from the query: filters, sort and order (a FastAPI dependency of every queue route)."""
+    if label and label not in LABEL_NAMES:
+        raise HTTPException(422, f"label must be one of {', '.join(LABEL_NAMES)}, not {label!r}")
+    if sort not in ("queue", "score"):
+        raise HTTPException(422, f"sort must be queue or score, not {sort!r}")
+    if order not in ORDERS:
+        raise HTTPException(422, f"order must be one of {', '.join(ORDERS)}, not {order!r}")
+    return View(flagged, label, sort, order, q.strip()[:200])
 
 
-def review_context(state, batch: str, page_number: int, order: str) -> dict:
-    """The queue after every decision taken on the batch so far, one page of it in `order`, and the rows reviewed."""
-    queue = state.reviewer.queue(batch)
+QueueView = Annotated[View, Depends(view_of)]
+
+
+def queue_labels(state: State, queue) -> pd.DataFrame:
+    """Each row's latest label on this version of the batch, by row id."""
     with state.engine.connect() as connection:
-        labels = latest_labels(connection, queue.model_name, batch, queue.version)
-    queue.follow(labels)
-    n_pages = max(1, -(-int(queue.unreviewed.sum()) // PAGE_SIZE))
+        return latest_labels(connection, queue.model_name, queue.batch_id, queue.version).set_index("row_id")
+
+
+def review_context(state: State, batch: str, page_number: int, view: View) -> dict:
+    """The queue after every decision taken on the batch so far, one page of `view`, and the rows reviewed."""
+    queue = state.reviewer.queue(batch)
+    labels = queue_labels(state, queue)
+    queue.follow(labels.reset_index())
+    shown = queue.select(labels["label"], view)
+    n_pages = max(1, -(-len(shown) // PAGE_SIZE))
     page_number = min(page_number, n_pages)
-    return {"queue": queue, "rows": queue.page(page_number, PAGE_SIZE, order), "reviewed": labels.iloc[::-1], "page_number": page_number,
-            "n_pages": n_pages, "order": order, "orders": ORDERS, "id_column": state.cfg.data.id_column, "label_names": LABEL_NAMES}
+    return {"queue": queue, "rows": queue.page(page_number, PAGE_SIZE, shown), "labels": labels, "reviewed": labels.reset_index().iloc[::-1],
+            "page_number": page_number, "n_pages": n_pages, "page_size": PAGE_SIZE, "view": view, "orders": ORDERS, "n_shown": len(shown),
+            "progress": queue.progress(labels["label"]), "id_column": state.cfg.data.id_column, "label_names": LABEL_NAMES}
 
 
 @router.get("/review")
-def review(request: Request, state: State, user: Annotated[auth.User, Depends(role("viewer"))], batch: str,
-           page_number: Annotated[int, Query(alias="page", ge=1)] = 1, order: QueueOrder = "discovery"):
-    return state.page(request, "review.html", user, **review_context(state, batch, page_number, order))
+def review(request: Request, state: State, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, view: QueueView,
+           page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
+    return state.page(request, "review.html", user, **review_context(state, batch, page_number, view))
 
 
 @router.get("/review/queue")
-def review_queue(request: Request, state: State, user: Annotated[auth.User, Depends(role("viewer"))], batch: str,
-                 page_number: Annotated[int, Query(alias="page", ge=1)] = 1, order: QueueOrder = "discovery"):
+def review_queue(request: Request, state: State, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, view: QueueView,
+                 page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
     """The queue's rows alone, re-ranked: fetched after each label (the label's response triggers `queue-changed`)."""
-    return state.page(request, "queue.html", user, **review_context(state, batch, page_number, order))
+    return state.page(request, "queue.html", user, **review_context(state, batch, page_number, view))
 
 
 @router.get("/review/shap")
-def review_shap(request: Request, state: State, user: Annotated[auth.User, Depends(role("viewer"))], batch: str,
-                page_number: Annotated[int, Query(alias="page", ge=1)] = 1, order: QueueOrder = "discovery"):
+def review_shap(request: Request, state: State, user: Annotated[auth.User, Depends(role("viewer"))], batch: str, view: QueueView,
+                page_number: Annotated[int, Query(alias="page", ge=1)] = 1):
     """The page's top SHAP features, filled in after the page itself has rendered."""
     queue = state.reviewer.queue(batch)
+    shown = queue.select(queue_labels(state, queue)["label"], view)
     try:
-        explained = state.reviewer.explain(queue, queue.page(page_number, PAGE_SIZE, order)["position"].to_numpy())
+        explained = state.reviewer.explain(queue, queue.page(page_number, PAGE_SIZE, shown)["position"].to_numpy())
     except DataError as err:
         return HTMLResponse(f"<template>{escaped(str(err))}</template>")
     return state.page(request, "shap_cells.html", user, explained=explained)
@@ -72,6 +92,7 @@ def row(request: Request, state: State, user: Annotated[auth.User, Depends(role(
     except DataError:
         shap_values = {}
     return state.page(request, "row.html", user, queue=queue, row_id=row, position=position, score=float(queue.frame["score"].iloc[position]),
+                      percentile=float(queue.percentile([position])[0]),
                       table=reviewer.row_against_reference(queue, position), shap=shap_values, history=history, label_names=LABEL_NAMES)
 
 

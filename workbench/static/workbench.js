@@ -51,3 +51,18 @@
     event.preventDefault();
   });
 })();
+
+// Installable app: the service worker (served at /sw.js so that it controls every page) caches the static assets
+// and shows the offline page when the server cannot be reached.
+if ("serviceWorker" in navigator) {
+  window.addEventListener("load", () => navigator.serviceWorker.register("/sw.js").catch(() => {}));
+}
+
+// An HTMX request the server refuses (403, 404, 409...) answers with a short message: shown where the answer
+// would have gone, in the error style, rather than dropped silently.
+document.addEventListener("htmx:responseError", (event) => {
+  const target = event.detail.target;
+  if (target && event.detail.xhr.responseText) {
+    target.innerHTML = event.detail.xhr.responseText;
+  }
+});
