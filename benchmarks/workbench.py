@@ -63,8 +63,9 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def prepare(data_dir: Path, folder: Path, n_rows: int):
-    """Train and register the demo IForest in `folder` and score an n_rows batch there: (batch id, config, sample rows)."""
+def prepare(data_dir: Path, folder: Path, n_rows: int, train: dict | None = None):
+    """Train and register a model in `folder` (configs/demo.yaml's, its train settings updated by `train`) and score an
+    n_rows batch there: (batch id, config, sample rows)."""
     from pynomaly_core.monitoring import monitor as monitoring
     from pynomaly_core import stages
     from pynomaly_core.config import load_config
@@ -72,8 +73,7 @@ def prepare(data_dir: Path, folder: Path, n_rows: int):
     shutil.copytree(data_dir, folder / "data" / "raw")
     os.chdir(folder)
     config = load_config(ROOT / "configs" / "demo.yaml")
-    config = config.model_copy(update={"train": config.train.model_copy(update={
-        "strategy": "consensus", "detectors": ["iforest"], "n_trials": 2, "cv_folds": 2, "progress_bar": False})})
+    config = config.model_copy(update={"train": config.train.model_copy(update={"progress_bar": False, **(train or {})})})
     (folder / "configs").mkdir()
     (folder / "configs" / "demo.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     for name in ("validate", "preprocess", "train", "evaluate", "register"):
@@ -151,7 +151,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        batch_id, config, table = prepare(data_dir, folder, args.rows)
+        batch_id, config, table = prepare(data_dir, folder, args.rows, train={"strategy": "consensus", "detectors": ["iforest"], "n_trials": 2, "cv_folds": 2})
         from workbench import auth
         from workbench.db import connect, migrate
         from pynomaly_core.labels.feedback import database_url

@@ -3,7 +3,7 @@
     python benchmarks/workbench_shap.py data/raw [--rows 2000] [--pages 4]
 
 DATA_DIR holds breast_cancer.csv. In a scratch folder it trains the demo model as configs/demo.yaml
-sets it (meta-selected rank ensemble, label-free), scores a batch of --rows rows drawn from the table
+sets it, scores a batch of --rows rows drawn from the table
 with a little noise, starts `pynomaly ui`, logs in with Debian's Chromium (Playwright) and prints,
 for the first page (a fresh server: the queue is built and the model loaded by this request) and
 for --pages further pages, the seconds from the navigation's start to the page shown, and to all
@@ -27,41 +27,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.workbench import free_port, start, stop  # noqa: E402
+from benchmarks.workbench import free_port, prepare, start, stop  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "benchmark password"  # nosec B105: a throw-away user in a temporary database
-
-
-def prepare(data_dir: Path, folder: Path, n_rows: int):
-    """The demo model trained and registered in `folder`, and a scored batch of n_rows rows: (batch id, config)."""
-    import os
-    import shutil
-
-    import pandas as pd
-    import yaml
-
-    from pynomaly_core import stages
-    from pynomaly_core.monitoring import monitor as monitoring
-    from pynomaly_core.config import load_config
-
-    shutil.copytree(data_dir, folder / "data" / "raw")
-    os.chdir(folder)
-    config = load_config(ROOT / "configs" / "demo.yaml")
-    config = config.model_copy(update={"train": config.train.model_copy(update={"progress_bar": False})})
-    (folder / "configs").mkdir()
-    (folder / "configs" / "demo.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    for name in ("validate", "preprocess", "train", "evaluate", "register"):
-        stages.STAGES[name](config)
-    table = pd.read_csv(data_dir / "breast_cancer.csv").drop(columns="malignant")
-    rng = np.random.default_rng(0)
-    batch = table.sample(n_rows, replace=True, random_state=0).reset_index(drop=True)
-    features = list(config.data.columns)
-    batch[features] = batch[features] * rng.normal(1, 0.02, size=(n_rows, len(features))).clip(0.9, 1.1)
-    batch["sample_id"] = np.arange(n_rows)
-    batch.to_csv(folder / "batch.csv", index=False)
-    monitoring.score_batch(config, "batch.csv")
-    return "batch", config
 
 
 def in_process(config, batch_id: str) -> None:
@@ -132,7 +101,7 @@ def main() -> None:
     data_dir = args.data_dir.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        batch_id, config = prepare(data_dir, folder, args.rows)
+        batch_id, config, _ = prepare(data_dir, folder, args.rows)
         from pynomaly_core.labels.feedback import database_url
         from workbench import auth
         from workbench.db import connect, migrate
