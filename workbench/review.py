@@ -79,8 +79,8 @@ class Queue:
         with self.lock:
             if order == "teach":
                 return self.teach
-            if self.discovery is not None:
-                return self.discovery.order()
+            if self.discovery is not None:  # every row, reviewed ones too (a label filter shows them), in discovery's order
+                return np.argsort(-self.discovery.scores, kind="stable")
             return self.by_score()
 
     def by_score(self) -> np.ndarray:
