@@ -137,7 +137,7 @@ def test_metrics_on_known_scores():
 
 def test_meta_selection_ensembles_iforest_with_the_best_predicted_models_without_labels(demo_xy):
     X, y = demo_xy
-    detector, selection = train_detector(X, None, TrainConfig(), seed=0, study_name="unused")
+    detector, selection = train_detector(X, None, TrainConfig(strategy="meta"), seed=0, study_name="unused")
     assert isinstance(detector, RankEnsemble) and len(selection.params["members"]) == 3
     assert selection.criterion == "meta_predicted_aucroc" and 0.5 < selection.score <= 1
     kb = metaselect.knowledge_base()
@@ -447,7 +447,7 @@ def test_costly_models_are_screened_out_and_said_so():
 
 def test_the_meta_selector_fits_only_affordable_models_and_records_the_rest(demo_xy):
     X, _ = demo_xy
-    train = TrainConfig(timeout=0.01, storage="sqlite:///:memory:", progress_bar=False)
+    train = TrainConfig(strategy="meta", timeout=0.01, storage="sqlite:///:memory:", progress_bar=False)
     selection = make_selector(train, seed=0).select(X)
     assert selection.skipped and all("predicted fit" in reason for reason in selection.skipped.values())
     members = [model_name(d, p) for d, p in zip(selection.params["members"], selection.params["member_params"])]
