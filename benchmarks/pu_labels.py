@@ -18,6 +18,7 @@ Run:  nice -n 10 python benchmarks/pu_labels.py DIR [DIR ...] --cache /tmp/pu_ca
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -204,7 +205,7 @@ def main() -> None:
     parser.add_argument("--labels", default="1%", help="'1%%' (a share of the training anomalies) or a count such as 5")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--datasets", nargs="+", help="only these datasets (by file name without .npz)")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/pu_cache"))
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "pu_cache")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path)
     parser.add_argument("--table", type=Path, nargs="*", help="summarise stored tables instead of running")
