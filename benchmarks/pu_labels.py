@@ -34,14 +34,19 @@ SEEDS = (1, 2, 3)
 LABEL_FREE = ("iforest", "knn", "lof", "hbos", "ecod")
 REVIEWED = 20  # rows of the simulated first review
 VARIANTS = {
-    # name: (learner, label-free scores as features, class weights, dismissed rows as known normals)
-    "catboost": ("catboost", False, False, False),
-    "hgb": ("hgb", False, False, False),
-    "catboost+scores": ("catboost", True, False, False),
-    "catboost+dismissed": ("catboost", False, False, True),
-    "catboost+scores+dismissed": ("catboost", True, False, True),
-    "catboost+balanced": ("catboost", False, True, False),
+    # name: (learner, label-free scores as features, class weights, dismissed rows as known normals,
+    #        reliable negatives only: unlabelled rows in IForest's top RELIABLE_TOP share are left out of the fit)
+    "catboost": ("catboost", False, False, False, False),
+    "hgb": ("hgb", False, False, False, False),
+    "catboost+scores": ("catboost", True, False, False, False),
+    "catboost+dismissed": ("catboost", False, False, True, False),
+    "catboost+scores+dismissed": ("catboost", True, False, True, False),
+    "catboost+balanced": ("catboost", False, True, False, False),
+    "catboost+reliable": ("catboost", False, False, False, True),
 }
+# Two-step PU (Liu et al., ICDM 2003: "reliable negatives"): the label-free detector's top rows likely
+# hide unlabelled anomalies, so they are not fitted as normals. The share is train.contamination's default.
+RELIABLE_TOP = 0.1
 
 
 def label_free(name: str, X_train, X_test, seed: int, cache: Path) -> tuple[np.ndarray, np.ndarray, float]:
@@ -109,18 +114,24 @@ def learner_scores(variant, name, seed, labels, cache, X_train, X_test, known, d
     if path.exists():
         with np.load(path) as stored:
             return stored["train"], stored["test"], float(stored["seconds"])
-    learner, with_scores, balanced, with_dismissed = VARIANTS[variant]
+    learner, with_scores, balanced, with_dismissed, reliable = VARIANTS[variant]
     y = known.copy()
     if with_dismissed:
         y[dismissed] = pu.KNOWN_NORMAL
+    fitted = np.ones(len(y), dtype=bool)
+    if reliable:
+        top = scores_train[:, 0] >= np.quantile(scores_train[:, 0], 1 - RELIABLE_TOP)
+        fitted = ~top | (y == 1)
     started = time.perf_counter()
     params = {"learner": learner, "class_weight": "balanced" if balanced else None}
     model = pu.PositiveUnlabelledBoosting(model="pu_boost", params=params, random_state=seed)
-    model.fit(np.column_stack([X_train, scores_train]) if with_scores else X_train, y)
+    train_features = np.column_stack([X_train, scores_train]) if with_scores else X_train
+    model.fit(train_features[fitted], y[fitted])
+    train = model.decision_scores_ if fitted.all() else model.decision_function(train_features)
     test = model.decision_function(np.column_stack([X_test, scores_test]) if with_scores else X_test)
     seconds = time.perf_counter() - started
-    np.savez(path, train=model.decision_scores_, test=test, seconds=seconds)
-    return model.decision_scores_, test, seconds
+    np.savez(path, train=train, test=test, seconds=seconds)
+    return train, test, seconds
 
 
 def percentile(train: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -219,7 +230,7 @@ def main() -> None:
             print(summary(rules, list(LABEL_FREE_RULES), "iforest").to_string(index=False))
         return
     if args.table:
-        table = pd.concat([pd.read_csv(path) for path in args.table])
+        table = pd.concat([pd.read_csv(path, dtype={"labels": str}) for path in args.table])
     else:
         table = run(args.dirs, args.labels, args.cache, args.variants, args.datasets, args.seeds)
         if args.out:
