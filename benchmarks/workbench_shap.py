@@ -4,8 +4,9 @@
 
 DATA_DIR holds breast_cancer.csv. In a scratch folder it trains the demo model as configs/demo.yaml
 sets it, scores a batch of --rows rows drawn from the table
-with a little noise, starts `pynomaly ui`, logs in with Debian's Chromium (Playwright) and prints,
-for the first page (a fresh server: the queue is built and the model loaded by this request) and
+with a little noise, starts `pynomaly ui` (printing how long it took to answer: it loads the champion
+and sets up its SHAP explainer first), logs in with Debian's Chromium (Playwright) and prints,
+for the first page (a fresh server: the queue is built by this request) and
 for --pages further pages, the seconds from the navigation's start to the page shown, and to all
 of its 25 rows' SHAP features shown.
 

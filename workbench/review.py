@@ -256,9 +256,9 @@ class Reviewer:
 
     def warm_up(self) -> None:
         """Load the champion and set up its SHAP explainer now, before the workbench answers, so that a fresh server's
-        first page does not: MLflow's model load (2 to 4 s here) and a forest's tree explainer (0.7 to 1.3 s) took
-        most of its 3.3 s (benchmarks/workbench_shap.py). A permutation explainer's masking, which numba compiles on
-        first use (11 to 38 s), compiles in the background instead of holding up the start."""
+        first page does not: MLflow's model load (3 to 4 s here) and a forest's tree explainer (0.7 to 1.3 s) were
+        most of its 3.3 to 6.9 s (benchmarks/workbench_shap.py, docs/operations.md). A permutation explainer's masking,
+        which numba compiles on first use (11 to 38 s), compiles in the background instead of holding up the start."""
         try:
             method = self.explainer(champion_version_uri(self.cfg.registry.model_name)).method
         except DataError as err:  # no champion yet, a graph model, no reference rows: nothing to prepare
