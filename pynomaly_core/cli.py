@@ -217,7 +217,8 @@ def _ui(args) -> int:
     # X-Forwarded-For is believed only from a proxy named here: uvicorn's default trusts loopback, so anyone on the
     # machine could write any client address into the audit log and spread failed logins over made-up addresses.
     proxies = args.trusted_proxies or os.environ.get("PYNOMALY_TRUSTED_PROXIES", "")
-    uvicorn.run(create_app(config, secure_cookies=args.secure_cookies), host=args.host, port=args.port, log_level="info",
+    # warm_up: the champion is loaded and its SHAP explainer set up before the server answers.
+    uvicorn.run(create_app(config, secure_cookies=args.secure_cookies, warm_up=True), host=args.host, port=args.port, log_level="info",
                 proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
                 timeout_graceful_shutdown=5)  # a SHAP request in flight does not hold up a stop
     return 0

@@ -15,7 +15,7 @@ from sklearn.preprocessing import RobustScaler
 from pynomaly_core import stages
 from pynomaly_core.config import PipelineConfig, load_config
 from pynomaly_core.detectors.registry import get
-from pynomaly_core.evaluation.explain import explain, lime_explain, lime_explanation
+from pynomaly_core.evaluation.explain import ShapExplainer, explain, lime_explain, lime_explanation
 from tests.conftest import ROOT, demo_config
 
 
@@ -39,6 +39,16 @@ def test_planted_anomaly_is_explained_by_its_feature(cells, detector, method):
     assert [explanation.top_features(row, 1)[0][0] for row in range(3)] == ["mean_area"] * 3
     assert next(iter(explanation.global_importance())) == "mean_area"
     assert explanation.values[:, names.index("mean_area")].min() > 0  # pushes the score up
+
+
+@pytest.mark.parametrize("detector, method", [("iforest", "tree"), ("knn", "permutation")])
+def test_an_explainer_set_up_once_gives_each_call_what_a_fresh_one_gives(cells, detector, method):
+    X, odd, names = cells
+    fitted = get(detector).build({}, 0.1, 0).fit(X)
+    explainer = ShapExplainer(fitted, X[:10], names)
+    assert explainer.method == method
+    for rows in (odd, X[50:53], odd):  # the workbench's pages, one after another
+        assert np.array_equal(explainer(rows).values, explain(fitted, rows, X[:10], names).values)
 
 
 @pytest.mark.parametrize("detector", ["iforest", "knn"])

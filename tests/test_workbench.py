@@ -34,6 +34,7 @@ from pynomaly_core.labels.feedback import LABELS, batch_file, database_url, row_
 from pynomaly_core.labels.discovery import Discovery
 from pynomaly_core.labels.review import member_scores, review_order
 from pynomaly_core.data.preprocessing import features
+from pynomaly_core.evaluation import explain
 from pynomaly_core.stages import row_keys
 from pynomaly_core.scoring.files import load_model, score_frame
 from tests.conftest import ROOT, demo_config, prefect_harness, write_config
@@ -675,6 +676,41 @@ def test_the_reviewer_keeps_only_the_queues_used_last(project, monkeypatch):
         assert reviewer.queue(BATCH) is not kept  # dropped for the other batch's queue, so rebuilt
     finally:
         batch_file(config, other).unlink()
+
+
+def test_a_warmed_up_workbench_sets_up_the_champions_explainer_once_before_its_first_page(project, monkeypatch):
+    """`pynomaly ui` (create_app's warm_up) loads the champion and sets up its SHAP explainer before it answers; every
+    page's SHAP column then uses that one, and gets what an explainer set up for the call gives."""
+    config = load_config(project / "configs" / "demo.yaml")
+    real, set_up = explain.ShapExplainer, []
+
+    def counted(*args):
+        set_up.append(real(*args))
+        return set_up[-1]
+
+    def of_models():  # not the made-up problem on which the permutation explainer's masking compiles, in the background
+        return [explainer for explainer in set_up if hasattr(explainer.detector, "threshold_")]
+
+    monkeypatch.setattr(explain, "ShapExplainer", counted)
+    app = create_app(config, warm_up=True)
+    assert len(of_models()) == 1  # the project's rank ensemble of IForest trials: the permutation explainer
+    client = TestClient(app)
+    log_in(client, "vic")
+    for page in (1, 2):
+        cells = client.get("/review/shap", params={"batch": BATCH, "page": page})
+        assert cells.status_code == 200 and 'class="feature"' in cells.text
+    assert len(of_models()) == 1
+    reviewer = app.state.workbench.reviewer
+    queue = reviewer.queue(BATCH)
+    positions = [int(p) for p in queue.ranking()[:25]]
+    python_model = reviewer.model(queue.model_uri).unwrap_python_model()
+    rows = python_model.pipeline[0].transform(features(queue.frame.iloc[positions], python_model.data_config))
+    fresh = real(python_model.pipeline[-1], of_models()[0].background, of_models()[0].feature_names)(rows).values
+    assert np.array_equal(reviewer.shap_values(queue, positions), fresh)
+    # Without a champion there is nothing to set up, and the workbench starts all the same.
+    nobody = config.model_copy(update={"registry": config.registry.model_copy(update={"model_name": "nobody"})})
+    create_app(nobody, warm_up=True)
+    assert len(of_models()) == 1
 
 
 # Triage: the queue's filters, search and progress; error pages; links; the API's row ids

@@ -8,7 +8,6 @@ The routes are in `routers/`, one APIRouter per area; what they share is one `st
 
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pynomaly_core.config import PipelineConfig
 from pynomaly_core.errors import DataError
-from pynomaly_core.evaluation.explain import warm_up
 from pynomaly_core.labels.feedback import database_url
 from pynomaly_core.monitoring import alerts as notify
 from pynomaly_core.tracking import store as tracking
@@ -48,7 +46,9 @@ ERROR_TITLES = {400: "Bad request", 401: "Not logged in", 403: "Not allowed", 40
 
 
 def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str | None = None, secure_cookies: bool = False,
-               max_body_bytes: int | None = None) -> FastAPI:
+               max_body_bytes: int | None = None, warm_up: bool = False) -> FastAPI:
+    """The workbench over `cfg`'s project; `warm_up`: load the champion and set up its SHAP explainer before returning
+    (`pynomaly ui` does, so a fresh server's first page does not; the tests' apps do not)."""
     db_url = db_url or database_url(cfg)
     migrate(db_url)
     # Point MLflow at the store without creating the experiment: the workbench reads as the read-only
@@ -67,8 +67,8 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
         max_body_bytes=max_body_bytes or int(os.environ.get("PYNOMALY_MAX_BODY_BYTES", MAX_BODY_BYTES)),
     )
 
-    # SHAP's masking is compiled by numba on first use: done now, in the background, not in the first analyst's request.
-    threading.Thread(target=warm_up, daemon=True, name="shap-warm-up").start()
+    if warm_up:
+        state.reviewer.warm_up()
 
     app = FastAPI(title="Pynomaly workbench", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.workbench = state

@@ -5,16 +5,18 @@ and its values against the reference."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from threadpoolctl import threadpool_limits
 
 from pynomaly_core.config import PipelineConfig
-from pynomaly_core.evaluation.explain import explain
+from pynomaly_core.evaluation import explain
 from pynomaly_core.labels.feedback import ANOMALY, NORMAL, BatchVersion, batch_file, read_batch, row_ids
 from pynomaly_core.evaluation.explain import lime_explanation
 from pynomaly_core.labels.discovery import Discovery
@@ -27,6 +29,7 @@ from pynomaly_core.scoring.files import load_model
 
 from . import catalog
 
+logger = logging.getLogger(__name__)
 
 # Background rows of the queue's SHAP values. The permutation explainer (every detector but an
 # isolation forest) costs rows x background x permutations x (2 x features + 1) model evaluations.
@@ -162,6 +165,7 @@ class Reviewer:
         self.cfg = cfg
         self._models: OrderedDict[str, object] = OrderedDict()
         self._queues: OrderedDict[str, tuple[tuple[int, int], Queue]] = OrderedDict()
+        self._explainers: OrderedDict[str, explain.ShapExplainer] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -222,19 +226,49 @@ class Reviewer:
         return {int(p): queue.explained[int(p)] for p in positions}
 
     def shap_values(self, queue: Queue, positions: list[int]) -> np.ndarray:
+        explainer = self.explainer(queue.model_uri)
         python_model = self.model(queue.model_uri).unwrap_python_model()
+        rows = python_model.pipeline[0].transform(features(queue.frame.iloc[positions], python_model.data_config))
+        # One native thread: SHAP calls the detector once per few hundred rows, and on a busy machine the BLAS/OpenMP
+        # threads of KNN's and LOF's distance computations wait for each other: a page of 25 rows of a rank ensemble
+        # of IForest, LOF and KNN took 28 s with them and 3.3 s without (benchmarks/workbench_shap.py, load average 12 on 2 cores).
+        with threadpool_limits(1):
+            return explainer(rows).values
+
+    def explainer(self, uri: str) -> explain.ShapExplainer:
+        """The model's SHAP explainer, set up once (explain.ShapExplainer), over SHAP_BACKGROUND of its reference rows."""
+        with self._lock:
+            if uri in self._explainers:
+                self._explainers.move_to_end(uri)
+                return self._explainers[uri]
+        python_model = self.model(uri).unwrap_python_model()
         data = python_model.data_config
         if data.graph is not None:
             raise DataError("SHAP values of single graph nodes are not shown here: see the training run's explanation")
         preprocessor, detector = python_model.pipeline[0], python_model.pipeline[-1]
-        reference = self.reference(queue.model_uri)
-        background = reference.sample(min(SHAP_BACKGROUND, len(reference)), random_state=self.cfg.seed)
-        rows = preprocessor.transform(features(queue.frame.iloc[positions], data))
-        # One native thread: SHAP calls the detector once per few hundred rows, and on a busy machine the BLAS/OpenMP
-        # threads of KNN's and LOF's distance computations wait for each other: a page of 25 rows of the demo's rank
-        # ensemble took 28 s with them and 3.3 s without (benchmarks/workbench_shap.py, load average 12 on 2 cores).
-        with threadpool_limits(1):
-            return explain(detector, rows, preprocessor.transform(features(background, data)), self.feature_names(queue)).values
+        reference = self.reference(uri)
+        background = preprocessor.transform(features(reference.sample(min(SHAP_BACKGROUND, len(reference)), random_state=self.cfg.seed), data))
+        names = [str(name).split("__", 1)[-1] for name in preprocessor.get_feature_names_out()]  # "num__mean_radius" -> "mean_radius"
+        built = explain.ShapExplainer(detector, background, names)  # outside the lock: a forest's takes a second
+        with self._lock:
+            self._keep(self._explainers, uri, built, MODELS_KEPT)
+        return built
+
+    def warm_up(self) -> None:
+        """Load the champion and set up its SHAP explainer now, before the workbench answers, so that a fresh server's
+        first page does not: MLflow's model load (3 to 4 s here) and a forest's tree explainer (0.7 to 1.3 s) were
+        most of its 3.3 to 6.9 s (benchmarks/workbench_shap.py, docs/operations.md). A permutation explainer's masking,
+        which numba compiles on first use (11 to 38 s), compiles in the background instead of holding up the start."""
+        try:
+            method = self.explainer(champion_version_uri(self.cfg.registry.model_name)).method
+        except DataError as err:  # no champion yet, a graph model, no reference rows: nothing to prepare
+            logger.info("no SHAP warm-up: %s", err)
+            return
+        except MlflowException as err:  # an unreachable tracking server: the pages that need none still work
+            logger.warning("no SHAP warm-up, MLflow did not answer: %s", err.message)
+            return
+        if method == "permutation":
+            threading.Thread(target=explain.warm_up, daemon=True, name="shap-warm-up").start()
 
     def lime(self, queue: Queue, position: int) -> list[tuple[str, float]]:
         """LIME for one row on demand, against the reference as background."""
@@ -247,8 +281,7 @@ class Reviewer:
         return [(str(name).split("__", 1)[-1], weight) for name, weight in explained]
 
     def feature_names(self, queue: Queue) -> list[str]:
-        names = self.model(queue.model_uri).unwrap_python_model().pipeline[0].get_feature_names_out()
-        return [str(name).split("__", 1)[-1] for name in names]  # "num__mean_radius" -> "mean_radius"
+        return self.explainer(queue.model_uri).feature_names
 
     def reference(self, uri: str) -> pd.DataFrame:
         path = self.model(uri).unwrap_python_model().reference_path
