@@ -1,10 +1,11 @@
-"""The findings of the outside security review (issue 27) that need no trained model: logins under a flood, the
-per-client limit and an admin's unlock, names and passwords, accounts and keys an admin manages, the scoring API's
-body limits, what is read from scored_dir, the headers of every page, messages by code, 500s in /metrics and the
-client address behind a proxy. Each test failed on the workbench before the fix."""
+"""The findings of the outside security review (issue 27) that need no trained model: logins under a flood, device
+cookies, the per-client limit and an admin's unlock, names and passwords, accounts and keys an admin manages, the
+scoring API's body limits, what is read from scored_dir, the headers of every page, messages by code, 500s in /metrics
+and the client address behind a proxy. Each test failed on the workbench before the fix."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from http.cookiejar import CookieJar
 from pathlib import Path
 
@@ -24,9 +26,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from pynomaly_core.config import load_config
+from pynomaly_core.errors import DataError
 from pynomaly_core.labels.feedback import database_url
 from tests.conftest import ROOT, write_config
-from tests.services import serving
+from tests.services import free_port, serving, wait_until
 from workbench import auth, catalog
 from workbench.app import create_app
 from workbench.routers.pages import REPORT_CSP
@@ -151,6 +154,142 @@ def test_a_right_login_turns_its_attempt_into_the_login_entry(app):
     assert try_login(client, "vic").status_code == 303
     entries = [e for e in audit_entries(app, "login") if e[0] == "vic"]
     assert entries and not [e for e in audit_entries(app, "login_failed") if e[0] == "vic"]
+
+
+
+# 6. Device cookies (OWASP): a user's own device gets past a locked name, and past a flood
+
+def device_cookie_of(response, days: int = auth.DEVICE_COOKIE_DAYS) -> str:
+    """The device cookie a login answer sets, after checking how it is set."""
+    header = next(h for h in response.headers.get_list("set-cookie") if h.startswith("pynomaly_device="))
+    attributes = {a.strip().lower() for a in header.split(";")[1:]}
+    assert {"httponly", "samesite=strict", "path=/login", f"max-age={days * 86400}"} <= attributes, header
+    return header.split(";")[0].split("=", 1)[1]
+
+
+def with_device(app, cookie: str) -> TestClient:
+    client = TestClient(app)
+    client.cookies.set("pynomaly_device", cookie)
+    return client
+
+
+def lock(app, name: str, attacker: str) -> None:
+    """Someone at `attacker` (an address) locks the name; its owner, on a new device, is refused."""
+    for _ in range(auth.MAX_FAILED_LOGINS):
+        assert try_login(TestClient(app, client=(attacker, 5000)), name, "not the password").status_code == 401
+    assert try_login(TestClient(app), name).status_code == 429
+
+
+def test_a_device_cookie_lets_its_owner_past_a_locked_name_and_no_other_cookie_does(app, monkeypatch):
+    with app.state.workbench.engine.begin() as connection:
+        for name in ("dee", "eve"):
+            auth.add_user(connection, name, PASSWORD, "viewer")
+    owner = TestClient(app, client=("192.0.2.20", 5000))
+    dee_cookie = device_cookie_of(try_login(owner, "dee"))
+    lock(app, "dee", "198.51.100.20")
+    assert try_login(owner, "dee").status_code == 303  # the owner's device: the name's lock does not apply
+    assert ("dee", f"device {dee_cookie.split('.')[1]}", "192.0.2.20") in audit_entries(app, "login")
+
+    lock(app, "eve", "198.51.100.21")
+    key = app.state.workbench.device_key
+    eve_cookie = auth.device_cookie(key, "eve", 1)
+    monkeypatch.setattr(auth, "_now", lambda: datetime.now(timezone.utc) - timedelta(days=2))
+    expired = auth.device_cookie(key, "eve", 1)
+    monkeypatch.undo()
+    name_hex, nonce, expires, signature = dee_cookie.split(".")
+    refused = {
+        "another name's": dee_cookie,
+        "tampered": ".".join(["eve".encode().hex(), nonce, expires, signature]),
+        "expired": expired,
+        "unsigned": ".".join(eve_cookie.split(".")[:3] + ["0" * 64]),
+    }
+    for why, cookie in refused.items():
+        assert try_login(with_device(app, cookie), "eve").status_code == 429, why
+    assert try_login(with_device(app, eve_cookie), "eve").status_code == 303  # made the same way, valid
+
+
+def test_the_device_cookies_lifetime_is_a_setting_refused_when_not_whole_days(site, monkeypatch):
+    monkeypatch.setenv("PYNOMALY_DEVICE_COOKIE_DAYS", "0.5")
+    with pytest.raises(DataError, match="PYNOMALY_DEVICE_COOKIE_DAYS is how long a device cookie lasts, in whole days"):
+        create_app(load_config(site / "configs" / "demo.yaml"))
+    monkeypatch.setenv("PYNOMALY_DEVICE_COOKIE_DAYS", "7")
+    device_cookie_of(try_login(TestClient(create_app(load_config(site / "configs" / "demo.yaml"))), "vic"), days=7)
+
+
+def test_wrong_passwords_from_a_device_count_for_it_and_refuse_it_at_the_limit(app):
+    with app.state.workbench.engine.begin() as connection:
+        auth.add_user(connection, "fay", PASSWORD, "viewer")
+    owner = TestClient(app, client=("192.0.2.30", 5000))
+    assert try_login(owner, "fay").status_code == 303
+    lock(app, "fay", "198.51.100.30")
+    for _ in range(auth.MAX_FAILED_LOGINS):
+        assert try_login(owner, "fay", "a typo").status_code == 401  # counted for the device, not the name
+    assert len([e for e in audit_entries(app, auth.DEVICE_FAILED) if e[0] == "fay"]) == auth.MAX_FAILED_LOGINS
+    refused = try_login(owner, "fay")  # the device is refused: an untrusted login, and the name is locked
+    assert refused.status_code == 429 and f"too many failed logins for &#39;fay&#39;" in refused.text
+
+
+def test_a_trusted_login_gets_in_while_a_flood_holds_every_untrusted_thread_and_check(site, monkeypatch):
+    """A real server (uvicorn, in this process so the password check can be faked): the flood's checks block until
+    released, so its logins fill the server's thread pool and the per-core check slots; a login with its device cookie
+    still gets in, and the flood, once released, is refused as usual."""
+    import uvicorn
+
+    app = create_app(load_config(site / "configs" / "demo.yaml"))
+    real, release = auth._hasher, threading.Event()
+
+    class HeldForFlood:  # PasswordHasher has __slots__, so it is wrapped rather than patched
+        def verify(self, hash, password):
+            if password == "flood":
+                release.wait(300)
+                raise auth.VerificationError
+            return real.verify(hash, password)
+
+    monkeypatch.setattr(auth, "_hasher", HeldForFlood())
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving_thread = threading.Thread(target=server.run)
+    serving_thread.start()
+    flood, statuses = [], []
+    try:
+        wait_until(lambda: server.started, 60, "the server started")
+        status, cookies = http_login(port, "vic", PASSWORD, "127.0.240.1", "")
+        assert status == 303 and "pynomaly_device=" in cookies
+        device = re.search(r"pynomaly_device=[^;]+", cookies).group(0)
+        pool = 40  # anyio's default thread pool, which every sync route and every untrusted login runs on
+        flood = [threading.Thread(target=lambda i=i: statuses.append(http_login(port, f"held{i}", "flood", f"127.0.241.{i + 1}", "")[0]))
+                 for i in range(pool + 10)]
+        for thread in flood:
+            thread.start()
+        wait_until(lambda: sum(e[0].startswith("held") for e in audit_entries(app, "login_failed")) >= pool, 120,
+                   "the flood's logins took every thread of the pool")
+        assert statuses == []  # all held
+        assert http_login(port, "vic", PASSWORD, "127.0.240.1", device)[0] == 303
+        assert statuses == []  # the flood is still held: the trusted login went past it
+    finally:
+        release.set()
+        for thread in flood:
+            thread.join()
+        server.should_exit = True
+        serving_thread.join()
+    assert statuses == [401] * (pool + 10)
+
+
+def http_login(port: int, name: str, password: str, source: str, cookie: str) -> tuple[int, str]:
+    """GET the form and POST /login from `source` (a loopback address) with `cookie`: the status and Set-Cookie."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120, source_address=(source, 0))
+    try:
+        connection.request("GET", "/login", headers={"Cookie": cookie})
+        form = connection.getresponse()
+        csrf = re.search(r"pynomaly_login_csrf=[^;]+", form.getheader("set-cookie")).group(0)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.read().decode()).group(1)
+        connection.request("POST", "/login", body=urllib.parse.urlencode({"name": name, "password": password, "csrf_token": token}),
+                           headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": "; ".join(filter(None, [csrf, cookie]))})
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status, ", ".join(answer.headers.get_all("set-cookie") or [])
+    finally:
+        connection.close()
 
 
 # 7. A per-client limit, and an admin's unlock

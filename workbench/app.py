@@ -23,6 +23,7 @@ from pynomaly_core.labels.feedback import database_url
 from pynomaly_core.monitoring import alerts as notify
 from pynomaly_core.tracking import store as tracking
 
+from . import auth
 from .db import connect, migrate
 from .links import ServiceLink
 from .metrics import Metrics
@@ -46,11 +47,17 @@ ERROR_TITLES = {400: "Bad request", 401: "Not logged in", 403: "Not allowed", 40
 
 
 def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str | None = None, secure_cookies: bool = False,
-               max_body_bytes: int | None = None, warm_up: bool = False) -> FastAPI:
+               max_body_bytes: int | None = None, device_cookie_days: int | None = None, warm_up: bool = False) -> FastAPI:
     """The workbench over `cfg`'s project; `warm_up`: load the champion and set up its SHAP explainer before returning
     (`pynomaly ui` does, so a fresh server's first page does not; the tests' apps do not)."""
     db_url = db_url or database_url(cfg)
+    days = str(device_cookie_days or os.environ.get("PYNOMALY_DEVICE_COOKIE_DAYS", auth.DEVICE_COOKIE_DAYS))
+    if not days.isdigit() or int(days) < 1:
+        raise DataError(f"PYNOMALY_DEVICE_COOKIE_DAYS is how long a device cookie lasts, in whole days (at least 1), not {days!r}")
     migrate(db_url)
+    engine = connect(db_url)
+    with engine.connect() as connection:
+        key = auth.device_key(connection)
     # Point MLflow at the store without creating the experiment: the workbench reads as the read-only
     # user, and an experiment it created would be closed to the pipeline's runs.
     store = tracking.store_uri(cfg.tracking)
@@ -60,11 +67,12 @@ def create_app(cfg: PipelineConfig, db_url: str | None = None, prefect_ui: str |
     configured_mlflow = os.environ.get("PYNOMALY_MLFLOW_UI") or (store if store.startswith(("http://", "https://")) else None)
     configured_prefect = prefect_ui or os.environ.get("PYNOMALY_PREFECT_UI")
     state = Workbench(
-        cfg=cfg, engine=connect(db_url), reviewer=Reviewer(cfg), metrics=Metrics(), templates=Jinja2Templates(directory=HERE / "templates"),
+        cfg=cfg, engine=engine, reviewer=Reviewer(cfg), metrics=Metrics(), templates=Jinja2Templates(directory=HERE / "templates"),
         mlflow_link=ServiceLink(configured_mlflow or notify.mlflow_ui_url(cfg), bool(configured_mlflow), tracking.browse_command(store)),
         prefect_link=ServiceLink(configured_prefect or "http://127.0.0.1:4200", bool(configured_prefect), "prefect server start (or make services)"),
         retrainer=Retrainer(cfg, db_url), secure_cookies=secure_cookies,
         max_body_bytes=max_body_bytes or int(os.environ.get("PYNOMALY_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+        device_key=key, device_cookie_days=int(days),
     )
 
     if warm_up:

@@ -1,7 +1,8 @@
-"""Accounts, sessions, CSRF tokens, the failed-login limit and API keys.
+"""Accounts, sessions, CSRF tokens, the failed-login limits, device cookies and API keys.
 
 Passwords are argon2 hashes (argon2-cffi). Session and API-key tokens are long random strings,
-so the database keeps their SHA-256 only: a leaked table opens nothing.
+so the database keeps their SHA-256 only: a leaked table opens nothing. Device cookies (OWASP's
+"Slow Down Online Guessing Attacks with Device Cookies") are signed with a key kept in the database.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 
-from .db import API_KEYS, AUDIT, ROLES, SESSIONS, USERS, audit
+from .db import API_KEYS, AUDIT, ROLES, SERVER_KEYS, SESSIONS, USERS, audit
 
 SESSION_HOURS = 12
 MAX_FAILED_LOGINS = 5  # per user name within FAILED_LOGIN_WINDOW, then refused until it passes or an admin unlocks it
@@ -30,6 +31,8 @@ MAX_FAILED_LOGINS_PER_CLIENT = 20
 FAILED_LOGIN_WINDOW = timedelta(minutes=15)
 MIN_PASSWORD_SCORE = 3  # zxcvbn's 0-4: 3 is "safely unguessable" (about 10^8 guesses), well beyond an online attack
 KEY_PREFIX = "pyn_"
+DEVICE_COOKIE_DAYS = 90  # a device cookie's default lifetime (PYNOMALY_DEVICE_COOKIE_DAYS); each login issues a new one
+DEVICE_FAILED = "login_failed_device"  # a wrong password from a trusted device (its detail: the device): counts for that device only
 UNLOCKED = "account_unlocked"  # the audit action of an admin's unlock (its detail: the account): earlier failures stop counting
 
 _hasher = PasswordHasher()
@@ -42,6 +45,9 @@ _checking = threading.BoundedSemaphore(os.cpu_count() or 1)
 # everyone else's logins (people behind one NAT logging in at the same instant retry; docs/security.md).
 _in_flight: set[str] = set()
 _in_flight_lock = threading.Lock()
+# A login from a trusted device checks its password in slots of its own, beside the per-core ones: it never waits
+# behind a flood's checks (at worst the cores run twice as many checks for a moment, only for trusted devices).
+_trusted_checking = threading.BoundedSemaphore(os.cpu_count() or 1)
 # Checked when the user does not exist, so an unknown name costs the same argon2 work as a known one.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 NAME_LENGTH = USERS.c.name.type.length
@@ -53,6 +59,10 @@ class AuthError(ValueError):
 
 class TooManyAttempts(AuthError):
     pass
+
+
+class DeviceLocked(TooManyAttempts):
+    """A device cookie refused after MAX_FAILED_LOGINS wrong passwords: its login is to be tried as an untrusted one."""
 
 
 @dataclass(frozen=True)
@@ -121,10 +131,10 @@ def add_user(connection, name: str, password: str, role: str) -> str:
     return name
 
 
-def _failures(connection, column, value: str) -> int:
-    """Failed logins for one name or one client within the window, since an admin last unlocked that name."""
+def _failures(connection, column, value: str, action: str = "login_failed") -> int:
+    """Failed logins for one name, client or device within the window, since an admin last unlocked that name."""
     since = _now() - FAILED_LOGIN_WINDOW
-    query = sa.select(sa.func.count()).where(AUDIT.c.action == "login_failed", column == value, AUDIT.c.created_at >= since)
+    query = sa.select(sa.func.count()).where(AUDIT.c.action == action, column == value, AUDIT.c.created_at >= since)
     if column is AUDIT.c.user:
         unlocked = sa.select(sa.func.max(AUDIT.c.id)).where(AUDIT.c.action == UNLOCKED, AUDIT.c.detail == value).scalar_subquery()
         query = query.where(AUDIT.c.id > sa.func.coalesce(unlocked, 0))
@@ -158,28 +168,73 @@ def _one_at_a_time(client: str):
             _in_flight.discard(client)
 
 
-def login(engine: sa.Engine, name: str, password: str, client: str) -> tuple[str, User]:
+def device_key(connection) -> bytes:
+    return bytes.fromhex(connection.execute(sa.select(SERVER_KEYS.c.value).where(SERVER_KEYS.c.name == "device_cookie")).scalar_one())
+
+
+def _sign(key: bytes, body: str) -> str:
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def device_cookie(key: bytes, name: str, days: int) -> str:
+    """A new device cookie for the user `name`: the name, a nonce and the expiry, signed. It opens nothing by itself:
+    it only makes that name's next logins from this device trusted (see `login`)."""
+    expires = int((_now() + timedelta(days=days)).timestamp())
+    body = f"{name.encode().hex()}.{secrets.token_urlsafe(12)}.{expires}"
+    return f"{body}.{_sign(key, body)}"
+
+
+def trusted_device(key: bytes, cookie: str | None, name: str) -> str | None:
+    """The device's nonce when `cookie` is an unexpired device cookie of ours for the name being tried; else None.
+    Only the cookie decides, never whether the name exists, so which logins are trusted tells nothing about names."""
+    if not cookie or cookie.count(".") != 3:
+        return None
+    body, signature = cookie.rsplit(".", 1)
+    if not hmac.compare_digest(_sign(key, body).encode(), signature.encode()):
+        return None
+    cookie_name, nonce, expires = body.split(".")  # signed by us: well formed
+    if int(expires) < _now().timestamp() or bytes.fromhex(cookie_name).decode() != _login_name(name):
+        return None
+    return nonce
+
+
+def _login_name(name: str) -> str:
+    return normalise_name(name)[:NAME_LENGTH]
+
+
+def login(engine: sa.Engine, name: str, password: str, client: str, device: str | None = None) -> tuple[str, User]:
     """A new session's token for a right password; AuthError otherwise. Every failure is audited and counts towards the
     limits, whether or not the user exists (so names cannot be probed).
 
     Three short transactions, none open during the argon2 check (tens of milliseconds of a core each), so a flood of
     logins never holds the database: the attempt is first recorded as a failure under the limits' lock, then the
-    password is checked, then a right one turns that record into the login."""
-    with _one_at_a_time(client):
-        return _login(engine, normalise_name(name)[:NAME_LENGTH], password, client)
+    password is checked, then a right one turns that record into the login.
+
+    `device` is the nonce of a trusted device cookie for this name (`trusted_device`). As OWASP's device cookies have
+    it, such an attempt is exempt from the per-name and per-client limits and the one login in flight per address
+    (a locked name still lets its owner in from their device); its failures count for the device, which is refused
+    at MAX_FAILED_LOGINS (DeviceLocked); and its password check has slots of its own."""
+    with _one_at_a_time(client if device is None else f"device {device}"):
+        return _login(engine, _login_name(name), password, client, device)
 
 
-def _login(engine: sa.Engine, name: str, password: str, client: str) -> tuple[str, User]:
+def _login(engine: sa.Engine, name: str, password: str, client: str, device: str | None) -> tuple[str, User]:
     with _bookkeeping, engine.begin() as connection:
         _serialise(connection, name, client)
-        if recent_failures(connection, name) >= MAX_FAILED_LOGINS:
-            raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {FAILED_LOGIN_WINDOW.seconds // 60} minutes")
-        if _failures(connection, AUDIT.c.client, client[:100]) >= MAX_FAILED_LOGINS_PER_CLIENT:
-            raise TooManyAttempts(f"too many failed logins from this address; try again in {FAILED_LOGIN_WINDOW.seconds // 60} minutes")
+        if device is None:
+            if recent_failures(connection, name) >= MAX_FAILED_LOGINS:
+                raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {FAILED_LOGIN_WINDOW.seconds // 60} minutes")
+            if _failures(connection, AUDIT.c.client, client[:100]) >= MAX_FAILED_LOGINS_PER_CLIENT:
+                raise TooManyAttempts(f"too many failed logins from this address; try again in {FAILED_LOGIN_WINDOW.seconds // 60} minutes")
+        elif _failures(connection, AUDIT.c.detail, f"device {device}", DEVICE_FAILED) >= MAX_FAILED_LOGINS:
+            raise DeviceLocked(f"too many failed logins from this device; try again in {FAILED_LOGIN_WINDOW.seconds // 60} minutes")
         row = connection.execute(sa.select(USERS).where(USERS.c.name == name)).mappings().first()
-        attempt = audit(connection, name, "login_failed", client=client)
+        if device is None:
+            attempt = audit(connection, name, "login_failed", client=client)
+        else:
+            attempt = audit(connection, name, DEVICE_FAILED, detail=f"device {device}", client=client)
     try:
-        with _checking:
+        with _checking if device is None else _trusted_checking:
             _hasher.verify(_DUMMY_HASH if row is None else row["password_hash"], password)
     except VerificationError:
         raise AuthError("wrong user name or password") from None

@@ -1,4 +1,5 @@
-"""The workbench database: users, sessions, API keys and the audit log, beside the core's labels table.
+"""The workbench database: users, sessions, API keys, the audit log and the device cookies' key, beside the core's
+labels table.
 
 The schema is Alembic's (`workbench/migrations`); `migrate(url)` brings any database to the latest
 revision, SQLite by default, PostgreSQL under `make services`.
@@ -62,7 +63,14 @@ AUDIT = sa.Table(
     sa.Index("ix_audit_action_client", "action", "client"),  # the per-client login limit
 )
 
-__all__ = ["API_KEYS", "AUDIT", "LABELS", "METADATA", "ROLES", "SESSIONS", "USERS", "audit", "connect", "migrate"]
+SERVER_KEYS = sa.Table(
+    "server_keys",
+    METADATA,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("value", sa.String(64), nullable=False),  # random, made by the migration: never leaves the server
+)
+
+__all__ = ["API_KEYS", "AUDIT", "LABELS", "METADATA", "ROLES", "SERVER_KEYS", "SESSIONS", "USERS", "audit", "connect", "migrate"]
 
 
 def migrate(url: str) -> None:

@@ -26,7 +26,7 @@ from .metrics import Metrics
 from .retrain import Retrainer
 from .review import Reviewer
 
-SESSION_COOKIE, LOGIN_CSRF_COOKIE = "pynomaly_session", "pynomaly_login_csrf"
+SESSION_COOKIE, LOGIN_CSRF_COOKIE, DEVICE_COOKIE = "pynomaly_session", "pynomaly_login_csrf", "pynomaly_device"
 ALIAS_SECONDS = 10  # how long the API trusts a resolved @champion before asking MLflow again
 
 
@@ -46,6 +46,8 @@ class Workbench:
     retrainer: Retrainer
     secure_cookies: bool = False
     max_body_bytes: int = 5 * 2**20  # of a scoring request
+    device_key: bytes = b""  # signs device cookies (auth.device_key)
+    device_cookie_days: int = auth.DEVICE_COOKIE_DAYS
     champions: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def session(self, request: Request) -> tuple[auth.User, str]:
@@ -75,7 +77,7 @@ class Workbench:
         return uri
 
 
-def workbench(request: Request) -> Workbench:
+async def workbench(request: Request) -> Workbench:  # async: a sync dependency would wait for a thread of the pool
     return request.app.state.workbench
 
 

@@ -1,6 +1,9 @@
 """Sessions (login, logout) and the browsing pages: models, batches, rejected rows, drift reports, detectors."""
 
+import asyncio
+import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -8,23 +11,26 @@ import pandas as pd
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from pynomaly_core.data.validation import ERRORS_COLUMN, ROW_COLUMN
 from pynomaly_core.errors import DataError
 
 from .. import auth, catalog
 from ..db import audit
-from ..state import LOGIN_CSRF_COOKIE, SESSION_COOKIE, State, client_of, role
+from ..state import DEVICE_COOKIE, LOGIN_CSRF_COOKIE, SESSION_COOKIE, State, client_of, role
 
 router = APIRouter()
 # An Evidently report runs its own inline scripts and styles; sandboxed (a unique origin: no cookies, no same-origin
 # requests that carry the session), they cannot act on the workbench; nor may it be framed.
 REPORT_CSP = "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; " \
              "img-src data:; font-src data:; frame-ancestors 'none'"
+# Logins from a trusted device run on threads of their own: a flood of untrusted logins fills the server's thread pool.
+_TRUSTED_THREADS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="trusted-login")
 
 
 @router.get("/login")
-def login_form(request: Request, state: State):
+async def login_form(request: Request, state: State):  # no thread: under a login flood the pool's threads are all taken
     return _login_page(request, state, None)
 
 
@@ -38,20 +44,35 @@ def _login_page(request: Request, state: State, error: str | None) -> HTMLRespon
 
 # bandit B107 takes csrf_token's default for a password: "" is a missing token, which is refused.
 @router.post("/login")
-def login(request: Request, state: State, name: Annotated[str, Form()], password: Annotated[str, Form()], csrf_token: Annotated[str, Form()] = ""):  # nosec B107
+async def login(request: Request, state: State, name: Annotated[str, Form()], password: Annotated[str, Form()], csrf_token: Annotated[str, Form()] = ""):  # nosec B107
     # The login form has no session yet: its token is checked against a cookie (double submit).
     if not auth.csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE, ""), csrf_token):
         raise HTTPException(403, "missing or wrong CSRF token")
+    device = auth.trusted_device(state.device_key, request.cookies.get(DEVICE_COOKIE), name)
     try:
-        token, _ = auth.login(state.engine, name, password, client_of(request))
+        token, user = await _attempt(state.engine, name, password, client_of(request), device)
     except auth.AuthError as err:
         return _login_again(request, state, str(err), 429 if isinstance(err, auth.TooManyAttempts) else 401)
     except sa.exc.OperationalError:  # SQLite still locked after its busy timeout: a flood, not a server fault
         return _login_again(request, state, "the server is busy; try again in a moment", 503)
     response = RedirectResponse("/batches", status_code=303)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=state.secure_cookies, max_age=auth.SESSION_HOURS * 3600)
+    # A new device cookie at every login (a new nonce: earlier failures on this device stop counting); sent to /login only.
+    response.set_cookie(DEVICE_COOKIE, auth.device_cookie(state.device_key, user.name, state.device_cookie_days), path="/login",
+                        httponly=True, samesite="strict", secure=state.secure_cookies, max_age=state.device_cookie_days * 86400)
     response.delete_cookie(LOGIN_CSRF_COOKIE)
     return response
+
+
+async def _attempt(engine: sa.Engine, name: str, password: str, client: str, device: str | None) -> tuple[str, auth.User]:
+    """auth.login on the threads of its lane: a trusted device's on its own, any other (a refused device's too) on the
+    server's pool, as every sync route."""
+    if device is not None:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(_TRUSTED_THREADS, auth.login, engine, name, password, client, device)
+        except auth.DeviceLocked:
+            pass
+    return await run_in_threadpool(auth.login, engine, name, password, client)
 
 
 def _login_again(request: Request, state: State, error: str, status: int) -> HTMLResponse:
