@@ -230,7 +230,7 @@ def main() -> None:
             print(summary(rules, list(LABEL_FREE_RULES), "iforest").to_string(index=False))
         return
     if args.table:
-        table = pd.concat([pd.read_csv(path, dtype={"labels": str}) for path in args.table])
+        table = pd.concat([pd.read_csv(path, dtype={"labels": str}) for path in args.table], ignore_index=True)
     else:
         table = run(args.dirs, args.labels, args.cache, args.variants, args.datasets, args.seeds)
         if args.out:
