@@ -12,6 +12,8 @@ aside (tests/test_selection_kb.py rebuilds two datasets' entries and compares).
 
 Run:  .venv/bin/python benchmarks/build_selection_kb.py DATA_DIR [DATA_DIR ...] [--scores CACHE]
       (`--scores` saves and reuses the fitted scores, one .npz per dataset and seed)
+      .venv/bin/python benchmarks/build_selection_kb.py DATA_DIR [DATA_DIR ...] --refit ecod copod
+      (after a change to how those detectors score new rows: their models fitted again, every other figure kept)
 """
 
 from __future__ import annotations
@@ -44,11 +46,11 @@ MODELS = [(name, {}) for name in ["iforest", "knn", "lof", "copod", "ecod", "hbo
 SEEDS = (1, 2, 3)
 
 
-def fit_scores(X, y, seed) -> dict:
+def fit_scores(X, y, seed, models=MODELS) -> dict:
     """Per model: training and test scores and fit seconds (absent when the model cannot or may not fit this data)."""
     X_train, X_test, y_train, y_test = adbench_split(X, y, seed)
     scores = {"y_train": y_train, "y_test": y_test}
-    for detector, params in MODELS:
+    for detector, params in models:
         if detector in CUBIC and X.shape[1] > MAX_CUBIC_FEATURES:
             continue
         name = model_name(detector, params)
@@ -63,6 +65,11 @@ def fit_scores(X, y, seed) -> dict:
     return scores
 
 
+def measured(scores, name: str) -> tuple[float, float]:
+    """A fitted model's test AUCROC and fit seconds, as the knowledge base records them."""
+    return round(float(roc_auc_score(scores["y_test"], scores[f"test:{name}"])), 4), round(float(scores[f"seconds:{name}"]), 3)
+
+
 def entry(dataset: str, seed: int, scores, n_features: int) -> dict:
     y_train, y_test = scores["y_train"], scores["y_test"]
     record = {"dataset": dataset, "seed": seed, "rows": len(y_train), "n_features": n_features, "aucroc": {}, "fit_seconds": {}}
@@ -72,8 +79,7 @@ def entry(dataset: str, seed: int, scores, n_features: int) -> dict:
         if f"test:{name}" not in scores:  # a model that cannot fit this data ranks like a coin flip
             record["aucroc"][name] = 0.5
             continue
-        record["aucroc"][name] = round(float(roc_auc_score(y_test, scores[f"test:{name}"])), 4)
-        record["fit_seconds"][name] = round(float(scores[f"seconds:{name}"]), 3)
+        record["aucroc"][name], record["fit_seconds"][name] = measured(scores, name)
         ranks = (rankdata(scores[f"train:{name}"]) - 1) / (len(y_train) - 1)
         rank_variances.append(np.var(ranks[y_train == 1]))
     landmarks = {name: scores[f"train:{name}"] for name in LANDMARKS}
@@ -103,14 +109,41 @@ def build(paths: list[Path], scores_dir: Path | None = None, progress=print) -> 
     return {"models": models, "landmarks": list(LANDMARKS), "datasets": datasets, "entries": entries}
 
 
+def refit(kb: dict, paths: list[Path], detectors: list[str], progress=print) -> dict:
+    """`kb` with the models of `detectors` fitted again on every dataset and seed. For a change to how those detectors
+    score new rows that keeps their training scores: the landmark features and rank variances stay as they are
+    (tests/test_selection_kb.py rebuilds two datasets in full and compares every figure)."""
+    models = [(detector, params) for detector, params in MODELS if detector in detectors]
+    entries = {(e["dataset"], e["seed"]): e for e in kb["entries"]}
+    with threadpool_limits(1):
+        for path in paths:
+            X, y = load_dataset(path)
+            for seed in SEEDS:
+                scores, record = fit_scores(X, y, seed, models), entries[(path.stem, seed)]
+                for detector, params in models:
+                    name = model_name(detector, params)
+                    if f"test:{name}" in scores:
+                        record["aucroc"][name], record["fit_seconds"][name] = measured(scores, name)
+                progress(path.stem, seed, {model_name(d, p): record["aucroc"][model_name(d, p)] for d, p in models})
+    return kb
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path, nargs="+", help="folders of <name>.npz datasets (X, y)")
     parser.add_argument("--scores", type=Path, help="folder caching the fitted scores (one .npz per dataset and seed)")
     parser.add_argument("--out", type=Path, default=KNOWLEDGE_BASE)
+    parser.add_argument("--refit", nargs="+", metavar="DETECTOR", help="fit only these detectors' models again, in the knowledge base at --out")
     args = parser.parse_args()
     paths = sorted((p for folder in args.data for p in folder.glob("*.npz")), key=lambda p: p.stem.lower())
-    kb = build(paths, args.scores, progress=lambda *line: print(*line, flush=True))
+
+    def progress(*line):
+        print(*line, flush=True)
+
+    if args.refit:
+        kb = refit(json.loads(args.out.read_text()), paths, args.refit, progress)
+    else:
+        kb = build(paths, args.scores, progress)
     args.out.write_text(json.dumps(kb, indent=1) + "\n")
     print(f"wrote {len(kb['entries'])} entries of {len(kb['datasets'])} datasets, {len(kb['models'])} models to {args.out}")
 

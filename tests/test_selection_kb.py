@@ -21,13 +21,4 @@ def test_a_rebuild_reproduces_the_shipped_entries(name):
     for new, old in zip(rebuilt["entries"], expected):
         # Fit times are measured, not computed: the one figure a rebuild does not reproduce.
         assert set(new.pop("fit_seconds")) == set(old["fit_seconds"])
-        # ECOD and COPOD now score each row alone (issue 30), where the shipped entries were measured with PyOD's
-        # transductive batch scores: their AUCROCs may move by the documented difference until the base is rebuilt.
-        new_aucroc, old_aucroc = new.pop("aucroc"), old["aucroc"]
-        assert set(new_aucroc) == set(old_aucroc)
-        for detector, value in new_aucroc.items():
-            if detector.split("(")[0] in ("ecod", "copod"):
-                assert value == pytest.approx(old_aucroc[detector], abs=0.02)
-            else:
-                assert value == old_aucroc[detector]
-        assert new == {k: v for k, v in old.items() if k not in ("fit_seconds", "aucroc")}
+        assert new == {k: v for k, v in old.items() if k != "fit_seconds"}
