@@ -276,7 +276,8 @@ def training_dataset(cfg: PipelineConfig, train_rows: pd.DataFrame) -> mlflow.da
     label = cfg.data.label_column
     if label:
         rows[label] = train_rows[label].astype("float64")
-    return mlflow.data.from_pandas(rows, source=tracking.table_source(cfg.data.source, cfg.data.query), name=f"{cfg.name}-train", targets=label)
+    return mlflow.data.from_pandas(rows, source=tracking.table_source(cfg.data.source, cfg.data.query), name=f"{cfg.name}-train", targets=label,
+                                   digest=tracking.pandas_digest(rows))
 
 
 def _log_feedback(fit_rows: pd.DataFrame) -> None:
