@@ -8,6 +8,7 @@ same rules as an expectation suite and its result is kept as the batch's data-qu
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,8 @@ class ValidationResult:
         return len(self.rejected) / self.n_rows
 
     def report(self, include_share: bool = True) -> dict:
-        counts = {"n_rows": self.n_rows, "n_valid": len(self.valid), "n_rejected": len(self.rejected)}
+        # Every row is valid or rejected; a streamed validation (`stages.validate`) keeps the rejected rows only.
+        counts = {"n_rows": self.n_rows, "n_valid": self.n_rows - len(self.rejected), "n_rejected": len(self.rejected)}
         return {**counts, "rejected_share": round(self.rejected_share, 6)} if include_share else counts
 
 
@@ -90,6 +92,27 @@ def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, sou
     Raises DataError when there are no rows, a column name repeats, a required column is missing
     or a non-nullable feature column holds no value at all.
     """
+    _check_frame(frame, data, with_label, source)
+    return _split_rows(frame.reset_index(drop=True), data, with_label, source)
+
+
+# Rows validated at a time by `validate_blocks`: the coerced copies and masks of a block, not of the table.
+BLOCK_ROWS = 2**18
+
+
+def validate_blocks(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, source: str = "input",
+                    block_rows: int = BLOCK_ROWS) -> Iterator[ValidationResult]:
+    """`validate(frame)` a block of rows at a time, the same rows valid and rejected with the same reasons: each
+    block's result, its rejected rows' `_row` counted from the start of `frame`. The whole-frame checks
+    (`validate`'s DataErrors) run first, on the whole frame."""
+    _check_frame(frame, data, with_label, source)
+    for start in range(0, len(frame), block_rows):
+        result = _split_rows(frame.iloc[start:start + block_rows].reset_index(drop=True), data, with_label, source)
+        result.rejected[ROW_COLUMN] += start
+        yield result
+
+
+def _check_frame(frame: pd.DataFrame, data: DataConfig, with_label: bool, source: str) -> None:
     if frame.empty:
         raise DataError(f"{source} has no data rows")
     duplicated = frame.columns[frame.columns.duplicated()].unique().tolist()
@@ -107,7 +130,9 @@ def validate(frame: pd.DataFrame, data: DataConfig, with_label: bool = True, sou
     if empty:
         raise DataError(f"{source}: column(s) {', '.join(empty)} hold no values (every row is missing)")
 
-    frame = frame.reset_index(drop=True)
+
+def _split_rows(frame: pd.DataFrame, data: DataConfig, with_label: bool, source: str) -> ValidationResult:
+    """`validate` of a frame that passed `_check_frame`, its index 0..n-1."""
     schema = _cached_schema(data.model_dump_json(), with_label)
     checked = _check_columns(frame, schema, data)
     if checked is None:  # a column does not convert as a whole: pandera finds the cells that fail
