@@ -81,6 +81,21 @@ def test_validating_block_by_block_gives_validates_rows_and_reasons(demo_frame):
         next(validate_blocks(frame.assign(mean_area=None), config.data, source="t", block_rows=7))
 
 
+def test_the_expectation_report_keeps_no_reference_to_the_frame(demo_frame):
+    # Great Expectations' data source kept the batch: the validate stage's whole table stayed in memory after it.
+    import gc
+    import weakref
+
+    from pynomaly_core.data.validation import expectation_report
+
+    frame = demo_frame.copy()  # pytest holds the fixture's
+    assert expectation_report(frame, demo_config().data)["success"]
+    alive = weakref.ref(frame)
+    del frame
+    gc.collect()
+    assert alive() is None
+
+
 def test_missing_column(workdir, demo_frame):
     demo_frame.drop(columns=["mean_radius"]).to_csv("data/raw/bad.csv", index=False)
     with pytest.raises(DataError, match=r"data/raw/bad.csv: missing required column\(s\) mean_radius; found columns: sample_id, mean_texture"):

@@ -264,4 +264,8 @@ def expectation_report(frame: pd.DataFrame, data: DataConfig, with_label: bool =
     if with_label and data.label_column:
         suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=data.label_column, value_set=[0, 1]))
     validation = context.validation_definitions.add(gx.ValidationDefinition(name="pynomaly", data=batch, suite=suite))
-    return validation.run(batch_parameters={"dataframe": frame}).to_json_dict()
+    try:
+        return validation.run(batch_parameters={"dataframe": frame}).to_json_dict()
+    finally:
+        # The data source's execution engine keeps the batch, so the frame would outlive the stage (0.4 GiB for donors x 8).
+        context.data_sources.delete("pynomaly")
