@@ -96,6 +96,26 @@ def test_the_expectation_report_keeps_no_reference_to_the_frame(demo_frame):
     assert alive() is None
 
 
+def test_expectations_checked_block_by_block_add_up_to_the_whole_tables_result(demo_frame):
+    # A large table goes through Great Expectations a block of rows at a time (memory); the summed result is GE's own.
+    from pynomaly_core.data.validation import expectation_report
+
+    config = demo_config()
+    frame = demo_frame.copy()
+    frame.loc[[5, 150, 390], "mean_texture"] = -1.0  # below the minimum, in three blocks
+    frame.loc[[7, 8, 200], "mean_area"] = np.nan  # missing where not nullable
+    frame.loc[300, "malignant"] = 2
+    whole = expectation_report(frame, config.data)
+    blocks = expectation_report(frame, config.data, block_rows=100)
+    assert not blocks["success"] and blocks["statistics"] == whole["statistics"]
+    assert [r["success"] for r in blocks["results"]] == [r["success"] for r in whole["results"]]
+    for mine, theirs in zip(blocks["results"], whole["results"]):
+        assert mine["expectation_config"]["kwargs"] == theirs["expectation_config"]["kwargs"]
+        assert mine["result"].keys() == theirs["result"].keys()
+        for key, value in theirs["result"].items():
+            assert mine["result"][key] == (pytest.approx(value) if isinstance(value, float) else value), key
+
+
 def test_missing_column(workdir, demo_frame):
     demo_frame.drop(columns=["mean_radius"]).to_csv("data/raw/bad.csv", index=False)
     with pytest.raises(DataError, match=r"data/raw/bad.csv: missing required column\(s\) mean_radius; found columns: sample_id, mean_texture"):
