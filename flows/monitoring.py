@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from flows import artifact_key
 from flows.training import DEFAULT_CONFIG
 from pynomaly_core.monitoring import alerts as notify
 from pynomaly_core.config import PipelineConfig, ReadOptions, load_config
@@ -45,8 +46,8 @@ def monitoring_flow(batch: str, config: PipelineConfig | None = None, read: Read
     alert = stages.alert(config, message, result.run_id) if message and config.monitoring.notify else None
     retraining = stages.request_retraining(config, result) if result.retrain_due else None
     if result.report_uri:
-        create_link_artifact(result.report_uri, link_text="Evidently data-drift report", key=f"{config.name}-drift-report")
-    create_markdown_artifact(_markdown(result, retraining), key=f"{config.name}-drift", description="Drift verdict")
+        create_link_artifact(result.report_uri, link_text="Evidently data-drift report", key=artifact_key(config.name, "drift-report"))
+    create_markdown_artifact(_markdown(result, retraining), key=artifact_key(config.name, "drift"), description="Drift verdict")
     return {
         "drift_detected": result.drift_detected,
         "drifted_columns": result.drifted_columns,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows import artifact_key
 from flows.training import DEFAULT_CONFIG
 from pynomaly_core.config import EngineOptions, PipelineConfig, ReadOptions, load_config
 from pynomaly_core.monitoring.results import ScoreResult
@@ -25,5 +26,5 @@ def scoring_flow(batch: str, config: PipelineConfig | None = None, read: ReadOpt
     process or, with `engine`, a Parquet batch on a Spark or Dask cluster."""
     config = config or load_config(DEFAULT_CONFIG)
     result = stages.score_batch(config, batch, read, engine)
-    create_markdown_artifact(_markdown(result), key=f"{config.name}-scoring", description="Scored batch")
+    create_markdown_artifact(_markdown(result), key=artifact_key(config.name, "scoring"), description="Scored batch")
     return result

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows import artifact_key
 from flows.tuning import tune_in_parallel
 from pynomaly_core.config import PipelineConfig, load_config
 from pynomaly_core.stages import parallel_search
@@ -31,7 +32,7 @@ def training_flow(config: PipelineConfig | None = None) -> TrainingSummary:
     summary = TrainingSummary(
         validation=validated, preprocessing=prepared, training=trained, evaluation=evaluated, explanation=explained, registration=registered
     )
-    create_markdown_artifact(summary.markdown(), key=f"{config.name}-training-summary", description="Training summary")
+    create_markdown_artifact(summary.markdown(), key=artifact_key(config.name, "training-summary"), description="Training summary")
     return summary
 
 

@@ -112,6 +112,8 @@ class PreprocessConfig(Strict):
     test_size: float = Field(0.3, gt=0, lt=1, description="share of rows held out for evaluation")
     numeric_impute: Literal["median", "mean"] = Field("median", description="fills a missing number (text: the most frequent value)")
     scaler: Literal["standard", "robust", "minmax"] = Field("robust", description="numeric scaling, fitted on the training rows")
+    fit_rows: int | None = Field(200_000, gt=0, description="the scaler and imputers are fitted on at most this many training rows, "
+                                 "a seeded sample (their medians and quantiles need no more); null: every row")
 
 
 class TrainConfig(Strict):

@@ -7,6 +7,7 @@ MLflow. DVC runs them through `pynomaly stage NAME`; the Prefect tasks wrap the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tempfile
@@ -35,7 +36,7 @@ from .config import NEIGHBORS, PipelineConfig
 from .detectors.graph import induced, with_neighbors
 from .data.series import series_windows
 from .evaluation.explain import explain as shap_explain, explain_nodes, lime_explain, plot_importance
-from .data.io import read_table, source_name, write_table
+from .data.io import TableWriter, read_parquet, read_table, release_memory, source_name, write_table
 from .scoring import model as model_module
 from .detectors import packages, registry
 from .scoring.model import OUTPUT_SCHEMA, model_artifacts
@@ -44,7 +45,7 @@ from .selection import make_selector, selector_class
 from .selection.base import Selector
 from .selection.metaselect import KNOWLEDGE_BASE
 from .selection.study import FINISHED, open_study
-from .data.validation import check_rejected_share, expectation_report, validate as validate_frame
+from .data.validation import ValidationResult, check_rejected_share, expectation_report, validate as validate_frame, validate_blocks
 
 
 class ValidateResult(BaseModel):
@@ -103,6 +104,17 @@ class RegisterResult(BaseModel):
     model_size_warning: str | None = None
 
 
+def _releases_memory(stage):
+    """The stage, then the memory it freed handed back to the system (`io.release_memory`)."""
+    @functools.wraps(stage)
+    def run(cfg: PipelineConfig):
+        try:
+            return stage(cfg)
+        finally:
+            release_memory()
+    return run
+
+
 def _write_json(model: BaseModel | dict, path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     text = model.model_dump_json(indent=2) if isinstance(model, BaseModel) else json.dumps(model, indent=2)
@@ -113,23 +125,32 @@ def _training(cfg: PipelineConfig) -> TrainResult:
     return TrainResult.model_validate_json(Path(cfg.paths.training).read_text())
 
 
+@_releases_memory
 def validate(cfg: PipelineConfig) -> ValidateResult:
     source = source_name(cfg.data.source, cfg.data.query)
     frame = read_table(cfg.data.source, cfg.data.query, cfg.data)
     if cfg.data.series is not None:  # a series is validated and scored as its windows
         frame = series_windows(frame, **cfg.data.series.model_dump())
-    result = validate_frame(frame, cfg.data, source=source)
-    write_table(result.rejected, cfg.paths.quarantine)
-    expectations = expectation_report(frame, cfg.data)
-    _write_json({"pandera": result.report(), "great_expectations": expectations}, cfg.paths.validation_report)
-    check_rejected_share(result, cfg.data.max_rejected_share, source)
-    valid, edges_dropped = result.valid, None
-    if cfg.data.graph is not None:
+    edges_dropped = None
+    if cfg.data.graph is None:
+        # The valid rows go to the file a block at a time: the coerced copies exist for one block, not the table.
+        with TableWriter(cfg.paths.validated) as valid_out:
+            rejected = []
+            for block in validate_blocks(frame, cfg.data, source=source):
+                valid_out.write(block.valid)
+                rejected.append(block.rejected)
+            result = ValidationResult(frame.iloc[:0], pd.concat(rejected, ignore_index=True), len(frame))
+            expectations = expectation_report(frame, cfg.data)
+            _report_validation(cfg, result, expectations, source)  # too many rejected rows: no validated file
+    else:  # a graph's valid nodes keep the edges among them: validated whole
+        result = validate_frame(frame, cfg.data, source=source)
+        expectations = expectation_report(frame, cfg.data)
+        _report_validation(cfg, result, expectations, source)
         graph = cfg.data.graph
         valid, edges_dropped = with_neighbors(
-            valid, frame, read_table(graph.edges), id_column=cfg.data.id_column, neighbors=NEIGHBORS, source=graph.source, target=graph.target
+            result.valid, frame, read_table(graph.edges), id_column=cfg.data.id_column, neighbors=NEIGHBORS, source=graph.source, target=graph.target
         )
-    write_table(valid, cfg.paths.validated)
+        write_table(valid, cfg.paths.validated)
     return ValidateResult(
         source=source,
         **result.report(include_share=False),
@@ -139,15 +160,30 @@ def validate(cfg: PipelineConfig) -> ValidateResult:
     )
 
 
+def _report_validation(cfg: PipelineConfig, result: ValidationResult, expectations: dict, source: str) -> None:
+    """The quarantine and the report, then the rejected share's check."""
+    write_table(result.rejected, cfg.paths.quarantine)
+    _write_json({"pandera": result.report(), "great_expectations": expectations}, cfg.paths.validation_report)
+    check_rejected_share(result, cfg.data.max_rejected_share, source)
+
+
+@_releases_memory
 def preprocess(cfg: PipelineConfig) -> PreprocessResult:
-    frame = pd.read_parquet(cfg.paths.validated)
+    frame = read_parquet(cfg.paths.validated)
     train, test = split(frame, cfg.data, cfg.preprocess, cfg.seed)
-    preprocessor = build_preprocessor(cfg.data, cfg.preprocess).fit(features(train, cfg.data))
-    write_table(train, cfg.paths.train)
+    del frame  # the two parts hold every row
     write_table(test, cfg.paths.test)
+    n_test = len(test)
+    del test
+    write_table(train, cfg.paths.train)
+    limit = cfg.preprocess.fit_rows
+    # A graph's transformer is fitted on every node; a table's on a seeded sample when it is large: the numeric
+    # pipeline's fit makes three float64 copies of the rows it is given (the rows, the imputer's and the scaler's output).
+    sample = train if cfg.data.graph is not None or limit is None or len(train) <= limit else train.sample(limit, random_state=cfg.seed)
+    preprocessor = build_preprocessor(cfg.data, cfg.preprocess).fit(features(sample, cfg.data))
     Path(cfg.paths.preprocessor).parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(preprocessor, cfg.paths.preprocessor)
-    return PreprocessResult(n_train=len(train), n_test=len(test), n_features_out=len(preprocessor.get_feature_names_out()))
+    return PreprocessResult(n_train=len(train), n_test=n_test, n_features_out=len(preprocessor.get_feature_names_out()))
 
 
 def _trial_logger(experiment_id: str, parent_run_id: str):
@@ -184,13 +220,13 @@ def _fit_rows(cfg: PipelineConfig) -> pd.DataFrame:
     """The rows the detector is fitted on: the training rows, or for a graph every node (graph
     detectors are transductive; labels are never used for a graph, so test labels stay unseen).
     With `train.labels: feedback`, the analysts' confirmed and dismissed batch rows join them."""
-    rows = pd.read_parquet(cfg.paths.validated if cfg.data.graph else cfg.paths.train)
+    rows = read_parquet(cfg.paths.validated if cfg.data.graph else cfg.paths.train)
     if cfg.train.labels != "feedback":
         return rows
     labelled = feedback.labelled_rows(cfg)
     # A labelled row that is also a test row would be trained on and then evaluated: it stays an evaluation row only.
     # One that is also a training row replaces that row's unlabelled copy.
-    evaluation = row_keys(pd.read_parquet(cfg.paths.test), cfg)
+    evaluation = row_keys(read_parquet(cfg.paths.test), cfg)
     held_out = row_keys(labelled, cfg).isin(evaluation).to_numpy()
     kept = labelled[~held_out]
     rows = rows[~row_keys(rows, cfg).isin(row_keys(kept, cfg)).to_numpy()]
@@ -207,7 +243,7 @@ def row_keys(rows: pd.DataFrame, cfg: PipelineConfig) -> pd.Series:
 
 def _whole_graph(cfg: PipelineConfig, preprocessor):
     """Every validated node's id, and the preprocessed graph they form (nodes are scored and explained inside it)."""
-    nodes = pd.read_parquet(cfg.paths.validated)
+    nodes = read_parquet(cfg.paths.validated)
     return pd.Index(nodes[cfg.data.id_column]), preprocessor.transform(features(nodes, cfg.data))
 
 
@@ -276,7 +312,8 @@ def training_dataset(cfg: PipelineConfig, train_rows: pd.DataFrame) -> mlflow.da
     label = cfg.data.label_column
     if label:
         rows[label] = train_rows[label].astype("float64")
-    return mlflow.data.from_pandas(rows, source=tracking.table_source(cfg.data.source, cfg.data.query), name=f"{cfg.name}-train", targets=label)
+    return mlflow.data.from_pandas(rows, source=tracking.table_source(cfg.data.source, cfg.data.query), name=f"{cfg.name}-train", targets=label,
+                                   digest=tracking.pandas_digest(rows))
 
 
 def _log_feedback(fit_rows: pd.DataFrame) -> None:
@@ -298,14 +335,17 @@ def _label_counts(cfg: PipelineConfig, train_rows: pd.DataFrame, search: Search)
     return {"n_labels": int(train_rows[cfg.data.label_column].notna().sum()), "labels_from": f"column {cfg.data.label_column}"}
 
 
+@_releases_memory
 def train(cfg: PipelineConfig) -> TrainResult:
     tracking.setup(cfg.tracking)
     train_rows = _fit_rows(cfg)
     preprocessor = joblib.load(cfg.paths.preprocessor)
-    search = _search(cfg, preprocessor, train_rows)
-    X, study_name, data_md5 = search.X, search.study_name, search.data_md5
 
     with mlflow.start_run(run_name=f"{cfg.name}-training") as run:
+        # The logged dataset's float64 copy of the rows is gone before X, their transform, is made.
+        mlflow.log_input(training_dataset(cfg, train_rows), context="training")
+        search = _search(cfg, preprocessor, train_rows)
+        X, study_name, data_md5 = search.X, search.study_name, search.data_md5
         mlflow.set_tags({
             "git_commit": tracking.git_commit(),
             "data_md5": tracking.file_md5(cfg.data.source) if Path(cfg.data.source).is_file() else data_md5,
@@ -315,9 +355,10 @@ def train(cfg: PipelineConfig) -> TrainResult:
         })
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.yaml")
         mlflow.log_artifact(cfg.paths.validation_report, "validation")
-        mlflow.log_input(training_dataset(cfg, train_rows), context="training")
         if cfg.train.labels == "feedback":
             _log_feedback(train_rows)
+        label_counts = _label_counts(cfg, train_rows, search)
+        del train_rows  # the fit needs X and the labels only
         started = time.perf_counter()
         log_trial = _trial_logger(run.info.experiment_id, run.info.run_id)
         selection = _selector(cfg, search, callbacks=[log_trial]).select(X, search.y)
@@ -350,7 +391,7 @@ def train(cfg: PipelineConfig) -> TrainResult:
             n_pruned=selection.n_pruned,
             n_failed=selection.n_failed,
             fit_seconds=round(fit_seconds, 3),
-            **_label_counts(cfg, train_rows, search),
+            **label_counts,
         )
     _write_json(result, cfg.paths.training)
     return result
@@ -358,11 +399,12 @@ def train(cfg: PipelineConfig) -> TrainResult:
 
 def _test_scores(cfg: PipelineConfig):
     pipeline = joblib.load(cfg.paths.model)
-    test = pd.read_parquet(cfg.paths.test)
+    test = read_parquet(cfg.paths.test)
     labels = test[cfg.data.label_column].to_numpy(dtype=int) if cfg.data.label_column else None
     return pipeline, test, _scores(cfg, pipeline, test), labels
 
 
+@_releases_memory
 def evaluate(cfg: PipelineConfig) -> EvaluateResult:
     tracking.setup(cfg.tracking)
     pipeline, test, scores, labels = _test_scores(cfg)
@@ -382,14 +424,15 @@ def evaluate(cfg: PipelineConfig) -> EvaluateResult:
     return result
 
 
+@_releases_memory
 def explain(cfg: PipelineConfig) -> ExplainResult:
     tracking.setup(cfg.tracking)
-    pipeline, test = joblib.load(cfg.paths.model), pd.read_parquet(cfg.paths.test)
+    pipeline, test = joblib.load(cfg.paths.model), read_parquet(cfg.paths.test)
     preprocessor, detector = pipeline[0], pipeline[-1]
     whole_graph = _whole_graph(cfg, preprocessor) if cfg.data.graph else None  # read once: scored and explained
     scores = _scores(cfg, pipeline, test, whole_graph)
     top = np.argsort(-scores, kind="stable")[: cfg.explain.top_k]
-    train_rows = pd.read_parquet(cfg.paths.train)
+    train_rows = read_parquet(cfg.paths.train)
     background = train_rows.sample(min(cfg.explain.background, len(train_rows)), random_state=cfg.seed)
     names = list(preprocessor.get_feature_names_out())
     if cfg.data.graph is None:
@@ -445,7 +488,7 @@ def reference_sample(cfg: PipelineConfig, test: pd.DataFrame) -> pd.DataFrame:
 def register(cfg: PipelineConfig) -> RegisterResult:
     tracking.setup(cfg.tracking)
     training = _training(cfg)
-    test = pd.read_parquet(cfg.paths.test)
+    test = read_parquet(cfg.paths.test)
     example = test[input_columns(cfg.data)].head(5)
     if cfg.data.graph is not None:  # the example must be a graph on its own
         example = induced(example, cfg.data.id_column, NEIGHBORS)

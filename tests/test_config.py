@@ -102,3 +102,17 @@ def test_feedback_labels_need_no_label_column_and_steer_selection(tmp_path):
     (tmp_path / "d.yaml").write_text(text.replace("  labels: feedback", "  labels: column").replace("  use_labels: false", "  use_labels: true"))
     with pytest.raises(ConfigError, match="train.use_labels is true but data.label_column is not set"):
         load_config(tmp_path / "d.yaml")
+
+
+def test_artifact_keys_of_a_table_named_with_underscores_are_valid_for_prefect():
+    # `pynomaly init donors_x8.parquet` names the config donors_x8; Prefect refused the flow's summary artifact
+    # after every stage had run (keys take lowercase letters, digits and dashes only).
+    from prefect.artifacts import MarkdownArtifact
+
+    from flows import artifact_key
+
+    key = artifact_key("Donors_x8.v2", "training-summary")
+    assert key == "donors-x8-v2-training-summary"
+    assert MarkdownArtifact(key=key, markdown="-").key == key
+    with pytest.raises(ValueError, match="Artifact key must only contain"):
+        MarkdownArtifact(key="donors_x8-training-summary", markdown="-")

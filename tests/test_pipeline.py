@@ -100,6 +100,27 @@ def test_logged_datasets_name_their_file_and_hold_no_integer_columns(workdir, de
     assert table_source("postgresql+psycopg://user:secret@db/x", query="SELECT 1") is None  # no MLflow type; the URL may hold a password
 
 
+def test_training_dataset_digest_is_mlflows_without_testing_every_cell(demo_frame, monkeypatch):
+    from mlflow.data.digest_utils import compute_pandas_digest
+
+    from pynomaly_core.tracking.store import pandas_digest
+
+    frame = demo_frame.head(50).assign(
+        city=["a", "b"] * 25,  # only strings: hashed
+        mixed=["a", 1.5] * 25,  # not only strings: left out
+        missing=["a", np.nan] * 25,
+        typed=pd.array(["x", "y"] * 25, dtype="string"),
+        count=np.arange(50),
+    )
+    expected = [compute_pandas_digest(frame), compute_pandas_digest(frame.iloc[:, :30])]
+    # MLflow's own digest applies `type` to every cell of the frame (DataFrame.map): ours must not.
+    monkeypatch.setattr(pd.DataFrame, "map", lambda *a, **k: pytest.fail("DataFrame.map over every cell"))
+    assert [pandas_digest(frame), pandas_digest(frame.iloc[:, :30])] == expected
+    dataset = stages.training_dataset(demo_config(), demo_frame.astype({"malignant": "Int64"}))
+    monkeypatch.undo()
+    assert dataset.digest == compute_pandas_digest(dataset.df)[:8]
+
+
 def test_each_project_folder_logs_to_its_own_store(tmp_path, monkeypatch):
     """Two project folders in one process, the first deleted before the second runs (what
     benchmarks/overhead.py does): the second run lands in the second folder's store, not through

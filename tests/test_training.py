@@ -54,6 +54,29 @@ def test_preprocessor_is_fitted_on_training_rows_only():
     assert not np.allclose(scaler.center_, frame[columns].median())
 
 
+def test_preprocess_stage_fits_the_transformer_on_a_seeded_sample_of_a_large_training_set(workdir):
+    # preprocess.fit_rows bounds the rows the imputer and scaler see (memory on a large table); the split is the
+    # one scikit-learn makes of the frame itself.
+    import joblib
+    from sklearn.model_selection import train_test_split
+
+    from pynomaly_core import stages
+
+    config = demo_config()
+    stages.validate(config)
+    validated = pd.read_parquet(config.paths.validated)
+    config = config.model_copy(update={"preprocess": config.preprocess.model_copy(update={"fit_rows": 50})})
+    stages.preprocess(config)
+    train, test = (pd.read_parquet(path) for path in (config.paths.train, config.paths.test))
+    expected = train_test_split(validated, test_size=0.3, random_state=config.seed, stratify=validated["malignant"])
+    for part, want in zip((train, test), expected):
+        pd.testing.assert_frame_equal(part, want.reset_index(drop=True))
+    columns = list(config.data.columns)
+    scaler = joblib.load(config.paths.preprocessor).named_transformers_["numeric"][-1]
+    np.testing.assert_allclose(scaler.center_, train.sample(50, random_state=config.seed)[columns].median())
+    assert not np.allclose(scaler.center_, train[columns].median())
+
+
 def test_categorical_columns_are_imputed_and_one_hot_encoded():
     config = demo_config()
     data = config.data.model_copy(update={"columns": {

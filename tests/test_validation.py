@@ -55,6 +55,67 @@ def test_bad_rows_are_quarantined_with_row_column_and_reason(workdir, demo_frame
     assert report["pandera"]["n_rejected"] == 4
 
 
+def test_validating_block_by_block_gives_validates_rows_and_reasons(demo_frame):
+    # The validate stage validates a large table a block of rows at a time (memory): the same rows valid, the same
+    # rejected rows with their row numbers counted from the start of the table and the same reasons.
+    from pynomaly_core.data.validation import validate_blocks
+
+    config = demo_config()
+    frame = demo_frame.astype({"mean_radius": object})
+    frame.loc[3, "mean_radius"] = "abc"
+    frame.loc[[5, 12], "mean_texture"] = -1.0
+    frame.loc[8, "malignant"] = 2
+    frame.loc[0:6, "mean_area"] = None  # a whole block missing a required value: its rows are rejected, no DataError
+    whole = validate(frame, config.data, source="t")
+    blocks = list(validate_blocks(frame, config.data, source="t", block_rows=7))
+    assert len(blocks) == -(-len(frame) // 7)
+    valid = pd.concat([block.valid for block in blocks], ignore_index=True)
+    rejected = pd.concat([block.rejected for block in blocks], ignore_index=True)
+    pd.testing.assert_frame_equal(valid, whole.valid)
+    # pandera reports the failing values of the rows it checks together in one column: numbers among text show as
+    # given (2), numbers alone as floats (2.0), whether those rows are a block, a table or a `pynomaly score` batch.
+    shown = {"_errors": lambda rows: rows["_errors"].str.replace(r"np\.float64\((.*?)\)", r"\1", regex=True).str.replace(r"(-?\d+)\.0\)", r"\1)", regex=True)}
+    pd.testing.assert_frame_equal(rejected.assign(**shown), whole.rejected.assign(**shown), check_dtype=False)
+    assert rejected["_row"].tolist() == [1, 2, 3, 4, 5, 6, 7, 9, 13]
+    with pytest.raises(DataError, match="hold no values"):  # the whole-table checks still hold
+        next(validate_blocks(frame.assign(mean_area=None), config.data, source="t", block_rows=7))
+
+
+def test_the_expectation_report_keeps_no_reference_to_the_frame(demo_frame):
+    # Great Expectations' data source kept the batch: the validate stage's whole table stayed in memory after it.
+    import gc
+    import weakref
+
+    from pynomaly_core.data.validation import expectation_report
+
+    frame = demo_frame.copy()  # pytest holds the fixture's
+    assert expectation_report(frame, demo_config().data)["success"]
+    alive = weakref.ref(frame)
+    del frame
+    gc.collect()
+    assert alive() is None
+
+
+def test_expectations_checked_block_by_block_add_up_to_the_whole_tables_result(demo_frame):
+    # A large table goes through Great Expectations a block of rows at a time (memory); the summed result is GE's own.
+    from pynomaly_core.data.validation import expectation_report
+
+    config = demo_config()
+    frame = demo_frame.copy()
+    frame.loc[[5, 150, 390], "mean_texture"] = -1.0  # below the minimum, in three blocks
+    frame.loc[[7, 8, 200], "mean_area"] = np.nan  # missing where not nullable
+    frame.loc[300, "malignant"] = 2
+    whole = expectation_report(frame, config.data)
+    blocks = expectation_report(frame, config.data, block_rows=100)
+    assert not blocks["success"] and blocks["statistics"] == whole["statistics"]
+    assert [r["success"] for r in blocks["results"]] == [r["success"] for r in whole["results"]]
+    for mine, theirs in zip(blocks["results"], whole["results"]):
+        assert mine["expectation_config"]["kwargs"] == theirs["expectation_config"]["kwargs"]
+        assert mine["result"].keys() == theirs["result"].keys()
+        for key, value in theirs["result"].items():
+            assert mine["result"][key] == (pytest.approx(value) if isinstance(value, float) else value), key
+
+
 def test_missing_column(workdir, demo_frame):
     demo_frame.drop(columns=["mean_radius"]).to_csv("data/raw/bad.csv", index=False)
     with pytest.raises(DataError, match=r"data/raw/bad.csv: missing required column\(s\) mean_radius; found columns: sample_id, mean_texture"):

@@ -4,7 +4,9 @@ ORC, Excel, HDF5, or a SQL query through SQLAlchemy. One reader, chosen by suffi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import gc
 import glob
 import os
 import re
@@ -22,6 +24,8 @@ from ..errors import DataError
 
 # Rows read, validated and scored at a time by `pynomaly score` and its Dask engine (`--batch-rows`).
 BATCH_ROWS = 100_000
+# Rows converted to Arrow at a time when a frame is written to Parquet (each becomes a row group at most).
+WRITE_ROWS = 2**18
 
 
 def source_name(source: str | Path, query: str | None = None) -> str:
@@ -106,7 +110,9 @@ def _frames(source: str | Path, options: ReadOptions | None, batch_rows: int | N
         folder = isinstance(target, list) or target.is_dir()
         dataset = ds.dataset(target if folder else str(target), format=DATASET_FORMATS[fmt], partitioning="hive" if folder else None)
         if batch_rows is None:
-            yield dataset.to_table().to_pandas()
+            frame = dataset.to_table().to_pandas()
+            pa.default_memory_pool().release_unused()  # see read_parquet
+            yield frame
         elif fmt == "parquet":
             yield from _parquet_batches(dataset, batch_rows)
         else:
@@ -213,6 +219,28 @@ def read_table(source: str | Path, query: str | None = None, options: ReadOption
     return frame
 
 
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """A Parquet file the pipeline wrote (validated, training or test rows). pyarrow's allocator keeps the memory of
+    the table a frame was converted from until told to return it: on donors x 8 about 0.6 GiB beside a 0.4 GiB frame,
+    through the stages that follow."""
+    frame = pd.read_parquet(path)
+    pa.default_memory_pool().release_unused()
+    return frame
+
+
+def release_memory() -> None:
+    """Free what only reference cycles still hold (pandas and Great Expectations objects keep a stage's table in them
+    until the next full collection) and hand the memory back to the system: pyarrow's allocator and glibc's malloc
+    keep freed memory for reuse. In one process running every stage (`pynomaly run`), each stage would otherwise start
+    above what the last one held (on donors x 8, 0.7 GiB above the imports after validation)."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator, its own policy
+        pass
+
+
 def iter_table(source: str | Path, batch_rows: int = BATCH_ROWS, options: ReadOptions | None = None) -> Iterator[pd.DataFrame]:
     """The table `batch_rows` at a time where the format allows (CSV and JSON Lines chunks, Parquet, Feather and
     ORC batches through a pyarrow dataset, HDF5 table chunks), so a file larger than memory streams through.
@@ -246,13 +274,13 @@ class TableWriter:
                 import pyarrow.parquet as pq
 
                 if self._writer is None:
-                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    schema = pa.Schema.from_pandas(frame, preserve_index=False)
                     if self.metadata:
-                        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **self.metadata})
-                    self._writer = pq.ParquetWriter(self._temporary, table.schema)
-                else:
-                    table = pa.Table.from_pandas(frame, schema=self._writer.schema, preserve_index=False)
-                self._writer.write_table(table)
+                        schema = schema.with_metadata({**(schema.metadata or {}), **self.metadata})
+                    self._writer = pq.ParquetWriter(self._temporary, schema)
+                # A block at a time: pyarrow's copy of a large frame is then one block's, not the frame's.
+                for start in range(0, max(len(frame), 1), WRITE_ROWS):
+                    self._writer.write_table(pa.Table.from_pandas(frame.iloc[start:start + WRITE_ROWS], schema=self._writer.schema, preserve_index=False))
             else:
                 frame.to_csv(self._temporary, mode="w" if self.n_rows == 0 else "a", header=self.n_rows == 0, index=False)
         except OSError as err:

@@ -49,8 +49,15 @@ def split(frame: pd.DataFrame, data: DataConfig, options: PreprocessConfig, seed
         return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
     labels = frame[data.label_column] if data.label_column else None
     stratify = labels if labels is not None and labels.value_counts().min() >= 2 else None
-    train, test = train_test_split(frame, test_size=options.test_size, random_state=seed, stratify=stratify)
-    return train.reset_index(drop=True), test.reset_index(drop=True)
+    # The positions are split (the same ones scikit-learn picks when given the frame), then each part taken once.
+    train, test = train_test_split(np.arange(len(frame)), test_size=options.test_size, random_state=seed, stratify=stratify)
+    return _take(frame, train), _take(frame, test)
+
+
+def _take(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    part = frame.take(rows)
+    part.index = pd.RangeIndex(len(part))  # reset_index would copy the rows again
+    return part
 
 
 def input_columns(data: DataConfig) -> list[str]:
