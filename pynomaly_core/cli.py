@@ -112,7 +112,7 @@ def _bench(args) -> int:
         overrides["timeout"] = args.timeout
     report = run_benchmark(
         args.data_dir, args.label_fraction, args.seeds, train.model_copy(update=overrides), leave_one_out=args.lodo, threshold=threshold,
-        label_count=args.labels,
+        label_count=args.labels, jobs=args.jobs,
     )
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_report(report, args.out)
@@ -328,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--lodo", action="store_true", help="leave each dataset out of the meta-selection knowledge base (--strategy meta)")
     bench.add_argument("--strategy", choices=["default", "meta", "consensus"], help="override train.strategy")
     bench.add_argument("--target-fpr", type=float, help="override threshold.target_fpr: a conformal threshold for this false-positive rate")
+    bench.add_argument("--jobs", type=int, default=1, help="datasets and seeds run side by side in this many processes (-1: one per core)")
     bench.set_defaults(handler=_bench)
 
 

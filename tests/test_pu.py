@@ -137,6 +137,40 @@ def test_bench_prints_the_plain_pu_classifier_beside_iforest(tmp_path, capsys):
     assert "--labels 0: give a count of at least 1 labelled anomaly" in capsys.readouterr().err
 
 
+def test_bench_fits_the_plain_classifier_once_where_the_default_is_that_classifier(monkeypatch):
+    import pynomaly_core.detectors.pu as pu_detector
+
+    fits = []
+    real = pu_detector.classifier
+    monkeypatch.setattr(pu_detector, "classifier", lambda *args: fits.append(args) or real(*args))
+    data = np.load(ADBENCH / "WBC.npz")
+    X, y = data["X"].astype(float), data["y"].astype(int)
+    row = run_one(X, y, seed=1, label_fraction=0.0, train=DEFAULT.model_copy(update={"use_labels": True}), label_count=3)
+    assert len(fits) == 1 and row["aucroc"] == row["pu_aucroc"]
+    # Calibration rows held aside: the default's learner saw fewer rows, so the baseline is fitted on all of them.
+    fits.clear()
+    row = run_one(X, y, seed=1, label_fraction=0.0, train=DEFAULT.model_copy(update={"use_labels": True}), label_count=3,
+                  threshold=ThresholdConfig(target_fpr=0.1))
+    assert len(fits) == 2
+    X_train, X_test, y_train, y_test = adbench_split(X, y, 1)
+    plain = registry.get("pu_boost").build({"learner": "catboost"}, 0.1, 1).fit(X_train, reveal_labels(y_train, 0.0, 1, count=3))
+    assert row["pu_aucroc"] == round(roc_auc_score(y_test, plain.decision_function(X_test)), 4)
+
+
+def test_bench_jobs_run_side_by_side_with_the_same_report(tmp_path):
+    from pynomaly_core.selection.bench import run_benchmark
+
+    for name in ("WBC", "glass"):
+        data = np.load(ADBENCH / f"{name}.npz")
+        np.savez(tmp_path / f"{name}.npz", X=data["X"], y=data["y"])
+    train = DEFAULT.model_copy(update={"use_labels": True})
+    alone, side_by_side = (run_benchmark(tmp_path, 0.0, [1, 2], train, progress=lambda line: None, label_count=2, jobs=jobs) for jobs in (1, 2))
+    assert [(r["dataset"], r["seed"]) for r in side_by_side["results"]] == [("glass", 1), ("glass", 2), ("WBC", 1), ("WBC", 2)]
+    for row in (*alone["results"], *side_by_side["results"]):
+        row["fit_seconds"] = 0
+    assert side_by_side["results"] == alone["results"] and side_by_side["mean_pu_aucroc"] == alone["mean_pu_aucroc"]
+
+
 def test_bench_without_labels_has_no_pu_column():
     data = np.load(ADBENCH / "WBC.npz")
     row = run_one(data["X"].astype(float), data["y"].astype(int), seed=1, label_fraction=0.0, train=DEFAULT)
