@@ -103,6 +103,8 @@ def _bench(args) -> int:
             raise ConfigError(f"--target-fpr {args.target_fpr}: {err.errors()[0]['msg']}") from None
     if args.lodo and train.strategy != "meta":
         raise ConfigError(f"--lodo leaves datasets out of the meta-selection knowledge base; train.strategy is {train.strategy}")
+    if args.jobs == 0:
+        raise ConfigError("--jobs 0: give how many processes run side by side (1 or more; -1 for one per core)")
     if args.labels is not None and (args.labels < 1 or args.label_fraction):
         raise ConfigError(f"--labels {args.labels}: give a count of at least 1 labelled anomaly, or --label-fraction, not both")
     overrides = {"storage": "sqlite:///:memory:", "progress_bar": False, "use_labels": args.label_fraction > 0 or bool(args.labels)}

@@ -135,6 +135,8 @@ def test_bench_prints_the_plain_pu_classifier_beside_iforest(tmp_path, capsys):
     assert "plain_pu" in printed and "against the plain PU classifier (ADBench's CatBoost): mean" in printed
     assert main(["bench", str(tmp_path), "--labels", "0"]) == 2
     assert "--labels 0: give a count of at least 1 labelled anomaly" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path), "--jobs", "0"]) == 2
+    assert "--jobs 0: give how many processes run side by side" in capsys.readouterr().err
 
 
 def test_bench_fits_the_plain_classifier_once_where_the_default_is_that_classifier(monkeypatch):
