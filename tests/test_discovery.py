@@ -80,3 +80,24 @@ def test_bad_input_is_refused_with_the_row():
     X[7, 2] = np.nan
     with pytest.raises(ValueError, match="row 7, feature 2 is not a finite number"):
         Discovery.fit(X, seed=1)
+
+
+def test_the_experiment_scripts_settings_unit_rows_and_a_prior_that_weakens_with_labels():
+    """The product runs AAD as the authors' aad.sh does; demo_aad.py (the issue's anchor) differs in both."""
+    X, a, b = two_clusters(seed=4)
+    script, demo = Discovery.fit(X, seed=5), Discovery.fit(X, seed=5, settings="demo_aad")
+    values = script.leaf_values[script.leaves]  # minus each row's leaf depths, one per tree
+    uniform = script.prior[0]
+    assert np.allclose(script.scores, uniform * values.sum(axis=1) / np.linalg.norm(values, axis=1))
+    assert np.allclose(demo.scores, uniform * values.sum(axis=1))
+    # The same 30 answers: with the prior's weight divided by the labels the weights move further from uniform.
+    fixed_prior = Discovery(script.leaves, script.leaf_values)
+    fixed_prior.adaptive_prior = False
+    y = np.isin(np.arange(len(X)), a).astype(int)
+    answers = {int(row): int(y[row]) for row in script.order()[:30]}
+    assert 0 < sum(answers.values()) < 30  # both kinds of answer
+    for discovery in (script, fixed_prior):
+        discovery.label(answers)
+    assert np.linalg.norm(script.weights - script.prior) > np.linalg.norm(fixed_prior.weights - fixed_prior.prior)
+    with pytest.raises(ValueError, match="discovery settings are one of \\['aad.sh', 'demo_aad'\\], not 'paper'"):
+        Discovery.fit(X, seed=5, settings="paper")

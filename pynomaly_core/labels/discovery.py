@@ -2,22 +2,26 @@
 
 The method is AAD (Das, Wong, Dietterich, Fern, Emmott, "Incorporating Expert Feedback into Active
 Anomaly Discovery", ICDM 2016; Das et al., "Active Anomaly Detection via Ensembles", TKDD 2020) on
-an isolation forest's leaves, with the settings of the authors' `ad_examples` (`aad/demo_aad.py`):
+an isolation forest's leaves, with the settings of the authors' experiment script for the batch
+isolation forest (`ad_examples`' `aad.sh`; option defaults in `aad/aad_globals.py`):
 
 - an isolation forest of 100 trees on 256-row subsamples, fitted on the batch itself;
 - each row's features are the leaves it falls in, one per tree, each valued minus the leaf's depth
-  (IFOR_SCORE_TYPE_NEG_PATH_LEN), so a row's score is w . z(row);
-- the weights start uniform, 1/sqrt(leaves): the ranking before any label is the forest's own;
+  (IFOR_SCORE_TYPE_NEG_PATH_LEN), the row's vector scaled to unit length (--norm_unit); a row's
+  score is w . z(row);
+- the weights start uniform, 1/sqrt(leaves);
 - after every answer the weights minimise the AAD loss with tau = 0.03: a confirmed row should score
   above the batch's top-3 % quantile and above the row ranked there, a dismissed row below both
   (hinge losses, Ca = Cn = Cx = 1, each averaged over its class), plus ||w - uniform||^2 / (2 sigma2)
-  with sigma2 = 0.5; RMSProp, learning rate 0.001, at most 1000 epochs, the best epoch kept (the
+  with sigma2 = 0.5, divided by the number of labels (--prior_influence=1: the prior counts less as
+  labels accumulate); RMSProp, learning rate 0.001, at most 1000 epochs, the best epoch kept (the
   authors' `sgdRMSProp`), then w scaled to unit length.
 
-Nothing is retrained: a label changes the weights of the leaves the labelled rows (and the row at
-the top-3 % rank) fall in, plus the prior's pull on every weight, and re-ranking the batch is one
-gather and sum over a rows x trees table. Every setting above is the paper's/code's default; none
-was tuned on a benchmark.
+`aad/demo_aad.py` differs from the script in those two options (unit-length rows, the prior's
+shrinking weight); docs/discovery.md has both measured. Nothing is retrained: a label changes the
+weights of the leaves the labelled rows (and the row at the top-3 % rank) fall in, plus the prior's
+pull on every weight, and re-ranking the batch is one gather and sum over a rows x trees table.
+Every setting above is the authors'; none was tuned on a benchmark.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ TAU = 0.03  # labelled anomalies should rank within the top 3 % of the batch
 SIGMA2 = 0.5  # variance of the Gaussian prior around the uniform weights
 LEARNING_RATE, MAX_EPOCHS = 0.001, 1000
 RMS_DECAY, RMS_DELTA, CONVERGED = 0.9, 1e-6, 1e-6
+# (unit-length rows, prior influence 1 / labels): the experiment script's, and the demo's (kept to reproduce the issue's anchor)
+SETTINGS = {"aad.sh": (True, True), "demo_aad": (False, False)}
 
 
 def fit_forest(X: np.ndarray, seed: int) -> IsolationForest:
@@ -61,22 +67,27 @@ def leaf_table(forest: IsolationForest, X: np.ndarray) -> tuple[np.ndarray, np.n
 class Discovery:
     """A batch's AAD state: the leaf table, the weights, and the labels given so far (1 anomaly, 0 normal)."""
 
-    def __init__(self, leaves: np.ndarray, leaf_values: np.ndarray):
+    def __init__(self, leaves: np.ndarray, leaf_values: np.ndarray, settings: str = "aad.sh"):
+        if settings not in SETTINGS:
+            raise ValueError(f"discovery settings are one of {sorted(SETTINGS)}, not {settings!r}")
         if leaves.ndim != 2 or leaves.max(initial=-1) >= len(leaf_values) or leaves.min(initial=0) < 0:
             raise ValueError(f"leaves must be rows x trees of leaf numbers below {len(leaf_values)}, got shape {leaves.shape}")
         self.leaves, self.leaf_values, self.n_leaves = leaves, leaf_values, len(leaf_values)
+        unit_rows, self.adaptive_prior = SETTINGS[settings]
+        norms = np.sqrt(np.einsum("ij,ij->i", leaf_values[leaves], leaf_values[leaves])) if unit_rows else np.ones(len(leaves))
+        self.row_scale = 1 / np.where(norms > 0, norms, 1)  # a row in root leaves only stays zero
         self.prior = np.full(self.n_leaves, 1 / np.sqrt(self.n_leaves))
         self.reset()
 
     def reset(self) -> None:
-        """Forget every label: the forest's own ranking again."""
+        """Forget every label: the uniform weights again."""
         self.weights = self.prior.copy()
         self.labels: dict[int, int] = {}
         self._moved = np.zeros(self.n_leaves, dtype=bool)  # leaves whose weight the loss has touched
         self.scores = self._score_all()
 
     @classmethod
-    def fit(cls, X: np.ndarray, seed: int) -> Discovery:
+    def fit(cls, X: np.ndarray, seed: int, settings: str = "aad.sh") -> Discovery:
         """An isolation forest fitted on the batch `X` (rows x features, numeric), no label yet."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or not len(X):
@@ -84,10 +95,10 @@ class Discovery:
         if not np.all(np.isfinite(X)):
             row, column = np.argwhere(~np.isfinite(X))[0]
             raise ValueError(f"discovery: row {row}, feature {column} is not a finite number")
-        return cls(*leaf_table(fit_forest(X, seed), X))
+        return cls(*leaf_table(fit_forest(X, seed), X), settings)
 
     def _score_all(self) -> np.ndarray:
-        return np.einsum("ij,ij->i", self.weights[self.leaves], self.leaf_values[self.leaves])
+        return self.row_scale * np.einsum("ij,ij->i", self.weights[self.leaves], self.leaf_values[self.leaves])
 
     def order(self) -> np.ndarray:
         """Positions of the unlabelled rows, likeliest anomaly first (ties: the earlier row)."""
@@ -110,7 +121,7 @@ class Discovery:
             self.scores = self._score_all()
 
     def _update(self) -> np.ndarray:
-        """One AAD weight update (the `ad_examples` `aad_weight_update` with the demo's options).
+        """One AAD weight update (the `ad_examples` `aad_weight_update` with `aad.sh`'s options).
 
         Only the leaves of labelled rows and of tau rows ever feel the loss; every other leaf feels the
         prior alone and so keeps the value all such leaves share. They are optimised as one coordinate
@@ -129,8 +140,9 @@ class Discovery:
         count = np.append(np.ones(len(active)), others)
         constrained = np.append(rows, tau_row)
         w = np.append(self.weights[active], other_value)
-        best = _rmsprop(w, np.searchsorted(active, self.leaves[constrained]), self.leaf_values[self.leaves[constrained]], y == 1, q_tau,
-                        self.prior[0], count)
+        values = self.leaf_values[self.leaves[constrained]] * self.row_scale[constrained, None]
+        best = _rmsprop(w, np.searchsorted(active, self.leaves[constrained]), values, y == 1, q_tau, self.prior[0], count,
+                        1 / len(rows) if self.adaptive_prior else 1.0)
         best = best / np.sqrt(count @ (best * best))
         weights = np.full(self.n_leaves, best[-1])
         weights[active] = best[:-1]
@@ -148,30 +160,30 @@ def _scores(w, L, V):
 
 
 @numba.njit(cache=True)
-def _loss(w, s, anomaly, n_anomalies, n_normals, q_tau, prior, count):
-    """The AAD loss: hinge losses of the labelled rows against q_tau and the tau row's score s[-1], and the prior."""
+def _loss(w, s, anomaly, n_anomalies, n_normals, q_tau, prior, count, influence):
+    """The AAD loss: hinge losses of the labelled rows against q_tau and the tau row's score s[-1], and the prior times its influence."""
     loss, s_tau = 0.0, s[-1]
     for i in range(len(anomaly)):
         if anomaly[i]:
             loss += (max(q_tau - s[i], 0.0) + max(s_tau - s[i], 0.0)) / n_anomalies
         else:
             loss += (max(s[i] - q_tau, 0.0) + max(s[i] - s_tau, 0.0)) / n_normals
-    return loss + np.sum(count * (w - prior) ** 2) / (2 * SIGMA2)
+    return loss + influence * np.sum(count * (w - prior) ** 2) / (2 * SIGMA2)
 
 
 @numba.njit(cache=True)
-def _rmsprop(w, L, V, anomaly, q_tau, prior, count):
+def _rmsprop(w, L, V, anomaly, q_tau, prior, count, influence):
     """`ad_examples`' sgdRMSProp on the AAD loss, the labelled rows in one batch; the best epoch's weights.
     L, V: the leaves (in w's coordinates) and values of the labelled rows, then of the tau row."""
     n_anomalies, n_normals = max(1, anomaly.sum()), max(1, len(anomaly) - anomaly.sum())
     w, r = w.copy(), np.zeros(len(w))
     s = _scores(w, L, V)
-    loss = _loss(w, s, anomaly, n_anomalies, n_normals, q_tau, prior, count)
+    loss = _loss(w, s, anomaly, n_anomalies, n_normals, q_tau, prior, count, influence)
     best, best_loss, losses = w.copy(), np.inf, np.zeros(MAX_EPOCHS)
     tau = len(anomaly)
     for epoch in range(MAX_EPOCHS):
         # d loss / d w: a broken constraint adds -z(row) (anomaly) or +z(row) (normal); the tau row's z the opposite.
-        gradient = (w - prior) / SIGMA2
+        gradient = influence * (w - prior) / SIGMA2
         tau_coefficient = 0.0
         for i in range(tau):
             if anomaly[i]:
@@ -190,7 +202,7 @@ def _rmsprop(w, L, V, anomaly, q_tau, prior, count):
         w = w - LEARNING_RATE / np.sqrt(RMS_DELTA + r) * gradient
         previous = loss
         s = _scores(w, L, V)
-        loss = _loss(w, s, anomaly, n_anomalies, n_normals, q_tau, prior, count)
+        loss = _loss(w, s, anomaly, n_anomalies, n_normals, q_tau, prior, count, influence)
         losses[epoch] = loss
         if loss < best_loss:
             best, best_loss = w.copy(), loss
