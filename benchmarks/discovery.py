@@ -168,13 +168,13 @@ def targets(table: pd.DataFrame, budget: int = 100) -> None:
     at = table.xs(budget, level="budget")
     if "static_iforest" not in at:
         return
+    hard = at["static_iforest"] < 0.8 * at["possible"]
+    counted = hard & (at["static_iforest"] > 0)  # where static finds none the ratio is undefined
     for method in [m for m in at.columns if m in ("feedback", "feedback_demo_aad")]:
         ratio = at[method] / at["static_iforest"]
-        hard = at["static_iforest"] < 0.8 * at["possible"]
         print(f"\nB = {budget}: {method} / static_iforest per dataset")
         print(pd.DataFrame({"static_iforest": at["static_iforest"], method: at[method], "ratio": ratio.round(3),
                             "static_found_<80%": hard}).to_string())
-        counted = hard & (at["static_iforest"] > 0)  # where static finds none the ratio is undefined
         if counted.any():
             print(f"geometric mean ratio over the {int(counted.sum())} sets where static finds some but < 80 % of the possible: "
                   f"{float(np.exp(np.log(ratio[counted].clip(lower=1e-9)).mean())):.3f}; worst {ratio[counted].idxmin()} {ratio[counted].min():.3f}"
