@@ -22,13 +22,17 @@ Run:  nice -n 10 .venv/bin/python benchmarks/discovery.py ../shared/benchmarks/a
       [--datasets cardio thyroid] [--seeds 1 2] [--no-product | --product-seeds 1]      (quick runs)
       [--settings demo_aad]                                                             (the anchor's settings)
       benchmarks/discovery.py --report discovery.json [more.json ...]  (tables and targets from saved runs)
-The re-ranking speed on a 100,000-row batch: benchmarks/discovery.py --speed
+The re-ranking speed on a 100,000-row batch: benchmarks/discovery.py --speed [--speed-table donors.parquet --label is_fraud]
+      (a synthetic batch; with --speed-table first a batch of a real table through the champion `pynomaly run` gives it)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -188,29 +192,68 @@ def targets(table: pd.DataFrame, budget: int = 100) -> None:
                       f"static IForest here {at.loc[name, 'static_iforest']:.1f}, anchor {STATIC_ANCHOR[name]})")
 
 
-def speed(settings: str, rows: int = 100_000, features: int = 20, seed: int = 0, answers: int = 100) -> None:
-    """Seconds from an answer to the re-ranked queue of a `rows`-row batch. Run it on one core
-    (taskset -c 0, OMP_NUM_THREADS=1): wall time and the process's CPU time are both printed, the
-    second being what a shared machine does not inflate."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(rows, features))
-    X[:500] += 4  # a cluster of anomalies, so the answers are of both kinds
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def time_answers(X: np.ndarray, truth, seed: int, settings: str, answers: int) -> None:
+    """Fit the batch's discovery state, then answer its top row `answers` times (`truth(row)`: 1 anomaly, 0 normal),
+    timing each answer to the re-ranked queue; wall and the process's CPU time (what a shared machine does not
+    inflate), and the process's peak RSS before and after. Run it on one core (taskset -c 0, OMP_NUM_THREADS=1)."""
+    rss = peak_rss_mib()
     started, cpu = time.perf_counter(), time.process_time()
-    discovery = Discovery.fit(X, seed, settings)
-    print(f"{settings}: {rows} rows x {features} features: forest and leaf table in {time.perf_counter() - started:.2f} s wall, "
-          f"{time.process_time() - cpu:.2f} s CPU (once per batch)")
-    discovery.label({int(discovery.order()[-1]): 0})  # the first update compiles the optimiser (numba, cached on disk)
+    state = Discovery.fit(X, seed, settings)
+    print(f"{settings}: {len(X)} rows x {X.shape[1]} features: forest and leaf table in {time.perf_counter() - started:.2f} s wall, "
+          f"{time.process_time() - cpu:.2f} s CPU (once per batch); leaf table {state.leaves.nbytes / 2**20:.0f} MiB")
+    state.label({int(state.order()[-1]): 0})  # the first update compiles the optimiser (numba, cached on disk)
     walls, cpus = [], []
     for _ in range(answers):
-        top = int(discovery.order()[0])
+        top = int(state.order()[0])
         started, cpu = time.perf_counter(), time.process_time()
-        discovery.label({top: int(top < 500)})
-        discovery.order()
+        state.label({top: truth(top)})
+        state.order()
         walls.append(time.perf_counter() - started)
         cpus.append(time.process_time() - cpu)
     for name, values in (("wall", walls), ("CPU", cpus)):
-        print(f"answer -> re-ranked queue, {answers} answers ({len(discovery.labels)} labels at the end), {name}: "
+        print(f"answer -> re-ranked queue, {answers} answers ({len(state.labels)} labels at the end, "
+              f"{sum(state.labels.values())} anomalies), {name}: "
               f"median {np.median(values):.3f} s, 90th percentile {np.percentile(values, 90):.3f} s, max {max(values):.3f} s")
+    print(f"peak RSS {rss:.0f} MiB before the batch's discovery state, {peak_rss_mib():.0f} MiB after {answers} answers")
+
+
+def speed(settings: str, rows: int = 100_000, features: int = 20, seed: int = 0, answers: int = 100) -> None:
+    """Seconds from an answer to the re-ranked queue of a synthetic `rows`-row batch."""
+    X = np.random.default_rng(seed).normal(size=(rows, features))
+    X[:500] += 4  # a cluster of anomalies, so the answers are of both kinds
+    print("synthetic batch, normal rows and a cluster of 500 shifted ones")
+    time_answers(X, lambda row: int(row < 500), seed, settings, answers)
+
+
+def speed_on_table(table: Path, label: str, settings: str, rows: int = 100_000, seed: int = 0, answers: int = 100) -> None:
+    """The queue a user gets on their own table: `pynomaly init TABLE --label LABEL` and `pynomaly run` in a fresh
+    folder (the default champion), then, as the workbench does, the champion's preprocessor on a seeded batch of
+    `rows` rows of the table and discovery on it; the label column answers."""
+    import mlflow
+
+    from champion import train_champion  # benchmarks/champion.py
+    from pynomaly_core.config import load_config
+    from pynomaly_core.data.preprocessing import features
+    from pynomaly_core.tracking.store import setup
+
+    folder = Path(tempfile.mkdtemp(prefix="pynomaly-discovery-")) / "project"
+    run, config_path = train_champion(table.resolve(), label, folder)
+    os.chdir(folder)
+    config = load_config(config_path)
+    setup(config.tracking)
+    python_model = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion").unwrap_python_model()
+    frame = pd.read_parquet(table.resolve())
+    batch = frame.sample(min(rows, len(frame)), random_state=seed)
+    X = python_model.pipeline[0].transform(features(batch, python_model.data_config))
+    y = batch[label].to_numpy()
+    print(f"{table.name}: champion {json.loads(Path(config.paths.training).read_text())['detector']} "
+          f"(pynomaly run {run['seconds']} s, peak RSS {run['peak_rss_mib']} MiB); a batch of {len(batch):,} of its "
+          f"{len(frame):,} rows, {int(y.sum())} anomalies, through the champion's preprocessor")
+    time_answers(X, lambda row: int(y[row]), seed, settings, answers)
 
 
 def main() -> None:
@@ -229,9 +272,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write every figure as JSON")
     parser.add_argument("--report", type=Path, nargs="+", help="print the tables of saved --out files instead of running")
     parser.add_argument("--speed", action="store_true", help="time one answer's re-ranking of a 100,000-row batch")
+    parser.add_argument("--speed-table", type=Path, help="with --speed: also on a 100,000-row batch of this Parquet table, "
+                                                          "through the champion `pynomaly init` + `pynomaly run` give it")
+    parser.add_argument("--label", default="is_fraud", help="the --speed-table's 0/1 label column")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.speed:
+        if args.speed_table:
+            speed_on_table(args.speed_table, args.label, args.settings)
         speed(args.settings)
     elif args.report:
         report([json.loads(path.read_text()) for path in args.report])
