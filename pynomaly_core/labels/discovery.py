@@ -74,8 +74,10 @@ class Discovery:
             raise ValueError(f"leaves must be rows x trees of leaf numbers below {len(leaf_values)}, got shape {leaves.shape}")
         self.leaves, self.leaf_values, self.n_leaves = leaves, leaf_values, len(leaf_values)
         unit_rows, self.adaptive_prior = SETTINGS[settings]
-        norms = np.sqrt(np.einsum("ij,ij->i", leaf_values[leaves], leaf_values[leaves])) if unit_rows else np.ones(len(leaves))
-        self.row_scale = 1 / np.where(norms > 0, norms, 1)  # a row in root leaves only stays zero
+        self.row_scale = np.ones(len(leaves))
+        if unit_rows:
+            norms = np.sqrt(_row_scores(leaf_values, leaf_values, leaves, self.row_scale))
+            self.row_scale = 1 / np.where(norms > 0, norms, 1)  # a row in root leaves only stays zero
         self.prior = np.full(self.n_leaves, 1 / np.sqrt(self.n_leaves))
         self.reset()
 
@@ -98,7 +100,7 @@ class Discovery:
         return cls(*leaf_table(fit_forest(X, seed), X), settings)
 
     def _score_all(self) -> np.ndarray:
-        return self.row_scale * np.einsum("ij,ij->i", self.weights[self.leaves], self.leaf_values[self.leaves])
+        return _row_scores(self.weights, self.leaf_values, self.leaves, self.row_scale)
 
     def order(self) -> np.ndarray:
         """Positions of the unlabelled rows, likeliest anomaly first (ties: the earlier row)."""
@@ -148,6 +150,19 @@ class Discovery:
         weights[active] = best[:-1]
         self._moved[active] = True
         return weights
+
+
+@numba.njit(cache=True)
+def _row_scores(weights, leaf_values, leaves, row_scale):
+    """Each row's score, its scale times the sum over its leaves of weight x value: no rows x trees temporaries,
+    which would be two 76 MiB gathers per re-rank of a 100,000-row batch."""
+    scores = np.empty(leaves.shape[0])
+    for i in range(leaves.shape[0]):
+        total = 0.0
+        for t in range(leaves.shape[1]):
+            total += weights[leaves[i, t]] * leaf_values[leaves[i, t]]
+        scores[i] = row_scale[i] * total
+    return scores
 
 
 @numba.njit(cache=True)
